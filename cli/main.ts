@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+/**
+ * `dbguard`: one binary, one subcommand per component (contract §3). Each subcommand lives in its
+ * own module and is loaded only when asked for, so `dbguard crds` does not load the proxy.
+ */
+import { UsageError } from './flags.js';
+
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
+
+const commands: Record<string, Command> = {
+  proxy: { summary: 'run the PostgreSQL protocol proxy in front of one upstream', load: () => import('./proxy.js') },
+  demo: { summary: 'an embedded database with sample data, a sample policy and a proxy in front', load: () => import('./demo.js') },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return [
+    'usage: dbguard <command> [flags]',
+    '',
+    'commands:',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    "Run 'dbguard <command> --help' for a command's flags. Every flag also reads DBGUARD_<FLAG>.",
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`dbguard: unknown command '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  const mod = await command.load();
+  return mod.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`dbguard: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`dbguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

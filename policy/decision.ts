@@ -1,0 +1,52 @@
+/**
+ * What the policy engine answers for one statement text (a Query message's whole string, or one
+ * Parse). Pure data: the sidecar turns it into protocol messages, audit events and metrics.
+ */
+import type { CompiledRule } from '../api/compiled.js';
+
+export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
+
+/** One statement of the text, as the audit trail and the rules see it (contract §5 `statement`). */
+export interface StatementInfo {
+  /** PostgreSQL command tag as the server reports it: `SELECT`, `DROP TABLE`, `TRUNCATE TABLE` ... */
+  command: string;
+  /** schema-qualified relations touched anywhere in the statement, resolved through search_path */
+  objects: string[];
+  /** libpg_query fingerprint (hex) */
+  fingerprint: string;
+  /** statement with literals replaced by $n placeholders (PostgreSQL's own normalizer) */
+  normalized: string;
+  /** UPDATE/DELETE without a WHERE clause (also inside CTEs) */
+  withoutWhere: boolean;
+  /** effects cannot be seen from the text: DO, CALL, user-defined functions not allowed */
+  opaque: boolean;
+}
+
+/** How a statement changes session state the engine depends on. */
+export type SessionEffect =
+  | { kind: 'search_path'; value: string[] | 'reset'; local: boolean }
+  /** something changed session state in a way the text does not show: re-read search_path */
+  | { kind: 'unknown-state' }
+  | { kind: 'catalog-changed' }
+  | { kind: 'transaction'; op: 'begin' | 'commit' | 'rollback' | 'savepoint' | 'rollback-to' | 'release' };
+
+export interface Decision {
+  kind: DecisionKind;
+  /** the rule that decided; absent when defaultAction decided */
+  rule?: string;
+  /** complete client-facing message: `dbguard: <rule message or default> (rule <name>)` */
+  message?: string;
+  /** SQLSTATE for deny: 42501 (policy) or 42601 (does not parse) */
+  sqlstate?: string;
+  statements: StatementInfo[];
+  /** SQL to send upstream: the original text, or its masked rewrite */
+  sql: string;
+  /** `schema.table.column` of every masked column the rewrite applied */
+  maskedColumns: string[];
+  approval?: CompiledRule['approval'];
+  /** false under enforcement DryRun: the decision is audited but not applied */
+  enforced: boolean;
+  effects: SessionEffect[];
+  /** sqlcommenter tags found in the text (`traceparent`, ...), declared by the client, not verified */
+  tags?: Record<string, string>;
+}
