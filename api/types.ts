@@ -82,6 +82,8 @@ export interface DatabasePolicyStatus {
   observedGeneration?: number;
   conditions?: Condition[];
   policyVersion?: string;
+  /** number of rules in the compiled policy (printer column Rules) */
+  rules?: number;
   maskingRules?: number;
 }
 
@@ -117,7 +119,8 @@ export interface MaskingRule {
   kind: 'MaskingRule';
   metadata: ObjectMeta;
   spec: MaskingRuleSpec;
-  status?: { observedGeneration?: number; conditions?: Condition[] };
+  /** `columns`: number of masked columns (printer column Columns) */
+  status?: { observedGeneration?: number; conditions?: Condition[]; columns?: number };
 }
 
 export interface ApprovalSubject {
@@ -147,6 +150,7 @@ export interface ApprovalRequest {
     phase?: 'Pending' | 'Approved' | 'Denied' | 'Expired';
     decidedBy?: string;
     decidedAt?: string;
+    conditions?: Condition[];
   };
 }
 
@@ -160,3 +164,6 @@ export interface SecretDoc {
 }
 
 export type DbguardResource = DatabasePolicy | MaskingRule | ApprovalRequest;
+
+/** Any document a policy file may hold. */
+export type PolicyFileResource = DbguardResource | SecretDoc;

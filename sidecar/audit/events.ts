@@ -1,0 +1,266 @@
+/**
+ * Audit events (contract §5): plain objects built here, serialized by the writer. Every event has
+ * `time`, `event`, `sessionId`, `policy`, `policyVersion` and `identity` with all seven identity
+ * fields present (null when unknown), so consumers never test for missing keys. The writer adds
+ * `seq` and `prev`. Statements enter an event only as scrubbed normalized text (statement.ts).
+ */
+import type { StatementInfo } from '../../policy/decision.js';
+import type { Identity } from '../../policy/identity.js';
+import { scrubNormalized } from './statement.js';
+
+export type AuditEventName = 'session.start' | 'session.end' | 'auth.failure' | 'policy.loaded' | 'query';
+
+export const AUDIT_EVENT_NAMES: readonly AuditEventName[] = [
+  'session.start',
+  'session.end',
+  'auth.failure',
+  'policy.loaded',
+  'query',
+];
+
+export type QueryDecision =
+  | 'allow'
+  | 'mask'
+  | 'deny'
+  | 'approval_pending'
+  | 'approved'
+  | 'approval_denied'
+  | 'approval_expired';
+
+export const QUERY_DECISIONS: readonly QueryDecision[] = [
+  'allow',
+  'mask',
+  'deny',
+  'approval_pending',
+  'approved',
+  'approval_denied',
+  'approval_expired',
+];
+
+export interface AuditIdentity {
+  serviceAccount: string | null;
+  pod: string | null;
+  user: string | null;
+  groups: string[];
+  databaseUser: string | null;
+  applicationName: string | null;
+  clientAddr: string | null;
+}
+
+/** What every event of one session (or of the sidecar, for policy.loaded) shares. */
+export interface AuditContext {
+  sessionId: string | null;
+  /** `namespace/name`, null before any policy is loaded */
+  policy: string | null;
+  policyVersion: string | null;
+  identity?: Partial<Identity>;
+}
+
+export interface AuditEventBase {
+  /** RFC 3339 UTC with milliseconds */
+  time: string;
+  event: AuditEventName;
+  sessionId: string | null;
+  policy: string | null;
+  policyVersion: string | null;
+  identity: AuditIdentity;
+}
+
+export interface SessionStartEvent extends AuditEventBase {
+  event: 'session.start';
+  database: string | null;
+  tls: boolean;
+}
+
+export type SessionEndReason = 'client' | 'upstream' | 'error' | 'shutdown' | 'auth';
+
+export interface SessionEndEvent extends AuditEventBase {
+  event: 'session.end';
+  reason: SessionEndReason;
+  durationMs: number;
+  queries: number;
+}
+
+export interface AuthFailureEvent extends AuditEventBase {
+  event: 'auth.failure';
+  /** an AuthFailureReason from identity/, or `no_token`, `upstream_rejected`, ... */
+  reason: string;
+  method: string;
+  /** a short description without the credential */
+  message: string | null;
+}
+
+export interface PolicyLoadedEvent extends AuditEventBase {
+  event: 'policy.loaded';
+  source: 'file' | 'operator' | 'cache';
+  previousVersion: string | null;
+  rules: number;
+  maskedColumns: number;
+  enforcement: 'Enforce' | 'DryRun';
+}
+
+export interface AuditStatement {
+  command: string;
+  objects: string[];
+  fingerprint: string;
+  normalized: string;
+}
+
+/** sqlcommenter tags: what the client declared; nothing here was verified by dbguard. */
+export interface DeclaredTags {
+  declared: true;
+  values: Record<string, string>;
+}
+
+export interface QueryEvent extends AuditEventBase {
+  event: 'query';
+  decision: QueryDecision;
+  /** the rule that decided; null when the policy's defaultAction did */
+  rule: string | null;
+  statement: AuditStatement;
+  /** present when one Query message held several statements: one event per statement */
+  batch: { index: number; count: number } | null;
+  maskedColumns: string[];
+  /** rows returned or affected; null when the statement did not run */
+  rowCount: number | null;
+  durationMs: number;
+  /** null when the statement succeeded */
+  sqlstate: string | null;
+  /** false under DryRun: the decision was recorded, not applied */
+  enforced: boolean;
+  tags: DeclaredTags | null;
+}
+
+export type AuditEvent = SessionStartEvent | SessionEndEvent | AuthFailureEvent | PolicyLoadedEvent | QueryEvent;
+
+function auditIdentity(id: Partial<Identity> | undefined): AuditIdentity {
+  return {
+    serviceAccount: id?.serviceAccount ?? null,
+    pod: id?.pod ?? null,
+    user: id?.user ?? null,
+    groups: [...(id?.groups ?? [])],
+    databaseUser: id?.databaseUser ?? null,
+    applicationName: id?.applicationName ?? null,
+    clientAddr: id?.clientAddr ?? null,
+  };
+}
+
+function base<E extends AuditEventName>(event: E, ctx: AuditContext, now: Date) {
+  return {
+    time: now.toISOString(),
+    event,
+    sessionId: ctx.sessionId,
+    policy: ctx.policy,
+    policyVersion: ctx.policyVersion,
+    identity: auditIdentity(ctx.identity),
+  };
+}
+
+/** Milliseconds with microsecond resolution: enough for a proxy, short in the log. */
+function ms(value: number): number {
+  return Number.isFinite(value) && value >= 0 ? Math.round(value * 1000) / 1000 : 0;
+}
+
+export function sessionStartEvent(
+  ctx: AuditContext,
+  f: { database?: string | null; tls?: boolean } = {},
+  now = new Date(),
+): SessionStartEvent {
+  return { ...base('session.start', ctx, now), database: f.database ?? null, tls: f.tls ?? false };
+}
+
+export function sessionEndEvent(
+  ctx: AuditContext,
+  f: { reason: SessionEndReason; durationMs: number; queries: number },
+  now = new Date(),
+): SessionEndEvent {
+  return { ...base('session.end', ctx, now), reason: f.reason, durationMs: ms(f.durationMs), queries: f.queries };
+}
+
+export function authFailureEvent(
+  ctx: AuditContext,
+  f: { reason: string; method: string; message?: string | null },
+  now = new Date(),
+): AuthFailureEvent {
+  return { ...base('auth.failure', ctx, now), reason: f.reason, method: f.method, message: f.message ?? null };
+}
+
+export function policyLoadedEvent(
+  ctx: { policy: string; policyVersion: string },
+  f: {
+    source: PolicyLoadedEvent['source'];
+    previousVersion?: string | null;
+    rules: number;
+    maskedColumns: number;
+    enforcement: PolicyLoadedEvent['enforcement'];
+  },
+  now = new Date(),
+): PolicyLoadedEvent {
+  return {
+    ...base('policy.loaded', { sessionId: null, ...ctx }, now),
+    source: f.source,
+    previousVersion: f.previousVersion ?? null,
+    rules: f.rules,
+    maskedColumns: f.maskedColumns,
+    enforcement: f.enforcement,
+  };
+}
+
+/** Bounds on client-declared tags, so a client cannot blow up the log through a comment. */
+const MAX_TAGS = 16;
+const MAX_TAG_KEY = 64;
+const MAX_TAG_VALUE = 256;
+
+function declaredTags(tags: Record<string, string> | undefined): DeclaredTags | null {
+  if (!tags) return null;
+  const values: Record<string, string> = {};
+  let n = 0;
+  for (const [k, v] of Object.entries(tags)) {
+    if (n++ >= MAX_TAGS) break;
+    values[k.slice(0, MAX_TAG_KEY)] = String(v).slice(0, MAX_TAG_VALUE);
+  }
+  return n === 0 ? null : { declared: true, values };
+}
+
+/**
+ * The audit form of one statement. `normalized` is scrubbed again (idempotent on clean text), so a
+ * literal the engine's normalizer left behind still never reaches the log.
+ */
+export function auditStatementInfo(s: Pick<StatementInfo, 'command' | 'objects' | 'fingerprint' | 'normalized'>) {
+  return {
+    command: s.command,
+    objects: [...s.objects],
+    fingerprint: s.fingerprint,
+    normalized: scrubNormalized(s.normalized),
+  };
+}
+
+export interface QueryEventFields {
+  decision: QueryDecision;
+  rule?: string | null;
+  statement: Pick<StatementInfo, 'command' | 'objects' | 'fingerprint' | 'normalized'>;
+  batch?: { index: number; count: number } | null;
+  maskedColumns?: string[];
+  rowCount?: number | null;
+  durationMs: number;
+  sqlstate?: string | null;
+  enforced: boolean;
+  /** `Decision.tags` as the engine parsed them from a sqlcommenter comment */
+  tags?: Record<string, string>;
+}
+
+export function queryEvent(ctx: AuditContext, f: QueryEventFields, now = new Date()): QueryEvent {
+  return {
+    ...base('query', ctx, now),
+    decision: f.decision,
+    rule: f.rule ?? null,
+    statement: auditStatementInfo(f.statement),
+    batch: f.batch ?? null,
+    maskedColumns: [...(f.maskedColumns ?? [])],
+    rowCount: f.rowCount ?? null,
+    durationMs: ms(f.durationMs),
+    sqlstate: f.sqlstate ?? null,
+    enforced: f.enforced,
+    tags: declaredTags(f.tags),
+  };
+}

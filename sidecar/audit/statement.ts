@@ -1,0 +1,110 @@
+/**
+ * Statement text as the audit trail may show it: PostgreSQL's own normalizer (literals become `$n`),
+ * then a second pass over the scanner's tokens, because the normalizer leaves some literals in place
+ * (the body of `PREPARE ... AS`, `EXECUTE p('...')`, column DEFAULTs, `COMMENT ON ... IS '...'`) and
+ * keeps comments verbatim (a comment can hold anything). Text that does not parse is never shown: it
+ * becomes a fixed placeholder. Nothing here ever returns a literal from the input.
+ */
+import { loadModule, normalizeSync, type ScanToken, scanSync } from 'libpg-query';
+
+export const UNPARSEABLE_STATEMENT = '<unparseable statement>';
+
+/** Audit lines stay bounded: a normalized 10 MB multi-row INSERT is still 10 MB of `$n`. */
+export const MAX_NORMALIZED_BYTES = 64 * 1024;
+export const TRUNCATION_MARK = ' /* truncated */';
+
+/** Scanner token names of literal constants (string, unicode string, bit, hex, float, integer). */
+const LITERAL_TOKENS = new Set(['SCONST', 'USCONST', 'BCONST', 'XCONST', 'FCONST', 'ICONST']);
+/** The same by token number (libpg_query 18 reports some of them as `UNKNOWN` by name). */
+const LITERAL_TOKEN_TYPES = new Set([260, 261, 262, 263, 264, 266]);
+const COMMENT_TOKENS = new Set(['SQL_COMMENT', 'C_COMMENT']);
+const COMMENT_TOKEN_TYPES = new Set([275, 276]);
+
+let loaded: Promise<void> | undefined;
+let ready = false;
+
+/** Load the parser (WASM) once; every function below needs it. Safe to call many times. */
+export function loadAuditParser(): Promise<void> {
+  loaded ??= loadModule().then(() => {
+    ready = true;
+  });
+  return loaded;
+}
+
+function assertLoaded(): void {
+  if (!ready) throw new Error('audit statement helpers used before loadAuditParser() resolved');
+}
+
+function isLiteral(t: ScanToken): boolean {
+  return LITERAL_TOKENS.has(t.tokenName) || LITERAL_TOKEN_TYPES.has(t.tokenType);
+}
+
+function isComment(t: ScanToken): boolean {
+  return COMMENT_TOKENS.has(t.tokenName) || COMMENT_TOKEN_TYPES.has(t.tokenType);
+}
+
+/**
+ * Replace every literal token still present with a fresh `$n` (numbered after the highest `$n`
+ * already there) and drop comments. Idempotent on text that is already clean, so the sidecar may
+ * run it over the policy engine's `normalized` text as a second line of defence.
+ */
+export function scrubNormalized(text: string): string {
+  assertLoaded();
+  let tokens: ScanToken[];
+  try {
+    tokens = scanSync(text).tokens;
+  } catch {
+    return UNPARSEABLE_STATEMENT;
+  }
+  // Scanner offsets are byte offsets into the UTF-8 text.
+  const bytes = Buffer.from(text, 'utf8');
+  let maxParam = 0;
+  for (const m of text.matchAll(/\$(\d+)/g)) maxParam = Math.max(maxParam, Number(m[1]));
+  const out: string[] = [];
+  let pos = 0;
+  // White space between tokens and dropped comments collapse to one space: one line per statement.
+  let pendingSpace = false;
+  for (const t of tokens) {
+    if (t.start < pos || t.end > bytes.length) return UNPARSEABLE_STATEMENT; // scanner and text disagree
+    if (t.start > pos) {
+      // Between tokens there is only white space; anything else means the scanner skipped text.
+      if (bytes.subarray(pos, t.start).toString('utf8').trim() !== '') return UNPARSEABLE_STATEMENT;
+      pendingSpace = true;
+    }
+    pos = t.end;
+    if (isComment(t)) {
+      pendingSpace = true;
+      continue;
+    }
+    if (pendingSpace && out.length > 0) out.push(' ');
+    pendingSpace = false;
+    out.push(isLiteral(t) ? `$${++maxParam}` : bytes.subarray(t.start, t.end).toString('utf8'));
+  }
+  // Anything after the last token must be white space; anything else means the scanner gave up.
+  if (bytes.subarray(pos).toString('utf8').trim() !== '') return UNPARSEABLE_STATEMENT;
+  const result = out.join('');
+  return truncate(result);
+}
+
+function truncate(text: string): string {
+  if (Buffer.byteLength(text, 'utf8') <= MAX_NORMALIZED_BYTES) return text;
+  // Cut on a character boundary; a half `$12` left at the end is harmless.
+  const cut = Buffer.from(text, 'utf8').subarray(0, MAX_NORMALIZED_BYTES).toString('utf8').replace(/\uFFFD$/, '');
+  return cut + TRUNCATION_MARK;
+}
+
+/**
+ * The only form of a statement that may enter an audit event: normalized by libpg-query, residual
+ * literals and comments scrubbed, or `<unparseable statement>`. Bind parameter values are never an
+ * input here: pass the statement text only.
+ */
+export function auditStatement(sql: string): string {
+  assertLoaded();
+  let normalized: string;
+  try {
+    normalized = normalizeSync(sql);
+  } catch {
+    return UNPARSEABLE_STATEMENT;
+  }
+  return scrubNormalized(normalized);
+}

@@ -1,0 +1,424 @@
+/**
+ * The audit log: JSON lines, hash-chained (chain.ts), written in batches, never dropping an event.
+ *
+ * Backpressure: `write(event)` puts the event in a bounded queue and resolves at once while there
+ * is room. When the sink is slower than traffic and the queue is full, `write` resolves only once
+ * the event has been admitted, in arrival order: callers (the proxy's session loops) are made to
+ * wait instead of events being dropped. `flush()` resolves when every event accepted so far is in
+ * the sink (`write(2)` returned; add `fsync: true` for the disk).
+ *
+ * Failure: a file sink that fails (disk full, EIO) is retried with backoff, with writers waiting
+ * meanwhile, and `status().failing` says why (readiness should report it). A stream sink that
+ * errors (standard output closed) cannot be retried: the log turns failed and every pending and
+ * later `write` rejects with AuditLogError, so the proxy can fail closed.
+ */
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { type ChainState, GENESIS, lineHash } from './chain.js';
+import type { AuditEvent } from './events.js';
+
+export class AuditLogError extends Error {
+  override name = 'AuditLogError';
+}
+
+/** Hooks for metrics; SidecarMetrics.auditObserver() provides one. */
+export interface AuditObserver {
+  /** a batch reached the sink */
+  written?(events: readonly AuditEvent[]): void;
+  /** a writer waited this long for room in the queue */
+  waited?(seconds: number): void;
+  /** a sink error (the log retries file sinks) */
+  error?(err: Error): void;
+}
+
+export interface AuditLogOptions {
+  /** events held before writers wait; default 4096 */
+  maxQueue?: number;
+  /** events per write(2); default 512 */
+  maxBatch?: number;
+  /** fsync after every batch (files only); default false */
+  fsync?: boolean;
+  observer?: AuditObserver;
+  /** the stream behind target `-`; default process.stdout */
+  stdout?: Writable;
+  /** file mode for a new log file; default 0o640 */
+  mode?: number;
+  /** backoff for a failing file sink */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** how long close() keeps retrying a failing sink before giving up; default 10 s */
+  closeTimeoutMs?: number;
+}
+
+export interface AuditLogStatus {
+  target: string;
+  /** events written since open */
+  written: number;
+  queued: number;
+  /** writers waiting for room (backpressure) */
+  waiting: number;
+  /** the current sink error, while a file sink is being retried */
+  failing: string | null;
+  failed: boolean;
+  closed: boolean;
+  chain: ChainState;
+}
+
+export interface AuditLog {
+  write(event: AuditEvent): Promise<void>;
+  /** after the file was renamed away (SIGHUP): close it, create `target` again, keep the chain */
+  reopen(): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+  status(): AuditLogStatus;
+}
+
+interface Sink {
+  write(buf: Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
+class FileSink implements Sink {
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly fsync: boolean,
+  ) {}
+
+  static async open(path: string, mode: number, fsync: boolean): Promise<FileSink> {
+    // O_APPEND: other appenders (none expected) cannot interleave inside a line.
+    return new FileSink(await open(path, 'a', mode), fsync);
+  }
+
+  /** Resumes after a partial write: `offset` is advanced in place so a retry does not duplicate. */
+  async writeFrom(buf: Buffer, progress: { offset: number }): Promise<void> {
+    while (progress.offset < buf.length) {
+      const { bytesWritten } = await this.fh.write(buf, progress.offset, buf.length - progress.offset);
+      progress.offset += bytesWritten;
+    }
+    if (this.fsync) await this.fh.sync();
+  }
+
+  write(buf: Buffer): Promise<void> {
+    return this.writeFrom(buf, { offset: 0 });
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+class StreamSink implements Sink {
+  private error: Error | undefined;
+  private readonly onError = (err: Error) => {
+    this.error ??= err;
+  };
+
+  constructor(private readonly stream: Writable) {
+    stream.on('error', this.onError);
+  }
+
+  write(buf: Buffer): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      this.stream.write(buf, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  async close(): Promise<void> {
+    // Never end process.stdout: other output (and the process) still uses it.
+    this.stream.off('error', this.onError);
+  }
+}
+
+/** Where the chain continues in an existing file: its last line's seq and hash. */
+async function tailState(path: string): Promise<{ state: ChainState; needsNewline: boolean } | undefined> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(path);
+  } catch {
+    return undefined; // no file yet
+  }
+  if (!info.isFile() || info.size === 0) return undefined; // a FIFO or an empty file
+  const window = Math.min(info.size, 1024 * 1024);
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(window);
+    await fh.read(buf, 0, window, info.size - window);
+    const needsNewline = buf[buf.length - 1] !== 0x0a;
+    const body = needsNewline ? buf : buf.subarray(0, buf.length - 1);
+    const start = body.lastIndexOf(0x0a) + 1;
+    const last = body.subarray(start);
+    let seq = 0;
+    try {
+      const parsed = JSON.parse(last.toString('utf8'));
+      if (Number.isSafeInteger(parsed?.seq) && parsed.seq > 0) seq = parsed.seq;
+    } catch {
+      // A torn or foreign last line: chain from its hash anyway; verify will name that line.
+    }
+    return { state: { seq, prev: lineHash(last) }, needsNewline };
+  } finally {
+    await fh.close();
+  }
+}
+
+interface Waiter {
+  event: AuditEvent;
+  since: bigint;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+interface Flusher {
+  target: number;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+
+class AuditLogImpl implements AuditLog {
+  private readonly queue: AuditEvent[] = [];
+  private readonly waiters: Waiter[] = [];
+  private flushers: Flusher[] = [];
+  private reopenWaiters: { resolve(): void; reject(err: Error): void }[] = [];
+  private accepted = 0;
+  private written = 0;
+  private pumping = false;
+  private failing: string | null = null;
+  private fatal: Error | undefined;
+  private closed = false;
+  private closeDeadline = Number.POSITIVE_INFINITY;
+  private pendingPrefix: Buffer | undefined;
+  private readonly maxQueue: number;
+  private readonly maxBatch: number;
+
+  constructor(
+    private readonly target: string,
+    private sink: Sink,
+    private readonly chain: ChainState,
+    private readonly opts: AuditLogOptions,
+    needsNewline: boolean,
+  ) {
+    this.maxQueue = Math.max(1, opts.maxQueue ?? 4096);
+    this.maxBatch = Math.max(1, opts.maxBatch ?? 512);
+    if (needsNewline) this.pendingPrefix = Buffer.from('\n');
+  }
+
+  write(event: AuditEvent): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.closed) return Promise.reject(new AuditLogError('audit log is closed'));
+    this.accepted++;
+    if (this.waiters.length === 0 && this.queue.length < this.maxQueue) {
+      this.queue.push(event);
+      this.kick();
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ event, since: process.hrtime.bigint(), resolve, reject });
+      this.kick();
+    });
+  }
+
+  reopen(): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.closed) return Promise.reject(new AuditLogError('audit log is closed'));
+    if (this.target === '-') return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.reopenWaiters.push({ resolve, reject });
+      this.kick();
+    });
+  }
+
+  flush(): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.written >= this.accepted) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.flushers.push({ target: this.accepted, resolve, reject });
+      this.kick();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeDeadline = Date.now() + (this.opts.closeTimeoutMs ?? 10_000);
+    try {
+      if (!this.fatal) {
+        await new Promise<void>((resolve, reject) => {
+          this.flushers.push({ target: this.accepted, resolve, reject });
+          this.kick();
+        });
+      }
+    } finally {
+      await this.sink.close().catch(() => {});
+    }
+    if (this.fatal) throw this.fatal;
+  }
+
+  status(): AuditLogStatus {
+    return {
+      target: this.target,
+      written: this.written,
+      queued: this.queue.length,
+      waiting: this.waiters.length,
+      failing: this.failing,
+      failed: this.fatal !== undefined,
+      closed: this.closed,
+      chain: { ...this.chain },
+    };
+  }
+
+  private kick(): void {
+    if (!this.pumping) {
+      this.pumping = true;
+      queueMicrotask(() => void this.pump());
+    }
+  }
+
+  private admitWaiters(): void {
+    while (this.waiters.length > 0 && this.queue.length < this.maxQueue) {
+      const w = this.waiters.shift()!;
+      this.queue.push(w.event);
+      this.opts.observer?.waited?.(Number(process.hrtime.bigint() - w.since) / 1e9);
+      w.resolve();
+    }
+  }
+
+  private settleFlushers(): void {
+    if (this.flushers.length === 0) return;
+    const still: Flusher[] = [];
+    for (const f of this.flushers) (this.written >= f.target ? f.resolve() : still.push(f));
+    this.flushers = still;
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.reopenWaiters.length > 0) await this.swapSink();
+        this.admitWaiters();
+        if (this.queue.length === 0) break;
+        const batch = this.queue.splice(0, this.maxBatch);
+        this.admitWaiters();
+        await this.persist(this.serialize(batch));
+        this.written += batch.length;
+        this.opts.observer?.written?.(batch);
+        this.settleFlushers();
+      }
+      this.settleFlushers();
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      this.pumping = false;
+    }
+    // Work that arrived while the last await was settling.
+    if (!this.fatal && (this.queue.length > 0 || this.waiters.length > 0 || this.reopenWaiters.length > 0)) {
+      this.kick();
+    }
+  }
+
+  /** One buffer per batch: seq and prev are assigned here, in write order. */
+  private serialize(batch: AuditEvent[]): Buffer {
+    const parts: Buffer[] = [];
+    if (this.pendingPrefix) {
+      parts.push(this.pendingPrefix);
+      this.pendingPrefix = undefined;
+    }
+    for (const event of batch) {
+      this.chain.seq += 1;
+      const line = Buffer.from(JSON.stringify({ ...event, seq: this.chain.seq, prev: this.chain.prev }), 'utf8');
+      this.chain.prev = lineHash(line);
+      parts.push(line, NEWLINE);
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** Write one batch; retry a file sink with backoff, resuming after what was already written. */
+  private async persist(buf: Buffer): Promise<void> {
+    const progress = { offset: 0 };
+    let delay = this.opts.retryInitialMs ?? 50;
+    for (;;) {
+      try {
+        if (this.sink instanceof FileSink) await this.sink.writeFrom(buf, progress);
+        else await this.sink.write(buf);
+        this.failing = null;
+        return;
+      } catch (err) {
+        const e = err instanceof Error ? err : new Error(String(err));
+        this.opts.observer?.error?.(e);
+        if (!(this.sink instanceof FileSink)) throw new AuditLogError(`audit log ${this.target}: ${e.message}`);
+        this.failing = e.message;
+        if (Date.now() > this.closeDeadline) {
+          throw new AuditLogError(`audit log ${this.target}: gave up at close: ${e.message}`);
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, this.opts.retryMaxMs ?? 5000);
+      }
+    }
+  }
+
+  /** Rotation: everything before the reopen() call went to the old file, the rest goes to the new one. */
+  private async swapSink(): Promise<void> {
+    const waiting = this.reopenWaiters;
+    this.reopenWaiters = [];
+    // What is queued goes to the old file first: the new file's first line then chains from its last.
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      await this.persist(this.serialize(batch));
+      this.written += batch.length;
+      this.opts.observer?.written?.(batch);
+    }
+    this.settleFlushers();
+    try {
+      const next = await FileSink.open(this.target, this.opts.mode ?? 0o640, this.opts.fsync ?? false);
+      await this.sink.close().catch(() => {});
+      this.sink = next;
+      for (const w of waiting) w.resolve();
+    } catch (err) {
+      // Keep writing to the old (renamed) file rather than losing events; tell the caller.
+      const e = new AuditLogError(`audit log ${this.target}: reopen failed: ${(err as Error).message}`);
+      this.opts.observer?.error?.(e);
+      for (const w of waiting) w.reject(e);
+    }
+  }
+
+  private fail(err: Error): void {
+    this.fatal = err instanceof AuditLogError ? err : new AuditLogError(err.message);
+    for (const w of this.waiters.splice(0)) w.reject(this.fatal);
+    for (const f of this.flushers.splice(0)) f.reject(this.fatal);
+    for (const r of this.reopenWaiters.splice(0)) r.reject(this.fatal);
+  }
+}
+
+const NEWLINE = Buffer.from('\n');
+
+/**
+ * Open the audit log. `-` is standard output (or `opts.stdout`), a fresh chain. A path is opened
+ * for append and created if missing (mode 0640); when it already holds lines, the chain continues
+ * from its last line. A FIFO works too (open waits for a reader).
+ */
+export async function openAuditLog(target: '-' | (string & {}), opts: AuditLogOptions = {}): Promise<AuditLog> {
+  if (typeof target !== 'string' || target === '') throw new AuditLogError('audit log target must be - or a path');
+  if (target === '-') {
+    const sink = new StreamSink(opts.stdout ?? process.stdout);
+    return new AuditLogImpl(target, sink, { seq: 0, prev: GENESIS }, opts, false);
+  }
+  let tail: Awaited<ReturnType<typeof tailState>>;
+  try {
+    tail = await tailState(target);
+  } catch (err) {
+    throw new AuditLogError(`audit log ${target}: cannot read its end: ${(err as Error).message}`);
+  }
+  let sink: FileSink;
+  try {
+    sink = await FileSink.open(target, opts.mode ?? 0o640, opts.fsync ?? false);
+  } catch (err) {
+    throw new AuditLogError(`audit log ${target}: ${(err as Error).message}`);
+  }
+  return new AuditLogImpl(
+    target,
+    sink,
+    tail?.state ?? { seq: 0, prev: GENESIS },
+    opts,
+    tail?.needsNewline ?? false,
+  );
+}

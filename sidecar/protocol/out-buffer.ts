@@ -1,0 +1,53 @@
+/**
+ * Collects the bytes to send to one socket while a received chunk is processed, then writes them
+ * in one call. Adjacent slices of the same received buffer are merged back into one slice, so a
+ * chunk whose messages all pass through unchanged goes out as the very buffer it came in as.
+ */
+export class OutBuffer {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+
+  push(b: Buffer): void {
+    if (b.length === 0) return;
+    const last = this.parts[this.parts.length - 1];
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
+      this.parts[this.parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + b.length);
+    } else {
+      this.parts.push(b);
+    }
+    this.bytes += b.length;
+  }
+
+  get length(): number {
+    return this.bytes;
+  }
+
+  /** Takes everything collected as one buffer (or null when empty). */
+  take(): Buffer | null {
+    if (this.parts.length === 0) return null;
+    const out = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes);
+    this.parts = [];
+    this.bytes = 0;
+    return out;
+  }
+}
+
+/**
+ * Pauses a readable socket while any reason holds and resumes it when the last one clears, so
+ * that backpressure, a pending policy decision and an internal query can all hold one socket.
+ */
+export class PauseGate {
+  private readonly reasons = new Set<string>();
+  constructor(private readonly target: { pause(): unknown; resume(): unknown }) {}
+  hold(reason: string): void {
+    if (this.reasons.size === 0) this.target.pause();
+    this.reasons.add(reason);
+  }
+  release(reason: string): void {
+    if (!this.reasons.delete(reason)) return;
+    if (this.reasons.size === 0) this.target.resume();
+  }
+  get held(): boolean {
+    return this.reasons.size > 0;
+  }
+}
