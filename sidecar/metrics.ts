@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditEvent, QueryDecision } from './audit/events.js';
 import type { AuditObserver } from './audit/writer.js';
+import { AUTH_FAILURE_REASONS } from './identity/token.js';
 
 /** PostgreSQL command tags (src/include/tcop/cmdtaglist.h) that get their own label value. */
 export const KNOWN_COMMANDS: ReadonlySet<string> = new Set([
@@ -157,8 +158,7 @@ export function commandLabel(command: string): string {
   return KNOWN_COMMANDS.has(tag) ? tag : OTHER_COMMAND;
 }
 
-/** `rule` label when the policy's defaultAction decided (no rule name can contain parentheses? it
- * can, but this value is only ever set by us, and a clash only merges two series). */
+/** `rule` label when the policy's defaultAction decided rather than a named rule. */
 export const DEFAULT_ACTION_RULE = '(defaultAction)';
 
 export type ApprovalOutcome = 'pending' | 'approved' | 'denied' | 'expired';
@@ -195,7 +195,8 @@ export class SidecarMetrics {
   private readonly authFailures: Counter<'reason'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    const registers = [(this.registry = new Registry())];
+    this.registry = new Registry();
+    const registers = [this.registry];
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.queries = new Counter({
       name: 'dbguard_queries_total',
@@ -345,15 +346,9 @@ export class SidecarMetrics {
   }
 }
 
+/** Reasons besides the verifiers' own: the client sent no token, or the upstream refused the login. */
 const AUTH_REASON_LABELS: ReadonlySet<string> = new Set([
-  'expired',
-  'not_yet_valid',
-  'bad_audience',
-  'bad_issuer',
-  'bad_signature',
-  'malformed',
-  'review_denied',
-  'unavailable',
+  ...AUTH_FAILURE_REASONS,
   'no_token',
   'upstream_rejected',
 ]);
@@ -428,7 +423,12 @@ async function handle(opts: HealthServerOptions, req: IncomingMessage, res: Serv
       return;
     case '/readyz': {
       const r = await readiness(opts);
-      send(res, r.ok ? 200 : 503, 'application/json', `${JSON.stringify({ ok: r.ok, reasons: r.reasons })}\n`);
+      send(
+        res,
+        r.ok ? 200 : 503,
+        'application/json',
+        `${JSON.stringify({ ok: r.ok, reasons: r.reasons })}\n`,
+      );
       return;
     }
     default:

@@ -131,7 +131,12 @@ export interface QueryEvent extends AuditEventBase {
   tags: DeclaredTags | null;
 }
 
-export type AuditEvent = SessionStartEvent | SessionEndEvent | AuthFailureEvent | PolicyLoadedEvent | QueryEvent;
+export type AuditEvent =
+  | SessionStartEvent
+  | SessionEndEvent
+  | AuthFailureEvent
+  | PolicyLoadedEvent
+  | QueryEvent;
 
 function auditIdentity(id: Partial<Identity> | undefined): AuditIdentity {
   return {
@@ -174,7 +179,12 @@ export function sessionEndEvent(
   f: { reason: SessionEndReason; durationMs: number; queries: number },
   now = new Date(),
 ): SessionEndEvent {
-  return { ...base('session.end', ctx, now), reason: f.reason, durationMs: ms(f.durationMs), queries: f.queries };
+  return {
+    ...base('session.end', ctx, now),
+    reason: f.reason,
+    durationMs: ms(f.durationMs),
+    queries: f.queries,
+  };
 }
 
 export function authFailureEvent(
@@ -182,7 +192,12 @@ export function authFailureEvent(
   f: { reason: string; method: string; message?: string | null },
   now = new Date(),
 ): AuthFailureEvent {
-  return { ...base('auth.failure', ctx, now), reason: f.reason, method: f.method, message: f.message ?? null };
+  return {
+    ...base('auth.failure', ctx, now),
+    reason: f.reason,
+    method: f.method,
+    message: f.message ?? null,
+  };
 }
 
 export function policyLoadedEvent(
@@ -226,7 +241,9 @@ function declaredTags(tags: Record<string, string> | undefined): DeclaredTags | 
  * The audit form of one statement. `normalized` is scrubbed again (idempotent on clean text), so a
  * literal the engine's normalizer left behind still never reaches the log.
  */
-export function auditStatementInfo(s: Pick<StatementInfo, 'command' | 'objects' | 'fingerprint' | 'normalized'>) {
+export function auditStatementInfo(
+  s: Pick<StatementInfo, 'command' | 'objects' | 'fingerprint' | 'normalized'>,
+) {
   return {
     command: s.command,
     objects: [...s.objects],

@@ -89,7 +89,10 @@ export function scrubNormalized(text: string): string {
 function truncate(text: string): string {
   if (Buffer.byteLength(text, 'utf8') <= MAX_NORMALIZED_BYTES) return text;
   // Cut on a character boundary; a half `$12` left at the end is harmless.
-  const cut = Buffer.from(text, 'utf8').subarray(0, MAX_NORMALIZED_BYTES).toString('utf8').replace(/\uFFFD$/, '');
+  const cut = Buffer.from(text, 'utf8')
+    .subarray(0, MAX_NORMALIZED_BYTES)
+    .toString('utf8')
+    .replace(/\uFFFD$/, '');
   return cut + TRUNCATION_MARK;
 }
 

@@ -153,7 +153,13 @@ export async function verifyAuditFiles(files: string[]): Promise<VerifyResult> {
         lines++;
       }
     } catch (err) {
-      return { ok: false, file, line: n, problem: 'unreadable', message: `cannot read: ${(err as Error).message}` };
+      return {
+        ok: false,
+        file,
+        line: n,
+        problem: 'unreadable',
+        message: `cannot read: ${(err as Error).message}`,
+      };
     }
   }
   return {

@@ -287,7 +287,7 @@ class AuditLogImpl implements AuditLog {
   private settleFlushers(): void {
     if (this.flushers.length === 0) return;
     const still: Flusher[] = [];
-    for (const f of this.flushers) (this.written >= f.target ? f.resolve() : still.push(f));
+    for (const f of this.flushers) this.written >= f.target ? f.resolve() : still.push(f);
     this.flushers = still;
   }
 
@@ -325,7 +325,10 @@ class AuditLogImpl implements AuditLog {
     }
     for (const event of batch) {
       this.chain.seq += 1;
-      const line = Buffer.from(JSON.stringify({ ...event, seq: this.chain.seq, prev: this.chain.prev }), 'utf8');
+      const line = Buffer.from(
+        JSON.stringify({ ...event, seq: this.chain.seq, prev: this.chain.prev }),
+        'utf8',
+      );
       this.chain.prev = lineHash(line);
       parts.push(line, NEWLINE);
     }
@@ -345,7 +348,8 @@ class AuditLogImpl implements AuditLog {
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
         this.opts.observer?.error?.(e);
-        if (!(this.sink instanceof FileSink)) throw new AuditLogError(`audit log ${this.target}: ${e.message}`);
+        if (!(this.sink instanceof FileSink))
+          throw new AuditLogError(`audit log ${this.target}: ${e.message}`);
         this.failing = e.message;
         if (Date.now() > this.closeDeadline) {
           throw new AuditLogError(`audit log ${this.target}: gave up at close: ${e.message}`);
@@ -396,8 +400,12 @@ const NEWLINE = Buffer.from('\n');
  * for append and created if missing (mode 0640); when it already holds lines, the chain continues
  * from its last line. A FIFO works too (open waits for a reader).
  */
-export async function openAuditLog(target: '-' | (string & {}), opts: AuditLogOptions = {}): Promise<AuditLog> {
-  if (typeof target !== 'string' || target === '') throw new AuditLogError('audit log target must be - or a path');
+export async function openAuditLog(
+  target: '-' | (string & {}),
+  opts: AuditLogOptions = {},
+): Promise<AuditLog> {
+  if (typeof target !== 'string' || target === '')
+    throw new AuditLogError('audit log target must be - or a path');
   if (target === '-') {
     const sink = new StreamSink(opts.stdout ?? process.stdout);
     return new AuditLogImpl(target, sink, { seq: 0, prev: GENESIS }, opts, false);

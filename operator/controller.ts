@@ -1,0 +1,360 @@
+/**
+ * The policy controller: watches DatabasePolicy and MaskingRule resources, compiles each policy with the
+ * MaskingRules bound to it, publishes the result to the PolicyStore that sidecars pull from, and reports
+ * back through status conditions and Events.
+ *
+ * - Every replica compiles and serves (so serving scales with replicas); only the leader writes status
+ *   and Events, so replicas never fight over them.
+ * - A broken resource never crashes anything: it gets `Ready=False` with the offending field, and the
+ *   previous compiled version of that policy keeps being served.
+ * - Informers list then watch; a 410 makes client-node relist; other watch errors restart the watch
+ *   after a back-off; a watchdog restarts a watch that went silent (a known client issue), and a
+ *   periodic resync re-reads referenced Secrets.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { CompiledPolicy } from '../api/compiled.js';
+import { GROUP, VERSION, type Condition, type DatabasePolicy, type MaskingRule } from '../api/types.js';
+import { compilePolicy, formatPolicyError, isBound, namespaceOf } from '../policy/compile.js';
+import { EventRecorder } from './events.js';
+import type { OperatorMetrics } from './metrics.js';
+import type { PolicyStore } from './policy-store.js';
+
+export interface ControllerOptions {
+  kubeConfig: k8s.KubeConfig;
+  store: PolicyStore;
+  metrics?: OperatorMetrics;
+  isLeader: () => boolean;
+  log?: (fields: Record<string, unknown>) => void;
+  /** re-reconcile everything this often (Secrets are read, not watched) */
+  resyncSeconds?: number;
+  /** restart a watch that delivered nothing for this long */
+  watchdogSeconds?: number;
+}
+
+type Obj = k8s.KubernetesObject & { spec?: any; status?: any };
+
+const PLURALS = { DatabasePolicy: 'databasepolicies', MaskingRule: 'maskingrules' } as const;
+
+/** Watches one custom resource kind across all namespaces, with restart and watchdog. */
+class ResourceWatch<T extends Obj> {
+  readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
+  private lastActivity = Date.now();
+  private watchdog: NodeJS.Timeout | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** number of times the watch was restarted (errors and watchdog) */
+  restarts = 0;
+  synced = false;
+
+  constructor(
+    kc: k8s.KubeConfig,
+    readonly plural: string,
+    private readonly onChange: (type: 'add' | 'update' | 'delete', obj: T) => void,
+    private readonly watchdogMs: number,
+    private readonly log?: (fields: Record<string, unknown>) => void,
+  ) {
+    const api = kc.makeApiClient(k8s.CustomObjectsApi);
+    const path = `/apis/${GROUP}/${VERSION}/${plural}`;
+    const list = async () => {
+      const res = (await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as k8s.KubernetesListObject<T>;
+      this.touch();
+      return res;
+    };
+    this.informer = k8s.makeInformer<T>(kc, path, list as any);
+    this.informer.on('add', (o) => this.event('add', o));
+    this.informer.on('update', (o) => this.event('update', o));
+    this.informer.on('delete', (o) => this.event('delete', o));
+    this.informer.on('connect', () => this.touch());
+    this.informer.on('error', (err: unknown) => {
+      this.log?.({ msg: 'watch error; restarting', plural, error: String((err as Error)?.message ?? err) });
+      this.scheduleRestart(2000);
+    });
+  }
+
+  private touch(): void {
+    this.lastActivity = Date.now();
+  }
+
+  private event(type: 'add' | 'update' | 'delete', o: T): void {
+    this.touch();
+    this.onChange(type, o);
+  }
+
+  private scheduleRestart(delayMs: number): void {
+    if (this.stopped || this.restartTimer) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      this.restarts++;
+      void this.informer.start().catch(() => this.scheduleRestart(delayMs));
+    }, delayMs);
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.informer.start();
+    this.synced = true;
+    this.touch();
+    this.watchdog = setInterval(() => {
+      if (Date.now() - this.lastActivity < this.watchdogMs) return;
+      // Quiet or stalled: re-watch from the last resourceVersion (no relist unless the server says 410).
+      this.log?.({ msg: 'watch silent; restarting', plural: this.plural });
+      this.touch();
+      this.restarts++;
+      void this.informer
+        .stop()
+        .then(() => this.informer.start())
+        .catch(() => this.scheduleRestart(2000));
+    }, Math.max(250, Math.floor(this.watchdogMs / 4)));
+    this.watchdog.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    await this.informer.stop();
+  }
+}
+
+function keyOf(o: { metadata?: { namespace?: string; name?: string } }): string {
+  return `${namespaceOf(o as any)}/${o.metadata?.name ?? ''}`;
+}
+
+function sameConditions(a: Condition[] | undefined, b: Condition[]): boolean {
+  if (!a || a.length !== b.length) return false;
+  return b.every((c) => {
+    const o = a.find((x) => x.type === c.type);
+    return !!o && o.status === c.status && o.reason === c.reason && o.message === c.message;
+  });
+}
+
+/** Keep lastTransitionTime when the status did not flip, as Kubernetes conventions ask. */
+function withTransitionTimes(old: Condition[] | undefined, next: Condition[]): Condition[] {
+  const now = new Date().toISOString();
+  return next.map((c) => {
+    const o = old?.find((x) => x.type === c.type);
+    return { ...c, lastTransitionTime: o && o.status === c.status && o.lastTransitionTime ? o.lastTransitionTime : now };
+  });
+}
+
+export class PolicyController {
+  private readonly core: k8s.CoreV1Api;
+  private readonly custom: k8s.CustomObjectsApi;
+  private readonly events: EventRecorder;
+  readonly policies: ResourceWatch<DatabasePolicy & Obj>;
+  readonly maskingRules: ResourceWatch<MaskingRule & Obj>;
+  private readonly queue = new Set<string>();
+  private running = false;
+  private resync: NodeJS.Timeout | undefined;
+  /** last compiled version per policy, to tell new versions from re-compiles */
+  private readonly lastGood = new Map<string, CompiledPolicy>();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly opts: ControllerOptions) {
+    const kc = opts.kubeConfig;
+    this.core = kc.makeApiClient(k8s.CoreV1Api);
+    this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.events = new EventRecorder(kc, 'dbguard-operator', opts.log);
+    const watchdogMs = (opts.watchdogSeconds ?? 300) * 1000;
+    this.policies = new ResourceWatch(kc, PLURALS.DatabasePolicy, (_t, o) => this.enqueue(keyOf(o)), watchdogMs, opts.log);
+    this.maskingRules = new ResourceWatch(
+      kc,
+      PLURALS.MaskingRule,
+      (_t, o) => {
+        const ns = namespaceOf(o);
+        if (o.spec?.policyRef?.name) this.enqueue(`${ns}/${o.spec.policyRef.name}`);
+        this.enqueueMaskingRule(keyOf(o));
+      },
+      watchdogMs,
+      opts.log,
+    );
+  }
+
+  async start(): Promise<void> {
+    await this.maskingRules.start();
+    await this.policies.start();
+    const every = (this.opts.resyncSeconds ?? 300) * 1000;
+    this.resync = setInterval(() => this.enqueueAll(), every);
+    this.resync.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    if (this.resync) clearInterval(this.resync);
+    await this.policies.stop();
+    await this.maskingRules.stop();
+  }
+
+  /** After becoming leader: write every status once (a previous leader may have left them stale). */
+  enqueueAll(): void {
+    for (const p of this.policies.informer.list()) this.enqueue(keyOf(p));
+    for (const m of this.maskingRules.informer.list()) this.enqueueMaskingRule(keyOf(m));
+  }
+
+  /** Resolves when the work queue is empty (tests). */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.size === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private enqueue(policyKey: string): void {
+    this.queue.add(`p:${policyKey}`);
+    this.kick();
+  }
+
+  private enqueueMaskingRule(key: string): void {
+    this.queue.add(`m:${key}`);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    setImmediate(() => void this.drain());
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.size > 0) {
+      const item = this.queue.values().next().value as string;
+      this.queue.delete(item);
+      const [kind, key] = [item.slice(0, 1), item.slice(2)];
+      try {
+        if (kind === 'p') await this.reconcilePolicy(key);
+        else await this.reconcileMaskingRule(key);
+      } catch (err) {
+        this.opts.metrics?.reconcile.inc({ kind: kind === 'p' ? 'DatabasePolicy' : 'MaskingRule', result: 'error' });
+        this.opts.log?.({ msg: 'reconcile failed; will retry', key, error: String((err as Error)?.message ?? err) });
+        const retry = setTimeout(() => (kind === 'p' ? this.enqueue(key) : this.enqueueMaskingRule(key)), 2000);
+        retry.unref?.();
+      }
+    }
+    this.running = false;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async readSecrets(namespace: string, names: Set<string>): Promise<Map<string, Record<string, string>>> {
+    const out = new Map<string, Record<string, string>>();
+    for (const name of names) {
+      try {
+        const s = await this.core.readNamespacedSecret({ name, namespace });
+        const data: Record<string, string> = {};
+        for (const [k, v] of Object.entries(s.data ?? {})) data[k] = Buffer.from(v, 'base64').toString('utf8');
+        for (const [k, v] of Object.entries(s.stringData ?? {})) data[k] = v;
+        out.set(name, data);
+      } catch (err) {
+        if ((err as { code?: number }).code !== 404) throw err;
+      }
+    }
+    return out;
+  }
+
+  async reconcilePolicy(key: string): Promise<void> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const policy = this.policies.informer.get(name, namespace);
+    if (!policy) {
+      this.opts.store.delete(key);
+      this.lastGood.delete(key);
+      return;
+    }
+    const bound = this.maskingRules.informer.list(namespace).filter((mr) => isBound(mr, policy));
+    const secretNames = new Set<string>();
+    if (policy.spec?.upstream?.caSecretRef?.name) secretNames.add(policy.spec.upstream.caSecretRef.name);
+    for (const mr of bound)
+      for (const c of mr.spec?.columns ?? []) if (c?.hash?.saltSecretRef?.name) secretNames.add(c.hash.saltSecretRef.name);
+    const secrets = await this.readSecrets(namespace, secretNames);
+    const result = compilePolicy(policy, bound, (n, k) => secrets.get(n)?.[k]);
+    const generation = policy.metadata?.generation;
+    let conditions: Condition[];
+    let statusPatch: Record<string, unknown>;
+    if (result.ok) {
+      const previous = this.lastGood.get(key);
+      this.opts.store.set(key, result.compiled);
+      this.lastGood.set(key, result.compiled);
+      this.opts.metrics?.reconcile.inc({ kind: 'DatabasePolicy', result: 'success' });
+      const c = result.compiled;
+      const masked = c.masking.reduce((n, m) => n + m.columns.length, 0);
+      conditions = [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Compiled',
+          message: `compiled ${c.rules.length} rules and ${masked} masked columns from ${bound.length} MaskingRules; version ${c.version}`,
+          observedGeneration: generation,
+        },
+      ];
+      statusPatch = { observedGeneration: generation, policyVersion: c.version, maskingRules: bound.length };
+      if (previous?.version !== c.version && this.opts.isLeader()) {
+        await this.events.record(policy, 'Normal', 'Compiled', `serving policy version ${c.version}`);
+      }
+    } else {
+      this.opts.metrics?.reconcile.inc({ kind: 'DatabasePolicy', result: 'invalid' });
+      const message = result.errors.map(formatPolicyError).join('; ');
+      const served = this.lastGood.get(key);
+      conditions = [
+        {
+          type: 'Ready',
+          status: 'False',
+          reason: 'InvalidSpec',
+          message: served ? `${message} (still serving version ${served.version})` : message,
+          observedGeneration: generation,
+        },
+      ];
+      statusPatch = { observedGeneration: generation, maskingRules: bound.length };
+      if (this.opts.isLeader() && !sameConditions(policy.status?.conditions, conditions)) {
+        await this.events.record(policy, 'Warning', 'InvalidSpec', message);
+      }
+    }
+    if (!this.opts.isLeader()) return;
+    const st = policy.status ?? {};
+    const unchanged =
+      sameConditions(st.conditions, conditions) &&
+      st.observedGeneration === statusPatch.observedGeneration &&
+      (statusPatch.policyVersion === undefined || st.policyVersion === statusPatch.policyVersion) &&
+      st.maskingRules === statusPatch.maskingRules;
+    if (unchanged) return;
+    await this.patchStatus('DatabasePolicy', namespace, name, {
+      ...statusPatch,
+      conditions: withTransitionTimes(st.conditions, conditions),
+    });
+  }
+
+  async reconcileMaskingRule(key: string): Promise<void> {
+    if (!this.opts.isLeader()) return;
+    const [namespace, name] = key.split('/') as [string, string];
+    const mr = this.maskingRules.informer.get(name, namespace);
+    if (!mr) return;
+    const policyName = mr.spec?.policyRef?.name;
+    const policy = policyName ? this.policies.informer.get(policyName, namespace) : undefined;
+    const conditions: Condition[] = policy
+      ? [{ type: 'Ready', status: 'True', reason: 'Bound', message: `bound to DatabasePolicy ${namespace}/${policyName}` }]
+      : [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'PolicyNotFound',
+            message: `spec.policyRef.name: DatabasePolicy ${namespace}/${policyName ?? ''} not found; these columns are not masked anywhere`,
+          },
+        ];
+    const generation = mr.metadata?.generation;
+    this.opts.metrics?.reconcile.inc({ kind: 'MaskingRule', result: policy ? 'success' : 'invalid' });
+    if (sameConditions(mr.status?.conditions, conditions) && mr.status?.observedGeneration === generation) return;
+    if (!policy) await this.events.record(mr, 'Warning', 'PolicyNotFound', conditions[0]!.message);
+    await this.patchStatus('MaskingRule', namespace, name, {
+      observedGeneration: generation,
+      conditions: withTransitionTimes(mr.status?.conditions, conditions),
+    });
+  }
+
+  private async patchStatus(kind: keyof typeof PLURALS, namespace: string, name: string, status: Record<string, unknown>) {
+    try {
+      await this.custom.patchNamespacedCustomObjectStatus(
+        { group: GROUP, version: VERSION, namespace, plural: PLURALS[kind], name, body: { status } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return; // deleted meanwhile
+      throw err;
+    }
+  }
+}
