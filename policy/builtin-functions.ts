@@ -442,3 +442,35 @@ const NAMES =
   ' any_value random_normal pg_input_is_valid pg_input_error_info array_sample array_shuffle uuidv4 uuidv7 casefold array_reverse array_sort erf erfc gamma lgamma crc32 crc32c date_add date_subtract pg_get_acl';
 
 export const BUILTIN_FUNCTIONS: ReadonlySet<string> = new Set(NAMES.split(' ').filter(Boolean));
+
+/** Names of PostgreSQL's built-in operators (pg_operator rows with oid < 16384). */
+export const BUILTIN_OPERATORS: ReadonlySet<string> = new Set(
+  (
+    '!! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->> -|- / < <-> << ' +
+    '<<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @? @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ' +
+    '~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~* !='
+  ).split(' '),
+);
+
+/**
+ * Built-in functions that run SQL given as text, read files or server state outside the statement,
+ * or expose data through statistics: a statement calling one cannot be proved masked.
+ */
+export function isDynamicBuiltin(name: string): boolean {
+  return (
+    /_to_xml/.test(name) ||
+    /^(query|table|cursor|schema|database)_to_xmlschema$/.test(name) ||
+    /^dblink/.test(name) ||
+    /^pg_read_(binary_)?file$/.test(name) ||
+    /^pg_logical_slot_(get|peek)_/.test(name) ||
+    /^pg_logical_emit_message$/.test(name) ||
+    name === 'ts_stat' ||
+    name === 'ts_rewrite' ||
+    name === 'pg_mcv_list_items' ||
+    name === 'lo_get' ||
+    name === 'lo_export' ||
+    name === 'lo_import' ||
+    name === 'loread' ||
+    name === 'lo_open'
+  );
+}

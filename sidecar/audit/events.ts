@@ -247,7 +247,8 @@ export function auditStatementInfo(
   return {
     command: s.command,
     objects: [...s.objects],
-    fingerprint: s.fingerprint,
+    // A fingerprint is hex; anything else (libpg-query returns error text there) is dropped.
+    fingerprint: /^[0-9a-f]{1,64}$/.test(s.fingerprint) ? s.fingerprint : '',
     normalized: scrubNormalized(s.normalized),
   };
 }

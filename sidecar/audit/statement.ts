@@ -4,8 +4,13 @@
  * (the body of `PREPARE ... AS`, `EXECUTE p('...')`, column DEFAULTs, `COMMENT ON ... IS '...'`) and
  * keeps comments verbatim (a comment can hold anything). Text that does not parse is never shown: it
  * becomes a fixed placeholder. Nothing here ever returns a literal from the input.
+ *
+ * Beware (libpg-query 18.1.5): for a scanner error (an unterminated quoted string, dollar quote or
+ * comment, a bad Unicode escape) `normalizeSync` and `fingerprintSync` do not throw: they RETURN
+ * the error message, e.g. `unterminated quoted string at or near "'123-45-6789"`, literal included.
+ * Only `parseSync` throws reliably. Hence the parse check below and looksLikeParserError().
  */
-import { loadModule, normalizeSync, type ScanToken, scanSync } from 'libpg-query';
+import { loadModule, normalizeSync, parseSync, type ScanToken, scanSync } from 'libpg-query';
 
 export const UNPARSEABLE_STATEMENT = '<unparseable statement>';
 
@@ -50,6 +55,7 @@ function isComment(t: ScanToken): boolean {
  */
 export function scrubNormalized(text: string): string {
   assertLoaded();
+  if (looksLikeParserError(text)) return UNPARSEABLE_STATEMENT;
   let tokens: ScanToken[];
   try {
     tokens = scanSync(text).tokens;
@@ -86,6 +92,14 @@ export function scrubNormalized(text: string): string {
   return truncate(result);
 }
 
+/**
+ * PostgreSQL's scanner and parser errors end `at or near "<text>"` or `at end of input`; a
+ * normalizer that returned one instead of throwing would put the offending text in the log.
+ */
+export function looksLikeParserError(text: string): boolean {
+  return / at or near ".*"$/s.test(text) || / at end of input$/.test(text);
+}
+
 function truncate(text: string): string {
   if (Buffer.byteLength(text, 'utf8') <= MAX_NORMALIZED_BYTES) return text;
   // Cut on a character boundary; a half `$12` left at the end is harmless.
@@ -105,6 +119,7 @@ export function auditStatement(sql: string): string {
   assertLoaded();
   let normalized: string;
   try {
+    parseSync(sql); // throws for every statement PostgreSQL would reject, unlike normalizeSync
     normalized = normalizeSync(sql);
   } catch {
     return UNPARSEABLE_STATEMENT;
