@@ -91,7 +91,8 @@ export const CEL = {
   constantOnlyWithConstant: onlyWithStrategy('constant', 'Constant'),
   generalizeOnlyWithGeneralize: onlyWithStrategy('generalize', 'Generalize'),
   constantRequired: requiredForStrategy('constant', 'Constant', 'constant.value'),
-  hashRequired: requiredForStrategy('hash', 'Hash', 'hash.saltSecretRef (an unsalted hash of a small domain is reversible)'),
+  // Salt required: an unsalted hash of a small domain (SSNs, phone numbers) is reversed by enumeration.
+  hashRequired: requiredForStrategy('hash', 'Hash', 'hash.saltSecretRef'),
   generalizeRequired: requiredForStrategy('generalize', 'Generalize', 'generalize.unit or generalize.step'),
   generalizeUnitXorStep: {
     rule: 'has(self.unit) != has(self.step)',
@@ -103,7 +104,8 @@ export const CEL = {
     message: 'decision can be set once and then neither changed nor removed',
     fieldPath: '.decision',
     reason: 'FieldValueForbidden',
-    check: (self, oldSelf) => !has(oldSelf, 'decision') || (has(self, 'decision') && self.decision === oldSelf.decision),
+    check: (self, oldSelf) =>
+      !has(oldSelf, 'decision') || (has(self, 'decision') && self.decision === oldSelf.decision),
   },
   immutable: {
     rule: 'self == oldSelf',

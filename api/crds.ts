@@ -3,7 +3,7 @@
  * their YAML (scripts/generate-crds.ts writes it; a test keeps it fresh) and `dbguard crds` prints it.
  */
 import { stringify } from 'yaml';
-import { type Kind, KINDS, SCHEMAS } from './schemas.js';
+import { KINDS, type Kind, SCHEMAS } from './schemas.js';
 import { GROUP, VERSION } from './types.js';
 
 interface PrinterColumn {
@@ -22,9 +22,19 @@ interface Names {
 }
 
 const NAMES: Record<Kind, Names> = {
-  DatabasePolicy: { kind: 'DatabasePolicy', plural: 'databasepolicies', singular: 'databasepolicy', shortNames: ['dbp'] },
+  DatabasePolicy: {
+    kind: 'DatabasePolicy',
+    plural: 'databasepolicies',
+    singular: 'databasepolicy',
+    shortNames: ['dbp'],
+  },
   MaskingRule: { kind: 'MaskingRule', plural: 'maskingrules', singular: 'maskingrule', shortNames: ['mr'] },
-  ApprovalRequest: { kind: 'ApprovalRequest', plural: 'approvalrequests', singular: 'approvalrequest', shortNames: ['ar'] },
+  ApprovalRequest: {
+    kind: 'ApprovalRequest',
+    plural: 'approvalrequests',
+    singular: 'approvalrequest',
+    shortNames: ['ar'],
+  },
 };
 
 const READY: PrinterColumn = {
@@ -46,7 +56,12 @@ const COLUMNS: Record<Kind, PrinterColumn[]> = {
   DatabasePolicy: [
     READY,
     { name: 'Rules', type: 'integer', jsonPath: '.status.rules', description: 'Number of rules.' },
-    { name: 'Version', type: 'string', jsonPath: '.status.policyVersion', description: 'Compiled policy version.' },
+    {
+      name: 'Version',
+      type: 'string',
+      jsonPath: '.status.policyVersion',
+      description: 'Compiled policy version.',
+    },
     AGE,
     {
       name: 'Masking',
@@ -55,26 +70,64 @@ const COLUMNS: Record<Kind, PrinterColumn[]> = {
       description: 'MaskingRules bound to the policy.',
       priority: 1,
     },
-    { name: 'Enforcement', type: 'string', jsonPath: '.spec.enforcement', description: 'Enforce or DryRun.', priority: 1 },
-    { name: 'Upstream', type: 'string', jsonPath: '.spec.upstream.host', description: 'Upstream host.', priority: 1 },
+    {
+      name: 'Enforcement',
+      type: 'string',
+      jsonPath: '.spec.enforcement',
+      description: 'Enforce or DryRun.',
+      priority: 1,
+    },
+    {
+      name: 'Upstream',
+      type: 'string',
+      jsonPath: '.spec.upstream.host',
+      description: 'Upstream host.',
+      priority: 1,
+    },
   ],
   MaskingRule: [
-    { name: 'Policy', type: 'string', jsonPath: '.spec.policyRef.name', description: 'The bound DatabasePolicy.' },
-    { name: 'Columns', type: 'integer', jsonPath: '.status.columns', description: 'Number of masked columns.' },
+    {
+      name: 'Policy',
+      type: 'string',
+      jsonPath: '.spec.policyRef.name',
+      description: 'The bound DatabasePolicy.',
+    },
+    {
+      name: 'Columns',
+      type: 'integer',
+      jsonPath: '.status.columns',
+      description: 'Number of masked columns.',
+    },
     READY,
     AGE,
   ],
   ApprovalRequest: [
-    { name: 'Phase', type: 'string', jsonPath: '.status.phase', description: 'Pending, Approved, Denied or Expired.' },
+    {
+      name: 'Phase',
+      type: 'string',
+      jsonPath: '.status.phase',
+      description: 'Pending, Approved, Denied or Expired.',
+    },
     {
       name: 'Subject',
       type: 'string',
       jsonPath: '.spec.subject.serviceAccount',
       description: 'ServiceAccount that ran the statement.',
     },
-    { name: 'Rule', type: 'string', jsonPath: '.spec.rule', description: 'The rule that asked for approval.' },
+    {
+      name: 'Rule',
+      type: 'string',
+      jsonPath: '.spec.rule',
+      description: 'The rule that asked for approval.',
+    },
     AGE,
-    { name: 'User', type: 'string', jsonPath: '.spec.subject.user', description: 'Token subject.', priority: 1 },
+    {
+      name: 'User',
+      type: 'string',
+      jsonPath: '.spec.subject.user',
+      description: 'Token subject.',
+      priority: 1,
+    },
     {
       name: 'DB-User',
       type: 'string',
@@ -82,8 +135,20 @@ const COLUMNS: Record<Kind, PrinterColumn[]> = {
       description: 'Database user.',
       priority: 1,
     },
-    { name: 'Expires', type: 'date', jsonPath: '.spec.expiresAt', description: 'When it expires.', priority: 1 },
-    { name: 'Statement', type: 'string', jsonPath: '.spec.statement', description: 'The statement.', priority: 1 },
+    {
+      name: 'Expires',
+      type: 'date',
+      jsonPath: '.spec.expiresAt',
+      description: 'When it expires.',
+      priority: 1,
+    },
+    {
+      name: 'Statement',
+      type: 'string',
+      jsonPath: '.spec.statement',
+      description: 'The statement.',
+      priority: 1,
+    },
   ],
 };
 
@@ -131,7 +196,8 @@ export function crdObjects(): Record<string, unknown>[] {
   return KINDS.map(crdObject);
 }
 
-const HEADER = '# Generated from api/schemas.ts by scripts/generate-crds.ts (npm run generate). Do not edit.\n';
+const HEADER =
+  '# Generated from api/schemas.ts by scripts/generate-crds.ts (npm run generate). Do not edit.\n';
 
 function toYaml(o: unknown): string {
   return stringify(o, { lineWidth: 0, aliasDuplicateObjects: false });
@@ -147,5 +213,10 @@ export function crdFiles(): { name: string; content: string }[] {
 
 /** All CRDs as one multi-document YAML stream (what `dbguard crds` prints). */
 export function crdsYaml(): string {
-  return HEADER + crdObjects().map((o) => `---\n${toYaml(o)}`).join('');
+  return (
+    HEADER +
+    crdObjects()
+      .map((o) => `---\n${toYaml(o)}`)
+      .join('')
+  );
 }

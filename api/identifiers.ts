@@ -14,7 +14,10 @@ export type ParsedName = { ok: true; parts: string[] } | { ok: false; message: s
  * Split a dotted name into catalog names. `wildcard` allows an unquoted `*` as a part.
  * Quoted parts keep their case and may hold any character but an empty string.
  */
-export function parseDottedName(text: string, opts: { wildcard?: boolean; maxParts?: number } = {}): ParsedName {
+export function parseDottedName(
+  text: string,
+  opts: { wildcard?: boolean; maxParts?: number } = {},
+): ParsedName {
   const maxParts = opts.maxParts ?? 2;
   const parts: string[] = [];
   let i = 0;
@@ -23,7 +26,8 @@ export function parseDottedName(text: string, opts: { wildcard?: boolean; maxPar
       let name = '';
       let j = i + 1;
       for (;;) {
-        if (j >= text.length) return { ok: false, message: `unterminated quoted name in ${JSON.stringify(text)}` };
+        if (j >= text.length)
+          return { ok: false, message: `unterminated quoted name in ${JSON.stringify(text)}` };
         if (text[j] === '"') {
           if (text[j + 1] === '"') {
             name += '"';
@@ -54,11 +58,15 @@ export function parseDottedName(text: string, opts: { wildcard?: boolean; maxPar
       i = j;
     }
     if (i === text.length) break;
-    if (text[i] !== '.') return { ok: false, message: `unexpected ${JSON.stringify(text[i])} in ${JSON.stringify(text)}` };
+    if (text[i] !== '.')
+      return { ok: false, message: `unexpected ${JSON.stringify(text[i])} in ${JSON.stringify(text)}` };
     i++;
   }
   if (parts.length > maxParts) {
-    return { ok: false, message: `${JSON.stringify(text)} has ${parts.length} parts; at most ${maxParts} are allowed` };
+    return {
+      ok: false,
+      message: `${JSON.stringify(text)} has ${parts.length} parts; at most ${maxParts} are allowed`,
+    };
   }
   return { ok: true, parts };
 }

@@ -26,15 +26,10 @@ export const PATTERNS = {
     '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
     'a lower-case DNS-1123 subdomain name (a-z, 0-9, "-", ".")',
   ),
-  /** DNS-1123 label: namespaces */
+  /** DNS-1123 label: namespaces, and rule names (they appear in client errors, audit events, metric labels) */
   dnsLabel: named('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'a lower-case DNS-1123 label (a-z, 0-9, "-")'),
   /** a key of a Secret's data */
   secretKey: named('^[-._a-zA-Z0-9]+$', 'a Secret key (letters, digits, "-", "_", ".")'),
-  /** a rule name: it appears in client errors, audit events and metric labels */
-  ruleName: named(
-    '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
-    'a lower-case name of letters, digits and "-" (like a DNS label)',
-  ),
   /** a command-tag pattern: `SELECT`, `TRUNCATE TABLE`, `DROP *`, `*` */
   command: named(
     '^(\\*|[A-Za-z]+( [A-Za-z]+)*( \\*)?)$',
@@ -45,10 +40,11 @@ export const PATTERNS = {
     `^${IDENT_OR_STAR}(\\.${IDENT_OR_STAR})?$`,
     'a relation pattern such as public.orders, public.*, *.audit_log or orders',
   ),
-  /** a relation name: `public.customers`, `customers`, `"Sales"."Q1"` */
-  tableName: named(`^${IDENT}(\\.${IDENT})?$`, 'a table name such as public.customers or customers'),
-  /** a function name: `public.order_total`, `order_total` */
-  functionName: named(`^${IDENT}(\\.${IDENT})?$`, 'a function name such as public.order_total'),
+  /** a table or function name: `public.customers`, `customers`, `"Sales"."Q1"` */
+  qualifiedName: named(
+    `^${IDENT}(\\.${IDENT})?$`,
+    'a name such as public.customers or customers (schema public when omitted)',
+  ),
   /** one column name */
   columnName: named(`^${IDENT}$`, 'a column name such as email or "Email"'),
   /** no whitespace, no slash: a host name or IP address */

@@ -1,9 +1,10 @@
 /**
- * docs/reference.md, written from the schemas: every field with its type, default, constraints
+ * docs/reference.md, written from the schemas (as lists, which Biome's Markdown formatter leaves as they are): every field with its type, default, constraints
  * and description, and the cross-field rules. A test keeps the committed file fresh.
  */
-import { type JSONSchemaProps, KINDS, SCHEMAS } from './schemas.js';
+
 import { describePattern } from './patterns.js';
+import { type JSONSchemaProps, KINDS, SCHEMAS } from './schemas.js';
 import { API_VERSION } from './types.js';
 
 function typeOf(s: JSONSchemaProps): string {
@@ -24,21 +25,28 @@ function constraints(s: JSONSchemaProps, required: boolean): string {
   return out.join('; ');
 }
 
-function cell(text: string): string {
-  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-}
-
 function rows(s: JSONSchemaProps, path: string, required: boolean, out: string[], rules: string[]) {
-  if (path) out.push(`| \`${path}\` | ${typeOf(s)} | ${cell(constraints(s, required))} | ${cell(s.description ?? '')} |`);
+  if (path) {
+    const facts = [typeOf(s), constraints(s, required)].filter(Boolean).join('; ');
+    out.push(`- \`${path}\` (${facts}): ${(s.description ?? '').replace(/\n/g, ' ')}`);
+  }
   for (const v of s['x-kubernetes-validations'] ?? []) {
     const at = path || '(object)';
     rules.push(`- \`${at}\`: ${v.message} (CEL: \`${v.rule}\`)`);
   }
   const item = s.type === 'array' ? s.items : undefined;
   const obj = item ?? s;
-  if (item) for (const v of item['x-kubernetes-validations'] ?? []) rules.push(`- \`${path}[]\`: ${v.message} (CEL: \`${v.rule}\`)`);
+  if (item)
+    for (const v of item['x-kubernetes-validations'] ?? [])
+      rules.push(`- \`${path}[]\`: ${v.message} (CEL: \`${v.rule}\`)`);
   for (const [k, ps] of Object.entries(obj.properties ?? {})) {
-    rows(ps, `${path}${item ? '[]' : ''}${path ? '.' : ''}${k}`, obj.required?.includes(k) ?? false, out, rules);
+    rows(
+      ps,
+      `${path}${item ? '[]' : ''}${path ? '.' : ''}${k}`,
+      obj.required?.includes(k) ?? false,
+      out,
+      rules,
+    );
   }
 }
 
@@ -55,14 +63,14 @@ export function referenceMarkdown(): string {
   for (const kind of KINDS) {
     const schema = SCHEMAS[kind];
     out.push(`## ${kind}`, '', schema.description ?? '', '');
-    out.push('| Field | Type | Constraints | Description |', '| --- | --- | --- | --- |');
     const rules: string[] = [];
     for (const part of ['spec', 'status'] as const) {
       const ps = schema.properties?.[part];
       if (ps) rows(ps, part, schema.required?.includes(part) ?? false, out, rules);
     }
     out.push('');
-    if (rules.length) out.push('Rules checked by the API server (and by policy-file loading):', '', ...rules, '');
+    if (rules.length)
+      out.push('Rules checked by the API server (and by policy-file loading):', '', ...rules, '');
   }
   return `${out.join('\n').trimEnd()}\n`;
 }

@@ -90,7 +90,7 @@ function secretKeyRef(description: string): JSONSchemaProps {
         named: PATTERNS.dnsSubdomain,
         maxLength: 253,
       }),
-      key: str('Key in the Secret\'s data.', { named: PATTERNS.secretKey, maxLength: 253 }),
+      key: str("Key in the Secret's data.", { named: PATTERNS.secretKey, maxLength: 253 }),
     },
     ['name', 'key'],
   );
@@ -103,9 +103,9 @@ function subject(description: string): JSONSchemaProps {
     description,
     {
       kind: enumOf(
-        'What identity this is: ServiceAccount (the pod\'s Kubernetes ServiceAccount), User (a token\'s ' +
-          'subject or email), Group (one of a token\'s groups) or DatabaseUser (the user name in the ' +
-          'client\'s startup message).',
+        "What identity this is: ServiceAccount (the pod's Kubernetes ServiceAccount), User (a token's " +
+          "subject or email), Group (one of a token's groups) or DatabaseUser (the user name in the " +
+          "client's startup message).",
         SUBJECT_KINDS,
       ),
       name: str('Name of the identity. Exact match, case-sensitive.', { minLength: 1, maxLength: 253 }),
@@ -123,7 +123,7 @@ function conditions(): JSONSchemaProps {
   return arr(
     'Standard Kubernetes conditions; `Ready` tells whether the resource is in effect.',
     obj(
-      'One aspect of the resource\'s state.',
+      "One aspect of the resource's state.",
       {
         type: str('Type of the condition, e.g. Ready.', { maxLength: 316 }),
         status: enumOf('Whether the condition holds.', ['True', 'False', 'Unknown']),
@@ -145,7 +145,7 @@ const policyRule = obj(
   {
     name: str(
       'Name of the rule, unique in the policy. It appears in client errors, audit events and metrics.',
-      { named: PATTERNS.ruleName, minLength: 1, maxLength: 63 },
+      { named: PATTERNS.dnsLabel, minLength: 1, maxLength: 63 },
     ),
     action: enumOf(
       'What happens to a statement the rule matches: Allow it, Deny it (SQLSTATE 42501), or ' +
@@ -170,34 +170,29 @@ const policyRule = obj(
           { maxItems: MAX_PATTERNS },
         ),
         withoutWhere: bool('When true, only UPDATE and DELETE statements that have no WHERE clause match.'),
-        subjects: arr(
-          'Identities the rule applies to; absent means everyone.',
-          subject('An identity.'),
-          { maxItems: MAX_SUBJECTS },
-        ),
+        subjects: arr('Identities the rule applies to; absent means everyone.', subject('An identity.'), {
+          maxItems: MAX_SUBJECTS,
+        }),
       },
     ),
     message: str('Message shown to the client when the rule denies a statement.', { maxLength: 1024 }),
-    approval: obj(
-      'How approval works. Only for action RequireApproval.',
-      {
-        mode: enumOf(
-          'Wait: hold the statement until it is decided or times out. Reject: fail the statement now and let ' +
-            'the same statement through for validFor once approved.',
-          ['Wait', 'Reject'],
-          { default: DEFAULTS.approvalMode },
-        ),
-        timeout: str('Wait mode: how long to hold the statement (Go duration: 30s, 5m, 1h30m).', {
-          named: PATTERNS.duration,
-          maxLength: 32,
-          default: DEFAULTS.approvalTimeout,
-        }),
-        validFor: str(
-          'Reject mode: how long an approval lets the same statement through (Go duration: 30s, 5m, 1h30m).',
-          { named: PATTERNS.duration, maxLength: 32, default: DEFAULTS.approvalValidFor },
-        ),
-      },
-    ),
+    approval: obj('How approval works. Only for action RequireApproval.', {
+      mode: enumOf(
+        'Wait: hold the statement until it is decided or times out. Reject: fail the statement now and let ' +
+          'the same statement through for validFor once approved.',
+        ['Wait', 'Reject'],
+        { default: DEFAULTS.approvalMode },
+      ),
+      timeout: str('Wait mode: how long to hold the statement (Go duration: 30s, 5m, 1h30m).', {
+        named: PATTERNS.duration,
+        maxLength: 32,
+        default: DEFAULTS.approvalTimeout,
+      }),
+      validFor: str(
+        'Reject mode: how long an approval lets the same statement through (Go duration: 30s, 5m, 1h30m).',
+        { named: PATTERNS.duration, maxLength: 32, default: DEFAULTS.approvalValidFor },
+      ),
+    }),
   },
   ['name', 'action'],
   [CEL.approvalOnlyWithRequireApproval],
@@ -214,19 +209,25 @@ const databasePolicySpec = obj(
           minLength: 1,
           maxLength: 253,
         }),
-        port: int('TCP port of the PostgreSQL server.', { minimum: 1, maximum: 65535, default: DEFAULTS.port }),
+        port: int('TCP port of the PostgreSQL server.', {
+          minimum: 1,
+          maximum: 65535,
+          default: DEFAULTS.port,
+        }),
         sslmode: enumOf(
-          'TLS to the upstream, as libpq\'s sslmode: disable, prefer, require, verify-ca or verify-full.',
+          "TLS to the upstream, as libpq's sslmode: disable, prefer, require, verify-ca or verify-full.",
           ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'],
           { default: DEFAULTS.sslmode },
         ),
-        caSecretRef: secretKeyRef('Secret key holding the PEM of the CA that signed the upstream\'s certificate.'),
+        caSecretRef: secretKeyRef(
+          "Secret key holding the PEM of the CA that signed the upstream's certificate.",
+        ),
         credentialsSecretRef: obj(
           'Secret with keys `username` and `password`. When set, the proxy logs in upstream with them and ' +
             'clients authenticate to the proxy instead; the application never holds database credentials. ' +
-            'When absent, the client\'s own authentication is relayed unchanged.',
+            "When absent, the client's own authentication is relayed unchanged.",
           {
-            name: str('Name of the Secret, in the policy\'s namespace.', {
+            name: str("Name of the Secret, in the policy's namespace.", {
               named: PATTERNS.dnsSubdomain,
               maxLength: 253,
             }),
@@ -249,7 +250,7 @@ const databasePolicySpec = obj(
       allow: arr(
         'Functions (`schema.name`, schema public when omitted) that masked subjects may call and whose ' +
           'effects are considered visible; other user-defined functions are treated as possibly doing anything.',
-        str('A function name.', { named: PATTERNS.functionName, maxLength: 256 }),
+        str('A function name.', { named: PATTERNS.qualifiedName, maxLength: 256 }),
         { maxItems: MAX_PATTERNS },
       ),
     }),
@@ -284,15 +285,26 @@ const databasePolicyStatus = obj('Observed state, written by the operator.', {
   maskingRules: int('Number of MaskingRules bound to this policy.', { minimum: 0 }),
 });
 
-const MASKING_STRATEGIES = ['Redact', 'Nullify', 'Partial', 'Email', 'Hash', 'Constant', 'Generalize'] as const;
+const MASKING_STRATEGIES = [
+  'Redact',
+  'Nullify',
+  'Partial',
+  'Email',
+  'Hash',
+  'Constant',
+  'Generalize',
+] as const;
 
 const maskedColumn = obj(
-  'A column to mask and how. A masked value always keeps the column\'s SQL type.',
+  "A column to mask and how. A masked value always keeps the column's SQL type.",
   {
-    table: str('Table (or view) as `schema.table`; schema public when omitted. Unquoted names are folded to lower case.', {
-      named: PATTERNS.tableName,
-      maxLength: 256,
-    }),
+    table: str(
+      'Table (or view) as `schema.table`; schema public when omitted. Unquoted names are folded to lower case.',
+      {
+        named: PATTERNS.qualifiedName,
+        maxLength: 256,
+      },
+    ),
     column: str('Column name. Unquoted names are folded to lower case.', {
       named: PATTERNS.columnName,
       maxLength: 128,
@@ -304,8 +316,16 @@ const maskedColumn = obj(
       MASKING_STRATEGIES,
     ),
     partial: obj('Parameters of strategy Partial.', {
-      keepFirst: int('Characters kept at the start.', { minimum: 0, maximum: 1000, default: DEFAULTS.partialKeepFirst }),
-      keepLast: int('Characters kept at the end.', { minimum: 0, maximum: 1000, default: DEFAULTS.partialKeepLast }),
+      keepFirst: int('Characters kept at the start.', {
+        minimum: 0,
+        maximum: 1000,
+        default: DEFAULTS.partialKeepFirst,
+      }),
+      keepLast: int('Characters kept at the end.', {
+        minimum: 0,
+        maximum: 1000,
+        default: DEFAULTS.partialKeepLast,
+      }),
       maskChar: str('The character that replaces every other character.', {
         minLength: 1,
         maxLength: 1,
@@ -319,7 +339,7 @@ const maskedColumn = obj(
     ),
     constant: obj(
       'Parameters of strategy Constant.',
-      { value: str('The value every row shows, cast to the column\'s type.', { maxLength: 1024 }) },
+      { value: str("The value every row shows, cast to the column's type.", { maxLength: 1024 }) },
       ['value'],
     ),
     generalize: obj(
@@ -358,7 +378,9 @@ const maskingRuleSpec = obj(
       ['name'],
     ),
     columns: arr('Columns to mask.', maskedColumn, { minItems: 1, maxItems: MAX_COLUMNS }),
-    exemptSubjects: arr('Identities that see real values.', subject('An identity.'), { maxItems: MAX_SUBJECTS }),
+    exemptSubjects: arr('Identities that see real values.', subject('An identity.'), {
+      maxItems: MAX_SUBJECTS,
+    }),
   },
   ['policyRef', 'columns'],
 );
@@ -389,18 +411,20 @@ const approvalRequestSpec = obj(
     rule: immutableField(str('Name of the rule that asked for approval.', { maxLength: 63 })),
     subject: immutableField(
       obj('Who ran the statement. The requester can never approve its own request.', {
-        serviceAccount: str('`namespace/name` of the pod\'s ServiceAccount.', { maxLength: 317 }),
+        serviceAccount: str("`namespace/name` of the pod's ServiceAccount.", { maxLength: 317 }),
         pod: str('Name of the pod.', { maxLength: 253 }),
-        user: str('A verified token\'s subject or email.', { maxLength: 1024 }),
-        groups: arr('A verified token\'s groups.', str('A group.', { maxLength: 1024 }), { maxItems: 256 }),
-        databaseUser: str('The user in the client\'s startup message.', { maxLength: 1024 }),
+        user: str("A verified token's subject or email.", { maxLength: 1024 }),
+        groups: arr("A verified token's groups.", str('A group.', { maxLength: 1024 }), { maxItems: 256 }),
+        databaseUser: str("The user in the client's startup message.", { maxLength: 1024 }),
       }),
     ),
     database: immutableField(str('The database the statement ran against.', { maxLength: 1024 })),
     statement: immutableField(
       str('The statement, normalized: literals replaced by placeholders.', { maxLength: 1048576 }),
     ),
-    fingerprint: immutableField(str('Fingerprint of the statement (what an approval lets through).', { maxLength: 256 })),
+    fingerprint: immutableField(
+      str('Fingerprint of the statement (what an approval lets through).', { maxLength: 256 }),
+    ),
     expiresAt: immutableField(str('When the request expires undecided.', { format: 'date-time' })),
     decision: enumOf('Set by an approver, once: Approved or Denied.', ['Approved', 'Denied']),
     reason: str('Why the approver decided so (a ticket, a sentence).', { maxLength: 4096 }),

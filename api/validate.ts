@@ -6,7 +6,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { celRuleByText, isTransitionRule } from './cel.js';
 import { describePattern, PATTERNS } from './patterns.js';
-import { type JSONSchemaProps, type Kind, KINDS, SCHEMAS } from './schemas.js';
+import { type JSONSchemaProps, KINDS, type Kind, SCHEMAS } from './schemas.js';
 import { API_VERSION, type ApprovalRequest, type DatabasePolicy, type MaskingRule } from './types.js';
 
 export interface FieldError {
@@ -48,7 +48,12 @@ function toAjvSchema(s: JSONSchemaProps): Record<string, unknown> {
       out[k] = v;
     }
   }
-  if (s.type === 'object' && s.properties && !s['x-kubernetes-preserve-unknown-fields'] && !s.additionalProperties) {
+  if (
+    s.type === 'object' &&
+    s.properties &&
+    !s['x-kubernetes-preserve-unknown-fields'] &&
+    !s.additionalProperties
+  ) {
     out.additionalProperties = false;
   }
   return out;
@@ -133,11 +138,17 @@ function ajvErrorToField(e: ErrorObject, root: unknown): FieldError {
     case 'additionalProperties':
       return { path: join(path, e.params.additionalProperty), message: 'unknown field' };
     case 'enum':
-      return { path, message: `must be one of ${(e.params.allowedValues as unknown[]).join(', ')} (got ${shown})` };
+      return {
+        path,
+        message: `must be one of ${(e.params.allowedValues as unknown[]).join(', ')} (got ${shown})`,
+      };
     case 'const':
       return { path, message: `must be ${JSON.stringify(e.params.allowedValue)} (got ${shown})` };
     case 'type':
-      return { path, message: `must be ${e.params.type === 'integer' ? 'an integer' : `of type ${e.params.type}`} (got ${typeName(value)})` };
+      return {
+        path,
+        message: `must be ${e.params.type === 'integer' ? 'an integer' : `of type ${e.params.type}`} (got ${typeName(value)})`,
+      };
     case 'pattern': {
       const what = describePattern(e.params.pattern) ?? `matching ${e.params.pattern}`;
       return { path, message: `must be ${what} (got ${shown})` };
@@ -150,7 +161,13 @@ function ajvErrorToField(e: ErrorObject, root: unknown): FieldError {
 }
 
 /** Walk schema and object together and run the TypeScript twin of every CEL rule on the way. */
-function checkCelRules(schema: JSONSchemaProps, value: unknown, old: unknown, path: string, out: FieldError[]) {
+function checkCelRules(
+  schema: JSONSchemaProps,
+  value: unknown,
+  old: unknown,
+  path: string,
+  out: FieldError[],
+) {
   if (value === undefined || value === null) return;
   for (const xv of schema['x-kubernetes-validations'] ?? []) {
     const rule = celRuleByText(xv.rule!);
@@ -163,7 +180,8 @@ function checkCelRules(schema: JSONSchemaProps, value: unknown, old: unknown, pa
       continue; // a malformed value: the structural errors already name it
     }
     if (result === false) out.push({ path: join(path, rule.fieldPath ?? ''), message: rule.message });
-    else if (Array.isArray(result)) for (const v of result) out.push({ path: join(path, v.path), message: v.message });
+    else if (Array.isArray(result))
+      for (const v of result) out.push({ path: join(path, v.path), message: v.message });
   }
   if (schema.properties && typeof value === 'object' && !Array.isArray(value)) {
     for (const [k, ps] of Object.entries(schema.properties)) {
@@ -174,7 +192,8 @@ function checkCelRules(schema: JSONSchemaProps, value: unknown, old: unknown, pa
   }
   // List items are not correlated with old items (atomic lists), as in Kubernetes.
   if (schema.items && Array.isArray(value)) {
-    value.forEach((item, i) => checkCelRules(schema.items!, item, undefined, `${path}[${i}]`, out));
+    for (const [i, item] of value.entries())
+      checkCelRules(schema.items!, item, undefined, `${path}[${i}]`, out);
   }
 }
 
@@ -198,8 +217,14 @@ export function isDbguardKind(kind: unknown): kind is Kind {
  * modified; on success the result is a copy with the schema's defaults applied.
  */
 export function validateResource(obj: unknown, opts?: ValidateOptions): ValidateResult<KindOf[Kind]>;
-export function validateResource<K extends Kind>(obj: unknown, opts: ValidateOptions & { kind: K }): ValidateResult<KindOf[K]>;
-export function validateResource(obj: unknown, opts: ValidateOptions & { kind?: Kind } = {}): ValidateResult<any> {
+export function validateResource<K extends Kind>(
+  obj: unknown,
+  opts: ValidateOptions & { kind: K },
+): ValidateResult<KindOf[K]>;
+export function validateResource(
+  obj: unknown,
+  opts: ValidateOptions & { kind?: Kind } = {},
+): ValidateResult<any> {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     return { ok: false, errors: [{ path: '', message: `must be an object (got ${typeName(obj)})` }] };
   }
@@ -208,7 +233,9 @@ export function validateResource(obj: unknown, opts: ValidateOptions & { kind?: 
   if (!isDbguardKind(kind)) {
     return {
       ok: false,
-      errors: [{ path: 'kind', message: `must be one of ${KINDS.join(', ')} (got ${JSON.stringify(declared)})` }],
+      errors: [
+        { path: 'kind', message: `must be one of ${KINDS.join(', ')} (got ${JSON.stringify(declared)})` },
+      ],
     };
   }
   const copy = structuredClone(obj) as Record<string, unknown>;

@@ -12,7 +12,8 @@ export function canonicalJson(value: unknown): string {
     if (s === undefined) throw new TypeError(`canonicalJson: cannot encode ${typeof value}`);
     return s;
   }
-  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  if (Array.isArray(value))
+    return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
   const keys = Object.keys(value)
     .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
     .sort();

@@ -6,10 +6,12 @@
 import { verifyAuditFiles } from '../sidecar/audit/verify.js';
 
 const USAGE = [
-  'usage: dbguard audit verify FILE...',
+  'usage: dbguard audit verify [--allow-restarts] FILE...',
   '',
   'Checks that every line of the audit log follows the one before it: seq continues by one and',
   '"prev" is the SHA-256 of the previous line. Give rotated files oldest first.',
+  '--allow-restarts accepts new chains (seq 1) mid-log: a log captured from standard output',
+  'across sidecar restarts. A log file continues its chain across restarts and rotation.',
   'Exit status: 0 intact, 1 a line was edited, removed, reordered or is malformed, 2 usage.',
 ].join('\n');
 
@@ -33,7 +35,8 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
     io.err(sub ? `dbguard audit: unknown subcommand '${sub}'\n\n${USAGE}` : USAGE);
     return 2;
   }
-  const files = rest.filter((a) => a !== '--');
+  const allowRestarts = rest.includes('--allow-restarts');
+  const files = rest.filter((a) => a !== '--' && a !== '--allow-restarts');
   const flag = files.find((a) => a.startsWith('-'));
   if (flag) {
     io.err(`dbguard audit verify: unknown flag ${flag}\n\n${USAGE}`);
@@ -43,7 +46,7 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
     io.err(`dbguard audit verify: no FILE given\n\n${USAGE}`);
     return 2;
   }
-  const result = await verifyAuditFiles(files);
+  const result = await verifyAuditFiles(files, { allowRestarts });
   if (!result.ok) {
     io.err(`${result.file}:${result.line}: ${result.message}`);
     return 1;

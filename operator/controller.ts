@@ -283,7 +283,7 @@ export class PolicyController {
           observedGeneration: generation,
         },
       ];
-      statusPatch = { observedGeneration: generation, policyVersion: c.version, maskingRules: bound.length };
+      statusPatch = { observedGeneration: generation, policyVersion: c.version, maskingRules: bound.length, rules: c.rules.length };
       if (previous?.version !== c.version && this.opts.isLeader()) {
         await this.events.record(policy, 'Normal', 'Compiled', `serving policy version ${c.version}`);
       }
@@ -311,7 +311,8 @@ export class PolicyController {
       sameConditions(st.conditions, conditions) &&
       st.observedGeneration === statusPatch.observedGeneration &&
       (statusPatch.policyVersion === undefined || st.policyVersion === statusPatch.policyVersion) &&
-      st.maskingRules === statusPatch.maskingRules;
+      st.maskingRules === statusPatch.maskingRules &&
+      (statusPatch.rules === undefined || (st as { rules?: number }).rules === statusPatch.rules);
     if (unchanged) return;
     await this.patchStatus('DatabasePolicy', namespace, name, {
       ...statusPatch,
@@ -338,10 +339,17 @@ export class PolicyController {
         ];
     const generation = mr.metadata?.generation;
     this.opts.metrics?.reconcile.inc({ kind: 'MaskingRule', result: policy ? 'success' : 'invalid' });
-    if (sameConditions(mr.status?.conditions, conditions) && mr.status?.observedGeneration === generation) return;
+    const columns = mr.spec?.columns?.length ?? 0;
+    if (
+      sameConditions(mr.status?.conditions, conditions) &&
+      mr.status?.observedGeneration === generation &&
+      (mr.status as { columns?: number } | undefined)?.columns === columns
+    )
+      return;
     if (!policy) await this.events.record(mr, 'Warning', 'PolicyNotFound', conditions[0]!.message);
     await this.patchStatus('MaskingRule', namespace, name, {
       observedGeneration: generation,
+      columns,
       conditions: withTransitionTimes(mr.status?.conditions, conditions),
     });
   }

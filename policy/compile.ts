@@ -46,7 +46,8 @@ export type SecretLookup = (name: string, key: string) => string | undefined;
 /** `file: document 2 (DatabasePolicy shop/orders): spec.rules[1].approval: message` */
 export function formatPolicyError(e: PolicyError): string {
   const where: string[] = [];
-  if (e.file !== undefined) where.push(e.document !== undefined ? `${e.file}: document ${e.document}` : e.file);
+  if (e.file !== undefined)
+    where.push(e.document !== undefined ? `${e.file}: document ${e.document}` : e.file);
   const head = where.join('');
   const resource = e.resource ? (head ? ` (${e.resource})` : e.resource) : '';
   const prefix = head + resource;
@@ -61,17 +62,18 @@ export function resourceName(o: { kind?: string; metadata?: { name?: string; nam
   return `${o.kind} ${namespaceOf(o)}/${o.metadata?.name ?? '?'}`;
 }
 
-/** Collects errors for one resource. */
+/** Collects errors for one resource into a list shared by every resource of a compilation. */
 class Errors {
-  readonly list: PolicyError[] = [];
-  constructor(private resource: string) {}
+  constructor(
+    private resource: string,
+    readonly list: PolicyError[] = [],
+  ) {}
   add(path: string, message: string) {
     this.list.push({ resource: this.resource, path, message });
   }
+  /** the same list, for errors about another resource */
   for(resource: string): Errors {
-    const e = new Errors(resource);
-    (e as { list: PolicyError[] }).list = this.list;
-    return e;
+    return new Errors(resource, this.list);
   }
 }
 
@@ -90,7 +92,10 @@ function compileObjectPattern(text: string, path: string, errors: Errors): strin
   // The compiled form is `schema.name` with `*` as wildcard; a quoted name holding `.` or `*`
   // could not be told apart from the syntax.
   if (parts.some((p) => p !== '*' && /[.*]/.test(p))) {
-    errors.add(path, `${JSON.stringify(text)}: quoted names containing "." or "*" are not supported in patterns`);
+    errors.add(
+      path,
+      `${JSON.stringify(text)}: quoted names containing "." or "*" are not supported in patterns`,
+    );
     return undefined;
   }
   return parts.join('.');
@@ -108,7 +113,8 @@ function compileDuration(text: string, path: string, errors: Errors): number {
 function compileRule(r: PolicyRule, i: number, namespace: string, errors: Errors): CompiledRule {
   const at = `spec.rules[${i}]`;
   const match: CompiledRule['match'] = {};
-  if (r.match?.commands) match.commands = r.match.commands.map((c) => c.trim().replace(/\s+/g, ' ').toUpperCase());
+  if (r.match?.commands)
+    match.commands = r.match.commands.map((c) => c.trim().replace(/\s+/g, ' ').toUpperCase());
   if (r.match?.objects) {
     match.objects = r.match.objects
       .map((o, j) => compileObjectPattern(o, `${at}.match.objects[${j}]`, errors))
@@ -121,7 +127,11 @@ function compileRule(r: PolicyRule, i: number, namespace: string, errors: Errors
   if (r.action === 'RequireApproval') {
     out.approval = {
       mode: r.approval?.mode ?? DEFAULTS.approvalMode,
-      timeoutSeconds: compileDuration(r.approval?.timeout ?? DEFAULTS.approvalTimeout, `${at}.approval.timeout`, errors),
+      timeoutSeconds: compileDuration(
+        r.approval?.timeout ?? DEFAULTS.approvalTimeout,
+        `${at}.approval.timeout`,
+        errors,
+      ),
       validForSeconds: compileDuration(
         r.approval?.validFor ?? DEFAULTS.approvalValidFor,
         `${at}.approval.validFor`,
@@ -147,7 +157,10 @@ function compileUpstream(
   if (u.caSecretRef) {
     const pem = secrets(u.caSecretRef.name, u.caSecretRef.key);
     if (pem === undefined) {
-      errors.add('spec.upstream.caSecretRef', missingSecret(u.caSecretRef.name, u.caSecretRef.key, namespace));
+      errors.add(
+        'spec.upstream.caSecretRef',
+        missingSecret(u.caSecretRef.name, u.caSecretRef.key, namespace),
+      );
     } else if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
       errors.add(
         'spec.upstream.caSecretRef',
@@ -198,7 +211,12 @@ function compileColumn(
   if (!column.ok) errors.add(`${path}.column`, column.message);
   if (!table.ok || !column.ok) return undefined;
   const [schema, tableName] = qualify(table.parts);
-  const out: CompiledMaskedColumn = { schema, table: tableName, column: column.parts[0]!, strategy: c.strategy };
+  const out: CompiledMaskedColumn = {
+    schema,
+    table: tableName,
+    column: column.parts[0]!,
+    strategy: c.strategy,
+  };
   switch (c.strategy) {
     case 'Partial':
       out.partial = {
@@ -214,8 +232,10 @@ function compileColumn(
         return undefined;
       }
       const salt = secrets(ref.name, ref.key);
-      if (salt === undefined) errors.add(`${path}.hash.saltSecretRef`, missingSecret(ref.name, ref.key, namespace));
-      else if (salt === '') errors.add(`${path}.hash.saltSecretRef`, `Secret ${namespace}/${ref.name} key "${ref.key}" is empty`);
+      if (salt === undefined)
+        errors.add(`${path}.hash.saltSecretRef`, missingSecret(ref.name, ref.key, namespace));
+      else if (salt === '')
+        errors.add(`${path}.hash.saltSecretRef`, `Secret ${namespace}/${ref.name} key "${ref.key}" is empty`);
       else out.hash = { salt };
       break;
     }
@@ -230,7 +250,10 @@ function compileColumn(
       if (c.generalize?.unit !== undefined) out.generalize = { unit: c.generalize.unit };
       else if (c.generalize?.step !== undefined) out.generalize = { step: c.generalize.step };
       else {
-        errors.add(`${path}.generalize`, 'generalize.unit or generalize.step is required for strategy Generalize');
+        errors.add(
+          `${path}.generalize`,
+          'generalize.unit or generalize.step is required for strategy Generalize',
+        );
         return undefined;
       }
       break;
@@ -320,7 +343,11 @@ export function isBound(mr: MaskingRule, policy: DatabasePolicy): boolean {
  * The resources are validated against their schemas first, so any object, even one that skipped
  * the API server, gets field errors rather than a crash.
  */
-export function compilePolicy(policy: DatabasePolicy, maskingRules: MaskingRule[], secrets: SecretLookup): CompileResult {
+export function compilePolicy(
+  policy: DatabasePolicy,
+  maskingRules: MaskingRule[],
+  secrets: SecretLookup,
+): CompileResult {
   const policyName = resourceName({ ...policy, kind: 'DatabasePolicy' });
   const errors = new Errors(policyName);
   const checked = validateResource(policy, { kind: 'DatabasePolicy' });
@@ -331,7 +358,9 @@ export function compilePolicy(policy: DatabasePolicy, maskingRules: MaskingRule[
     if (!isBound(mr, policy)) continue;
     const v = validateResource(mr, { kind: 'MaskingRule' });
     if (v.ok) bound.push(v.resource);
-    else for (const fe of v.errors) errors.for(resourceName({ ...mr, kind: 'MaskingRule' })).add(fe.path, fe.message);
+    else
+      for (const fe of v.errors)
+        errors.for(resourceName({ ...mr, kind: 'MaskingRule' })).add(fe.path, fe.message);
   }
   if (!checked.ok || errors.list.length) return { ok: false, errors: errors.list };
   const p = checked.resource;
@@ -391,11 +420,17 @@ export function selectPolicy(resources: PolicyFileResource[], name: string | und
     policy = policies[0]!;
   } else {
     if (!/^[^/]+\/[^/]+$/.test(name)) {
-      return { ok: false, errors: [{ path: '', message: `policy ${JSON.stringify(name)} must be NAMESPACE/NAME` }] };
+      return {
+        ok: false,
+        errors: [{ path: '', message: `policy ${JSON.stringify(name)} must be NAMESPACE/NAME` }],
+      };
     }
     policy = policies.find((p) => fullName(p) === name);
     if (!policy) {
-      return { ok: false, errors: [{ path: '', message: `DatabasePolicy ${name} not found (available: ${available})` }] };
+      return {
+        ok: false,
+        errors: [{ path: '', message: `DatabasePolicy ${name} not found (available: ${available})` }],
+      };
     }
   }
   const orphans: PolicyError[] = maskingRules
@@ -409,5 +444,10 @@ export function selectPolicy(resources: PolicyFileResource[], name: string | und
   if (!result.ok || orphans.length) {
     return { ok: false, errors: [...orphans, ...(result.ok ? [] : result.errors)] };
   }
-  return { ok: true, compiled: result.compiled, policy, maskingRules: maskingRules.filter((mr) => isBound(mr, policy)) };
+  return {
+    ok: true,
+    compiled: result.compiled,
+    policy,
+    maskingRules: maskingRules.filter((mr) => isBound(mr, policy)),
+  };
 }

@@ -20,6 +20,11 @@ export interface StatementInfo {
   withoutWhere: boolean;
   /** effects cannot be seen from the text: DO, CALL, user-defined functions not allowed */
   opaque: boolean;
+  /**
+   * tags of statements nested in this one: data-modifying CTEs (`WITH d AS (DELETE ...) SELECT`),
+   * EXPLAIN/PREPARE/DECLARE/COPY/CREATE TABLE AS bodies. Command patterns match these too.
+   */
+  innerCommands?: string[];
 }
 
 /** How a statement changes session state the engine depends on. */
@@ -49,4 +54,9 @@ export interface Decision {
   effects: SessionEffect[];
   /** sqlcommenter tags found in the text (`traceparent`, ...), declared by the client, not verified */
   tags?: Record<string, string>;
+  /**
+   * deny because the catalog snapshot looks stale (a relation or function it does not know, a masked
+   * table the policy names but the snapshot lacks): re-read the catalog and judge once more.
+   */
+  refreshCatalog?: boolean;
 }

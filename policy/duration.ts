@@ -13,7 +13,9 @@ const PART = /([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)/g;
 /** Seconds in a duration; throws DurationError naming the text when it is not a duration. */
 export function parseDuration(text: string): number {
   if (typeof text !== 'string' || !WHOLE.test(text)) {
-    throw new DurationError(`${JSON.stringify(text)} is not a duration: use a number and unit such as 30s, 5m or 1h30m (units h, m, s, ms)`);
+    throw new DurationError(
+      `${JSON.stringify(text)} is not a duration: use a number and unit such as 30s, 5m or 1h30m (units h, m, s, ms)`,
+    );
   }
   let seconds = 0;
   for (const [, n, unit] of text.matchAll(PART)) seconds += Number(n) * UNIT_SECONDS[unit!]!;

@@ -4,12 +4,12 @@
  * resources or precise errors out (file, document, resource, field path, problem).
  */
 import { parseAllDocuments } from 'yaml';
+import type { CompiledPolicy } from '../api/compiled.js';
 import { DEFAULTS } from '../api/defaults.js';
 import { PATTERNS } from '../api/patterns.js';
 import { KINDS } from '../api/schemas.js';
 import { API_VERSION, type PolicyFileResource, type SecretDoc } from '../api/types.js';
 import { isDbguardKind, validateResource } from '../api/validate.js';
-import type { CompiledPolicy } from '../api/compiled.js';
 import { formatPolicyError, type PolicyError, resourceName, selectPolicy } from './compile.js';
 
 export interface PolicyFile {
@@ -32,18 +32,29 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function checkStringMap(v: unknown, field: string, base64: boolean, add: (path: string, message: string) => void) {
+function checkStringMap(
+  v: unknown,
+  field: string,
+  base64: boolean,
+  add: (path: string, message: string) => void,
+) {
   if (v === undefined) return;
   if (!isRecord(v)) return add(field, 'must be a map of key to string');
   for (const [k, val] of Object.entries(v)) {
-    if (!new RegExp(PATTERNS.secretKey.pattern).test(k)) add(`${field}.${k}`, `must be ${PATTERNS.secretKey.describe}`);
-    if (typeof val !== 'string') add(`${field}.${k}`, `must be a string (got ${val === null ? 'null' : typeof val})`);
-    else if (base64 && !BASE64.test(val.replace(/\s+/g, ''))) add(`${field}.${k}`, 'must be base64 (use stringData for plain text)');
+    if (!new RegExp(PATTERNS.secretKey.pattern).test(k))
+      add(`${field}.${k}`, `must be ${PATTERNS.secretKey.describe}`);
+    if (typeof val !== 'string')
+      add(`${field}.${k}`, `must be a string (got ${val === null ? 'null' : typeof val})`);
+    else if (base64 && !BASE64.test(val.replace(/\s+/g, '')))
+      add(`${field}.${k}`, 'must be base64 (use stringData for plain text)');
   }
 }
 
 /** Check a Secret document; returns it with whitespace-free base64, or undefined after adding errors. */
-function checkSecret(doc: Record<string, unknown>, add: (path: string, message: string) => void): SecretDoc | undefined {
+function checkSecret(
+  doc: Record<string, unknown>,
+  add: (path: string, message: string) => void,
+): SecretDoc | undefined {
   let bad = false;
   const addBad = (p: string, m: string) => {
     bad = true;
@@ -53,15 +64,20 @@ function checkSecret(doc: Record<string, unknown>, add: (path: string, message: 
   const md = doc.metadata;
   if (!isRecord(md) || typeof md.name !== 'string') addBad('metadata.name', 'is required');
   else {
-    if (!new RegExp(PATTERNS.dnsSubdomain.pattern).test(md.name)) addBad('metadata.name', `must be ${PATTERNS.dnsSubdomain.describe}`);
-    if (md.namespace !== undefined && (typeof md.namespace !== 'string' || !new RegExp(PATTERNS.dnsLabel.pattern).test(md.namespace)))
+    if (!new RegExp(PATTERNS.dnsSubdomain.pattern).test(md.name))
+      addBad('metadata.name', `must be ${PATTERNS.dnsSubdomain.describe}`);
+    if (
+      md.namespace !== undefined &&
+      (typeof md.namespace !== 'string' || !new RegExp(PATTERNS.dnsLabel.pattern).test(md.namespace))
+    )
       addBad('metadata.namespace', `must be ${PATTERNS.dnsLabel.describe}`);
   }
   checkStringMap(doc.data, 'data', true, addBad);
   checkStringMap(doc.stringData, 'stringData', false, addBad);
   if (bad) return undefined;
   const out = structuredClone(doc) as unknown as SecretDoc;
-  if (out.data) out.data = Object.fromEntries(Object.entries(out.data).map(([k, v]) => [k, v.replace(/\s+/g, '')]));
+  if (out.data)
+    out.data = Object.fromEntries(Object.entries(out.data).map(([k, v]) => [k, v.replace(/\s+/g, '')]));
   return out;
 }
 
@@ -80,10 +96,16 @@ export function parsePolicyDocuments(files: PolicyFile[]): LoadResult {
   const resources: PolicyFileResource[] = [];
   const origins: Origins = {};
 
-  const accept = (r: PolicyFileResource, file: string, document: number, add: (path: string, message: string) => void) => {
+  const accept = (
+    r: PolicyFileResource,
+    file: string,
+    document: number,
+    add: (path: string, message: string) => void,
+  ) => {
     const id = resourceName(r);
     const before = origins[id];
-    if (before) return add('metadata.name', `${id} is defined twice (also ${before.file} document ${before.document})`);
+    if (before)
+      return add('metadata.name', `${id} is defined twice (also ${before.file} document ${before.document})`);
     origins[id] = { file, document };
     resources.push(r);
   };
@@ -96,15 +118,20 @@ export function parsePolicyDocuments(files: PolicyFile[]): LoadResult {
         : undefined;
     const add = (path: string, message: string) =>
       errors.push({ file, document, ...(name ? { resource: name } : {}), path: prefix + path, message });
-    if (!isRecord(value)) return add('', `must be a Kubernetes object (a YAML map), not ${Array.isArray(value) ? 'a list' : typeof value}`);
+    if (!isRecord(value))
+      return add(
+        '',
+        `must be a Kubernetes object (a YAML map), not ${Array.isArray(value) ? 'a list' : typeof value}`,
+      );
     const { apiVersion, kind } = value;
     if (kind === 'List' && apiVersion === 'v1' && item === undefined) {
       if (!Array.isArray(value.items)) return add('items', 'must be a list');
-      value.items.forEach((it, i) => handle(file, document, it, i));
+      for (const [i, it] of value.items.entries()) handle(file, document, it, i);
       return;
     }
     if (kind === 'Secret') {
-      if (apiVersion !== 'v1') return add('apiVersion', `must be v1 for a Secret (got ${JSON.stringify(apiVersion)})`);
+      if (apiVersion !== 'v1')
+        return add('apiVersion', `must be v1 for a Secret (got ${JSON.stringify(apiVersion)})`);
       const s = checkSecret(value, add);
       if (s) accept(withNamespace(s), file, document, add);
       return;
@@ -133,21 +160,31 @@ export function parsePolicyDocuments(files: PolicyFile[]): LoadResult {
     try {
       docs = parseAllDocuments(f.text, { prettyErrors: true, uniqueKeys: true });
     } catch (e) {
-      errors.push({ file: f.name, path: '', message: `not YAML: ${e instanceof Error ? e.message : String(e)}` });
+      errors.push({
+        file: f.name,
+        path: '',
+        message: `not YAML: ${e instanceof Error ? e.message : String(e)}`,
+      });
       continue;
     }
     const list = Array.isArray(docs) ? docs : [docs];
     list.forEach((doc, i) => {
       const document = i + 1;
       if (doc.errors.length) {
-        for (const e of doc.errors) errors.push({ file: f.name, document, path: '', message: `YAML: ${e.message}` });
+        for (const e of doc.errors)
+          errors.push({ file: f.name, document, path: '', message: `YAML: ${e.message}` });
         return;
       }
       let value: unknown;
       try {
         value = doc.toJS({ maxAliasCount: 100 });
       } catch (e) {
-        errors.push({ file: f.name, document, path: '', message: `YAML: ${e instanceof Error ? e.message : String(e)}` });
+        errors.push({
+          file: f.name,
+          document,
+          path: '',
+          message: `YAML: ${e instanceof Error ? e.message : String(e)}`,
+        });
         return;
       }
       if (value === null || value === undefined) return; // an empty document: `---` with nothing, or only comments
@@ -158,7 +195,9 @@ export function parsePolicyDocuments(files: PolicyFile[]): LoadResult {
   return { ok: true, resources, origins };
 }
 
-export type LoadPolicyResult = { ok: true; compiled: CompiledPolicy; resources: PolicyFileResource[] } | { ok: false; errors: string[] };
+export type LoadPolicyResult =
+  | { ok: true; compiled: CompiledPolicy; resources: PolicyFileResource[] }
+  | { ok: false; errors: string[] };
 
 /**
  * Policy files → the compiled policy `namespace/name` (or the only one): what `dbguard proxy
@@ -169,7 +208,10 @@ export function loadPolicyFiles(files: PolicyFile[], policy?: string): LoadPolic
   if (!parsed.ok) return { ok: false, errors: parsed.errors.map(formatPolicyError) };
   const selected = selectPolicy(parsed.resources, policy);
   if (!selected.ok) {
-    const located = selected.errors.map((e) => ({ ...(e.resource ? parsed.origins[e.resource] : undefined), ...e }));
+    const located = selected.errors.map((e) => ({
+      ...(e.resource ? parsed.origins[e.resource] : undefined),
+      ...e,
+    }));
     return { ok: false, errors: located.map(formatPolicyError) };
   }
   return { ok: true, compiled: selected.compiled, resources: parsed.resources };

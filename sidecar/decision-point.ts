@@ -102,7 +102,7 @@ export interface DecisionPoint {
   /**
    * rewrite/scrub ErrorResponse and NoticeResponse fields (keys are the protocol's one-letter field
    * codes: S, V, C, M, D, H, P, q, W, s, t, c, d, n, F, L, R) before they reach the client; return
-   * the fields to send (returning the same Map unchanged forwards the original bytes)
+   * the fields to send (the hook gets its own copy; the result is re-encoded)
    */
   backendNotice?(fields: Map<string, string>, s: SessionHandle, isError: boolean): Map<string, string>;
   /**

@@ -56,6 +56,11 @@ function isComment(t: ScanToken): boolean {
 export function scrubNormalized(text: string): string {
   assertLoaded();
   if (looksLikeParserError(text)) return UNPARSEABLE_STATEMENT;
+  if (obviouslyClean(text)) return truncate(text.replace(/\s+/g, ' ').trim());
+  // Scan at most the bytes that will be kept: scanning is the costly part on huge statements.
+  const cut = truncate(text);
+  const truncated = cut !== text;
+  if (truncated) text = cut.slice(0, -TRUNCATION_MARK.length);
   let tokens: ScanToken[];
   try {
     tokens = scanSync(text).tokens;
@@ -89,7 +94,15 @@ export function scrubNormalized(text: string): string {
   // Anything after the last token must be white space; anything else means the scanner gave up.
   if (bytes.subarray(pos).toString('utf8').trim() !== '') return UNPARSEABLE_STATEMENT;
   const result = out.join('');
-  return truncate(result);
+  return truncated ? result + TRUNCATION_MARK : result;
+}
+
+/**
+ * The common case needs no scan: no quote of any kind, no comment, no dollar quote, and no digit
+ * that starts a number (digits in names like `t1` and in `$1` are fine). Anything else is scanned.
+ */
+function obviouslyClean(text: string): boolean {
+  return !/['"]|\/\*|--|\$(?!\d)|(?:^|[^A-Za-z0-9_$])\.?\d/.test(text);
 }
 
 /**

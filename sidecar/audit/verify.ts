@@ -1,8 +1,9 @@
 /**
  * Checks an audit log (or its rotated files, oldest first) against the hash chain: each line's
  * `seq` is the previous one's plus one and its `prev` is the SHA-256 of the previous line's bytes.
- * A line with `seq: 1` and `prev` of 64 zeros starts a new chain (a restart writing to standard
- * output); the summary counts them. The first line of the first file is the anchor.
+ * The first line of the first file is the anchor. A line with `seq: 1` and `prev` of 64 zeros
+ * later on starts a new chain: a sidecar restart writing to standard output does that (a file
+ * target continues its chain instead), so it is accepted only with `allowRestarts`, and counted.
  *
  * What a failure means: an edited line shows as a hash mismatch on the line AFTER it; a removed
  * line as a seq gap on the line that followed it; swapped lines as a seq out of order, naming where
@@ -90,7 +91,12 @@ async function findSeq(
   return undefined;
 }
 
-export async function verifyAuditFiles(files: string[]): Promise<VerifyResult> {
+export interface VerifyOptions {
+  /** accept a new chain (seq 1, prev zeros) after the first line: logs captured from stdout */
+  allowRestarts?: boolean;
+}
+
+export async function verifyAuditFiles(files: string[], opts: VerifyOptions = {}): Promise<VerifyResult> {
   let last: { seq: number; hash: string } | undefined;
   let lines = 0;
   let chains = 0;
@@ -105,10 +111,26 @@ export async function verifyAuditFiles(files: string[]): Promise<VerifyResult> {
         if (typeof p === 'string') {
           return { ok: false, file, line: n, problem: 'malformed', message: p };
         }
-        if (last === undefined || (p.seq === 1 && p.prev === GENESIS)) {
+        if (last === undefined || (opts.allowRestarts && p.seq === 1 && p.prev === GENESIS)) {
           // The anchor, or a new chain (restart): nothing before it to check against.
           chains++;
           firstSeq ??= p.seq;
+        } else if (p.seq === 1 && p.prev === GENESIS) {
+          return {
+            ok: false,
+            file,
+            line: n,
+            problem: 'seq-order',
+            message: `a new chain starts here (seq 1 after seq ${last.seq}): files out of order, or a restart logging to standard output (then use --allow-restarts)`,
+          };
+        } else if (p.seq < last.seq + 1) {
+          return {
+            ok: false,
+            file,
+            line: n,
+            problem: 'seq-order',
+            message: `seq goes backwards: expected ${last.seq + 1}, found ${p.seq} (a line repeated or moved)`,
+          };
         } else if (p.seq !== last.seq + 1) {
           const expected = last.seq + 1;
           const found = await findSeq(files, fi, n, expected);
@@ -122,22 +144,13 @@ export async function verifyAuditFiles(files: string[]): Promise<VerifyResult> {
               message: `seq out of order: expected ${expected}, found ${p.seq}; seq ${expected} is at ${where} (lines reordered)`,
             };
           }
-          if (p.seq > expected) {
-            const missing = p.seq - expected;
-            return {
-              ok: false,
-              file,
-              line: n,
-              problem: 'seq-gap',
-              message: `seq gap: expected ${expected}, found ${p.seq} (${missing} line${missing === 1 ? '' : 's'} removed before this line)`,
-            };
-          }
+          const missing = p.seq - expected;
           return {
             ok: false,
             file,
             line: n,
-            problem: 'seq-order',
-            message: `seq goes backwards: expected ${expected}, found ${p.seq} (a line repeated or moved)`,
+            problem: 'seq-gap',
+            message: `seq gap: expected ${expected}, found ${p.seq} (${missing} line${missing === 1 ? '' : 's'} removed before this line)`,
           };
         } else if (p.prev !== last.hash) {
           const before = n > 1 ? `line ${n - 1}` : `the last line of ${files[fi - 1]}`;

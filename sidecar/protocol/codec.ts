@@ -258,13 +258,17 @@ export function decodeCopyFail(body: Buffer): void {
 // ---------------------------------------------------------------- backend decoders
 
 /** ErrorResponse / NoticeResponse fields: field code (one char) → value. Order is kept. */
-export function decodeFields(body: Buffer, what = 'ErrorResponse'): Map<string, string> {
+export function decodeFields(
+  body: Buffer,
+  what = 'ErrorResponse',
+  encoding: BufferEncoding = 'utf8',
+): Map<string, string> {
   const r = new BodyReader(body, what);
   const fields = new Map<string, string>();
   for (;;) {
     const code = r.byte();
     if (code === 0) break;
-    fields.set(String.fromCharCode(code), r.cstring().toString('utf8'));
+    fields.set(String.fromCharCode(code), r.cstring().toString(encoding));
   }
   return fields;
 }
@@ -350,11 +354,16 @@ function int32(n: number): Buffer {
   return b;
 }
 
-export function encodeFields(type: number, fields: ReadonlyMap<string, string>): Buffer {
+export function encodeFields(
+  type: number,
+  fields: ReadonlyMap<string, string>,
+  encoding: BufferEncoding = 'utf8',
+): Buffer {
   const parts: Buffer[] = [];
   for (const [k, v] of fields) {
+    if (k.length === 0) continue;
     // NUL inside a value would end the field early and desynchronise the client: strip it.
-    parts.push(Buffer.from(k.slice(0, 1), 'latin1'), cstr(v.replace(/\0/g, '')));
+    parts.push(Buffer.from(k.slice(0, 1), 'latin1'), cstr(String(v).replace(/\0/g, ''), encoding));
   }
   parts.push(NUL);
   return message(type, ...parts);

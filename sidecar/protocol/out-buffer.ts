@@ -47,6 +47,9 @@ export class PauseGate {
     if (!this.reasons.delete(reason)) return;
     if (this.reasons.size === 0) this.target.resume();
   }
+  has(reason: string): boolean {
+    return this.reasons.has(reason);
+  }
   get held(): boolean {
     return this.reasons.size > 0;
   }

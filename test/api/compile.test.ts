@@ -3,7 +3,7 @@ import type { DatabasePolicy, MaskingRule, PolicyFileResource } from '../../api/
 import { canonicalJson, policyVersion } from '../../api/version.js';
 import { compilePolicy, type SecretLookup, selectPolicy } from '../../policy/compile.js';
 import { parsePolicyDocuments } from '../../policy/load.js';
-import { CONTRACT_YAML, contract, variant } from './fixtures.js';
+import { CONTRACT_YAML, contract, contractYamlWith, variant } from './fixtures.js';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 const SECRETS: Record<string, Record<string, string>> = {
@@ -59,7 +59,10 @@ describe('compilePolicy: the contract examples', () => {
         {
           name: 'bulk-deletes',
           action: 'RequireApproval',
-          match: { commands: ['DELETE'], subjects: [{ kind: 'ServiceAccount', name: 'checkout', namespace: 'shop' }] },
+          match: {
+            commands: ['DELETE'],
+            subjects: [{ kind: 'ServiceAccount', name: 'checkout', namespace: 'shop' }],
+          },
           approval: { mode: 'Wait', timeoutSeconds: 300, validForSeconds: 3600 },
         },
       ],
@@ -71,10 +74,34 @@ describe('compilePolicy: the contract examples', () => {
           name: 'shop/customer-pii',
           exemptSubjects: [{ kind: 'Group', name: 'pii-readers' }],
           columns: [
-            { schema: 'public', table: 'customers', column: 'birth_date', strategy: 'Generalize', generalize: { unit: 'year' } },
-            { schema: 'public', table: 'customers', column: 'card_number', strategy: 'Partial', partial: { keepFirst: 0, keepLast: 4, maskChar: '*' } },
-            { schema: 'public', table: 'customers', column: 'country', strategy: 'Constant', constant: { value: 'XX' } },
-            { schema: 'public', table: 'customers', column: 'customer_ref', strategy: 'Hash', hash: { salt: 's3cret-salt' } },
+            {
+              schema: 'public',
+              table: 'customers',
+              column: 'birth_date',
+              strategy: 'Generalize',
+              generalize: { unit: 'year' },
+            },
+            {
+              schema: 'public',
+              table: 'customers',
+              column: 'card_number',
+              strategy: 'Partial',
+              partial: { keepFirst: 0, keepLast: 4, maskChar: '*' },
+            },
+            {
+              schema: 'public',
+              table: 'customers',
+              column: 'country',
+              strategy: 'Constant',
+              constant: { value: 'XX' },
+            },
+            {
+              schema: 'public',
+              table: 'customers',
+              column: 'customer_ref',
+              strategy: 'Hash',
+              hash: { salt: 's3cret-salt' },
+            },
             { schema: 'public', table: 'customers', column: 'email', strategy: 'Email' },
             { schema: 'public', table: 'customers', column: 'salary', strategy: 'Nullify' },
             { schema: 'public', table: 'customers', column: 'ssn', strategy: 'Redact' },
@@ -92,7 +119,9 @@ describe('compilePolicy: the contract examples', () => {
   it('ignores MaskingRules of other policies and namespaces', () => {
     const other = variant(maskingRule, (m) => (m.spec.policyRef.name = 'billing'));
     const elsewhere = variant(maskingRule, (m) => (m.metadata.namespace = 'staging'));
-    expect(compiled(policy, [maskingRule, other, elsewhere]).masking.map((m) => m.name)).toEqual(['shop/customer-pii']);
+    expect(compiled(policy, [maskingRule, other, elsewhere]).masking.map((m) => m.name)).toEqual([
+      'shop/customer-pii',
+    ]);
   });
 
   it('applies defaults to a minimal policy and leaves out credentials it cannot see (operator mode)', () => {
@@ -129,8 +158,15 @@ describe('compilePolicy: the contract examples', () => {
   });
 
   it('turns durations into seconds', () => {
-    const p = variant(policy, (x) => (x.spec.rules[1].approval = { mode: 'Reject', timeout: '1h30m', validFor: '90s' }));
-    expect(compiled(p, []).rules[1]!.approval).toEqual({ mode: 'Reject', timeoutSeconds: 5400, validForSeconds: 90 });
+    const p = variant(
+      policy,
+      (x) => (x.spec.rules[1].approval = { mode: 'Reject', timeout: '1h30m', validFor: '90s' }),
+    );
+    expect(compiled(p, []).rules[1]!.approval).toEqual({
+      mode: 'Reject',
+      timeoutSeconds: 5400,
+      validForSeconds: 90,
+    });
   });
 });
 
@@ -161,7 +197,8 @@ describe('compilePolicy: errors name the resource, the field and the problem', (
   });
 
   it('credentials with a username but no password', () => {
-    const half: SecretLookup = (n, k) => (n === 'orders-db-app' && k === 'password' ? undefined : lookup(n, k));
+    const half: SecretLookup = (n, k) =>
+      n === 'orders-db-app' && k === 'password' ? undefined : lookup(n, k);
     expect(errors(policy, [], half)[0]).toMatchObject({
       path: 'spec.upstream.credentialsSecretRef',
       message: expect.stringMatching(/missing "password"/),
@@ -197,7 +234,9 @@ describe('compilePolicy: errors name the resource, the field and the problem', (
   });
 
   it('one column listed twice in one rule', () => {
-    const twice = variant(maskingRule, (m) => m.spec.columns.push({ table: 'public.customers', column: 'ssn', strategy: 'Redact' }));
+    const twice = variant(maskingRule, (m) =>
+      m.spec.columns.push({ table: 'public.customers', column: 'ssn', strategy: 'Redact' }),
+    );
     expect(errors(policy, [twice])[0]).toMatchObject({
       path: 'spec.columns[7]',
       message: expect.stringMatching(/listed twice in this rule \(also spec.columns\[1\]\)/),
@@ -219,11 +258,15 @@ describe('compilePolicy: errors name the resource, the field and the problem', (
       x.spec.functions.allow = ['public.*'];
     });
     expect(errors(p, []).map((e) => [e.path, e.message])).toEqual([
-      ['spec.functions.allow[0]', expect.stringMatching(/must be a function name/)],
+      ['spec.functions.allow[0]', expect.stringMatching(/must be a name such as public.customers/)],
     ]);
     const q = variant(policy, (x) => (x.spec.rules[1].approval.timeout = '0s'));
     expect(errors(q, [])).toEqual([
-      { resource: 'DatabasePolicy shop/orders', path: 'spec.rules[1].approval.timeout', message: '"0s" must be longer than zero' },
+      {
+        resource: 'DatabasePolicy shop/orders',
+        path: 'spec.rules[1].approval.timeout',
+        message: '"0s" must be longer than zero',
+      },
     ]);
   });
 });
@@ -235,9 +278,15 @@ describe('policy version', () => {
   it('does not depend on key order, list order of unordered things, or formatting', () => {
     const shuffled = variant(maskingRule, (m) => m.spec.columns.reverse());
     const keysReversed = (o: any): any =>
-      Array.isArray(o) ? o.map(keysReversed) : o && typeof o === 'object'
-        ? Object.fromEntries(Object.entries(o).reverse().map(([k, v]) => [k, keysReversed(v)]))
-        : o;
+      Array.isArray(o)
+        ? o.map(keysReversed)
+        : o && typeof o === 'object'
+          ? Object.fromEntries(
+              Object.entries(o)
+                .reverse()
+                .map(([k, v]) => [k, keysReversed(v)]),
+            )
+          : o;
     expect(compiled(policy, [shuffled]).version).toBe(base);
     expect(compiled(keysReversed(policy), [keysReversed(maskingRule)]).version).toBe(base);
     expect(canonicalJson({ b: 1, a: [{ d: 2, c: undefined }] })).toBe('{"a":[{"d":2}],"b":1}');
@@ -283,7 +332,9 @@ spec: {upstream: {host: billing-db}}
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     expect(r.compiled.policy).toBe('shop/orders');
     expect(r.compiled.upstream.credentials).toEqual({ username: 'app', password: 'app-password' });
-    expect(r.compiled.masking[0]!.columns.find((c) => c.column === 'customer_ref')!.hash).toEqual({ salt: 's3cret-salt' });
+    expect(r.compiled.masking[0]!.columns.find((c) => c.column === 'customer_ref')!.hash).toEqual({
+      salt: 's3cret-salt',
+    });
     expect(r.maskingRules.map((m) => m.metadata.name)).toEqual(['customer-pii']);
     expect(selectPolicy(all, 'shop/orders')).toMatchObject({ ok: true });
   });
@@ -292,9 +343,18 @@ spec: {upstream: {host: billing-db}}
     const both = resources(CONTRACT_YAML + second);
     expect(selectPolicy(both, undefined)).toEqual({
       ok: false,
-      errors: [{ path: '', message: '2 DatabasePolicies found (shop/orders, shop/billing): name one with --policy NAMESPACE/NAME' }],
+      errors: [
+        {
+          path: '',
+          message:
+            '2 DatabasePolicies found (shop/orders, shop/billing): name one with --policy NAMESPACE/NAME',
+        },
+      ],
     });
-    expect(selectPolicy(both, 'shop/billing')).toMatchObject({ ok: true, compiled: { policy: 'shop/billing' } });
+    expect(selectPolicy(both, 'shop/billing')).toMatchObject({
+      ok: true,
+      compiled: { policy: 'shop/billing' },
+    });
   });
 
   it('says when the named policy is not there', () => {
@@ -302,15 +362,27 @@ spec: {upstream: {host: billing-db}}
       ok: false,
       errors: [{ path: '', message: 'DatabasePolicy shop/order not found (available: shop/orders)' }],
     });
-    expect(selectPolicy(all, 'orders')).toMatchObject({ ok: false, errors: [{ message: expect.stringMatching(/NAMESPACE\/NAME/) }] });
-    expect(selectPolicy([], undefined)).toMatchObject({ ok: false, errors: [{ message: 'no DatabasePolicy found in the policy files' }] });
+    expect(selectPolicy(all, 'orders')).toMatchObject({
+      ok: false,
+      errors: [{ message: expect.stringMatching(/NAMESPACE\/NAME/) }],
+    });
+    expect(selectPolicy([], undefined)).toMatchObject({
+      ok: false,
+      errors: [{ message: 'no DatabasePolicy found in the policy files' }],
+    });
   });
 
   it('refuses a MaskingRule that points to a missing policy', () => {
-    const typo = resources(CONTRACT_YAML.replace('policyRef: {name: orders}\n  columns', 'policyRef: {name: ordrs}\n  columns'));
+    const typo = resources(contractYamlWith((docs) => (docs[1].spec.policyRef.name = 'ordrs')));
     expect(selectPolicy(typo, 'shop/orders')).toEqual({
       ok: false,
-      errors: [{ resource: 'MaskingRule shop/customer-pii', path: 'spec.policyRef.name', message: 'DatabasePolicy shop/ordrs not found' }],
+      errors: [
+        {
+          resource: 'MaskingRule shop/customer-pii',
+          path: 'spec.policyRef.name',
+          message: 'DatabasePolicy shop/ordrs not found',
+        },
+      ],
     });
   });
 });

@@ -18,7 +18,9 @@ describe('parseDuration', () => {
 
   it.each(['', '5', 'm', '5 m', '5min', '-5s', '1d', '1h 30m', '.5h', 'abc'])('refuses %j', (text) => {
     expect(() => parseDuration(text)).toThrow(DurationError);
-    expect(() => parseDuration(text)).toThrow(/is not a duration: use a number and unit such as 30s, 5m or 1h30m/);
+    expect(() => parseDuration(text)).toThrow(
+      /is not a duration: use a number and unit such as 30s, 5m or 1h30m/,
+    );
   });
 
   it('refuses non-strings without crashing', () => {

@@ -1,6 +1,6 @@
 /** Test helpers: the contract's examples as objects, and a way to derive broken variants. */
 import { readFileSync } from 'node:fs';
-import { parseAllDocuments } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 
 export const CONTRACT_YAML = readFileSync(new URL('./fixtures/contract.yaml', import.meta.url), 'utf8');
 
@@ -20,4 +20,11 @@ export function variant<T>(o: T, edit: (copy: any) => void): T {
   const copy = structuredClone(o);
   edit(copy);
   return copy;
+}
+
+/** The contract's YAML with its documents (in order) changed by `edit`. */
+export function contractYamlWith(edit: (docs: any[]) => void): string {
+  const docs = parseAllDocuments(CONTRACT_YAML).map((d) => (d as any).toJS());
+  edit(docs);
+  return docs.map((d) => `---\n${stringify(d)}`).join('');
 }

@@ -1,7 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { formatPolicyError } from '../../policy/compile.js';
 import { loadPolicyFiles, parsePolicyDocuments } from '../../policy/load.js';
-import { CONTRACT_YAML } from './fixtures.js';
+import { CONTRACT_YAML, contractYamlWith } from './fixtures.js';
 
 function errorsOf(text: string, name = 'policy.yaml') {
   const r = parsePolicyDocuments([{ name, text }]);
@@ -74,7 +75,10 @@ describe('parsePolicyDocuments', () => {
           'unknown kind "Deployment" (apps/v1): policy files hold DatabasePolicy, MaskingRule, ApprovalRequest and v1 Secret',
       },
     ]);
-    expect(errorsOf('apiVersion: v1\nmetadata: {name: x}\n')[0]).toMatchObject({ path: 'kind', message: 'is required' });
+    expect(errorsOf('apiVersion: v1\nmetadata: {name: x}\n')[0]).toMatchObject({
+      path: 'kind',
+      message: 'is required',
+    });
   });
 
   it('refuses a wrong apiVersion for a known kind', () => {
@@ -86,9 +90,19 @@ describe('parsePolicyDocuments', () => {
 
   it('reports YAML syntax errors and non-objects with the document', () => {
     const bad = errorsOf(`${POLICY}---\nspec: {upstream: [unclosed\n`);
-    expect(bad[0]).toMatchObject({ file: 'policy.yaml', document: 2, path: '', message: expect.stringMatching(/^YAML: /) });
-    expect(errorsOf('- a\n- b\n')[0]).toMatchObject({ document: 1, message: expect.stringMatching(/not a list/) });
-    expect(errorsOf(`${POLICY}  upstream: {host: x}\n`)[0]!.message).toMatch(/YAML: .*[Mm]ap keys must be unique/);
+    expect(bad[0]).toMatchObject({
+      file: 'policy.yaml',
+      document: 2,
+      path: '',
+      message: expect.stringMatching(/^YAML: /),
+    });
+    expect(errorsOf('- a\n- b\n')[0]).toMatchObject({
+      document: 1,
+      message: expect.stringMatching(/not a list/),
+    });
+    expect(errorsOf(`${POLICY}  upstream: {host: x}\n`)[0]!.message).toMatch(
+      /YAML: .*[Mm]ap keys must be unique/,
+    );
   });
 
   it('checks Secret documents: base64 data, string values, known fields', () => {
@@ -99,8 +113,13 @@ describe('parsePolicyDocuments', () => {
       message: 'must be base64 (use stringData for plain text)',
     });
     expect(errorsOf(secret('stringData: {port: 5432}\n'))[0]).toMatchObject({ path: 'stringData.port' });
-    expect(errorsOf(secret('strngData: {a: b}\n'))[0]).toMatchObject({ path: 'strngData', message: 'unknown field' });
-    expect(errorsOf('apiVersion: v2\nkind: Secret\nmetadata: {name: s}\n')[0]).toMatchObject({ path: 'apiVersion' });
+    expect(errorsOf(secret('strngData: {a: b}\n'))[0]).toMatchObject({
+      path: 'strngData',
+      message: 'unknown field',
+    });
+    expect(errorsOf('apiVersion: v2\nkind: Secret\nmetadata: {name: s}\n')[0]).toMatchObject({
+      path: 'apiVersion',
+    });
   });
 
   it('refuses a resource defined twice', () => {
@@ -110,7 +129,14 @@ describe('parsePolicyDocuments', () => {
     ]);
     expect(r).toMatchObject({
       ok: false,
-      errors: [{ file: 'b.yaml', document: 1, path: 'metadata.name', message: 'DatabasePolicy shop/orders is defined twice (also a.yaml document 1)' }],
+      errors: [
+        {
+          file: 'b.yaml',
+          document: 1,
+          path: 'metadata.name',
+          message: 'DatabasePolicy shop/orders is defined twice (also a.yaml document 1)',
+        },
+      ],
     });
   });
 });
@@ -118,16 +144,29 @@ describe('parsePolicyDocuments', () => {
 describe('loadPolicyFiles', () => {
   it('gives the compiled policy of the files', () => {
     const r = loadPolicyFiles([{ name: 'contract.yaml', text: CONTRACT_YAML }], 'shop/orders');
-    expect(r).toMatchObject({ ok: true, compiled: { policy: 'shop/orders', version: expect.stringMatching(/^sha256:/) } });
+    expect(r).toMatchObject({
+      ok: true,
+      compiled: { policy: 'shop/orders', version: expect.stringMatching(/^sha256:/) },
+    });
   });
 
   it('gives printable errors that say where the resource is', () => {
-    const typo = CONTRACT_YAML.replace('{name: pii-salt, key: salt}', '{name: pii-salt, key: pepper}');
+    const typo = contractYamlWith((docs) => (docs[1].spec.columns[5].hash.saltSecretRef.key = 'pepper'));
     expect(loadPolicyFiles([{ name: 'contract.yaml', text: typo }])).toEqual({
       ok: false,
       errors: [
         'contract.yaml: document 2 (MaskingRule shop/customer-pii): spec.columns[5].hash.saltSecretRef: Secret shop/pii-salt with key "pepper" not found',
       ],
     });
+  });
+});
+
+describe('the shipped example', () => {
+  it('examples/demo/policy.yaml loads and compiles', () => {
+    const text = readFileSync(new URL('../../examples/demo/policy.yaml', import.meta.url), 'utf8');
+    const r = loadPolicyFiles([{ name: 'examples/demo/policy.yaml', text }]);
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    expect(r.compiled.policy).toBe('demo/shop');
+    expect(r.compiled.masking[0]!.columns.map((c) => c.column)).toContain('phone');
   });
 });

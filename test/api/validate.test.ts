@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { validateResource } from '../../api/validate.js';
+import { type ValidateOptions, validateResource } from '../../api/validate.js';
 import { contract, variant } from './fixtures.js';
 
-function errorsOf(obj: unknown, opts?: Parameters<typeof validateResource>[1]) {
+function errorsOf(obj: unknown, opts?: ValidateOptions) {
   const r = validateResource(obj, opts);
   return r.ok ? [] : r.errors;
 }
@@ -87,7 +87,8 @@ describe('validateResource: broken variants name the field and the problem', () 
         m.spec.columns[1].strategy = 'Scramble';
       }),
       path: 'spec.columns[1].strategy',
-      message: /must be one of Redact, Nullify, Partial, Email, Hash, Constant, Generalize \(got "Scramble"\)/,
+      message:
+        /must be one of Redact, Nullify, Partial, Email, Hash, Constant, Generalize \(got "Scramble"\)/,
     },
     {
       name: 'a missing upstream.host',
@@ -194,9 +195,11 @@ describe('validateResource: broken variants name the field and the problem', () 
       p.spec.rules[0].approval = {};
       delete p.spec.upstream.host;
     });
-    expect(errorsOf(bad).map((e) => e.path).sort()).toEqual(
-      ['spec.rules[0].approval', 'spec.upstream.host', 'spec.upstream.sslmode'].sort(),
-    );
+    expect(
+      errorsOf(bad)
+        .map((e) => e.path)
+        .sort(),
+    ).toEqual(['spec.rules[0].approval', 'spec.upstream.host', 'spec.upstream.sslmode'].sort());
   });
 
   it('answers non-objects and unknown kinds with an error, not a crash', () => {
@@ -206,7 +209,9 @@ describe('validateResource: broken variants name the field and the problem', () 
       path: 'kind',
       message: 'must be one of DatabasePolicy, MaskingRule, ApprovalRequest (got "Deployment")',
     });
-    expect(errorsOf(variant(policy, (p) => (p.spec.rules = 'all'))).map((e) => e.path)).toEqual(['spec.rules']);
+    expect(errorsOf(variant(policy, (p) => (p.spec.rules = 'all'))).map((e) => e.path)).toEqual([
+      'spec.rules',
+    ]);
   });
 });
 

@@ -109,11 +109,17 @@ export class AdmissionChain {
    * Runs the matching webhooks of the given configurations (mutating ones may change the object).
    * The admissionregistration group itself is never sent to webhooks, as in kube-apiserver.
    */
-  async run(kind: 'mutating' | 'validating', configs: KubeObject[], a: AdmissionAttributes): Promise<AdmissionResult> {
+  async run(
+    kind: 'mutating' | 'validating',
+    configs: KubeObject[],
+    a: AdmissionAttributes,
+  ): Promise<AdmissionResult> {
     const warnings: string[] = [];
     let object = a.object;
     if (a.type.group === 'admissionregistration.k8s.io') return { object, warnings };
-    const sorted = [...configs].sort((x, y) => (x.metadata?.name ?? '').localeCompare(y.metadata?.name ?? ''));
+    const sorted = [...configs].sort((x, y) =>
+      (x.metadata?.name ?? '').localeCompare(y.metadata?.name ?? ''),
+    );
     for (const cfg of sorted) {
       for (const w of (cfg.webhooks ?? []) as Webhook[]) {
         const attrs = { ...a, object };
@@ -122,8 +128,7 @@ export class AdmissionChain {
         if (!out) continue; // ignored failure
         warnings.push(...out.warnings);
         if (out.patch) {
-          if (kind === 'validating')
-            throw internal(w.name, 'validating webhooks may not return patches');
+          if (kind === 'validating') throw internal(w.name, 'validating webhooks may not return patches');
           object = applyJsonPatch(object, out.patch) as KubeObject;
         }
       }
@@ -158,7 +163,12 @@ export class AdmissionChain {
         dryRun: a.dryRun,
         options: {
           apiVersion: 'meta.k8s.io/v1',
-          kind: a.operation === 'CREATE' ? 'CreateOptions' : a.operation === 'UPDATE' ? 'UpdateOptions' : 'DeleteOptions',
+          kind:
+            a.operation === 'CREATE'
+              ? 'CreateOptions'
+              : a.operation === 'UPDATE'
+                ? 'UpdateOptions'
+                : 'DeleteOptions',
         },
       },
     };
@@ -178,7 +188,11 @@ export class AdmissionChain {
       const st = response.status ?? {};
       const code = typeof st.code === 'number' && st.code >= 400 ? st.code : 403;
       const why = st.message ? `: ${st.message}` : ' without explanation';
-      throw new ApiError(code, st.reason || 'Forbidden', `admission webhook "${w.name}" denied the request${why}`);
+      throw new ApiError(
+        code,
+        st.reason || 'Forbidden',
+        `admission webhook "${w.name}" denied the request${why}`,
+      );
     }
     if (kind === 'mutating' && response.patch) {
       if (response.patchType !== 'JSONPatch') {
@@ -218,7 +232,9 @@ export class AdmissionChain {
       const target = this.serviceResolver(s.namespace, s.name, s.port ?? 443);
       shown = `https://${s.name}.${s.namespace}.svc:${s.port ?? 443}${s.path ?? '/'}`;
       if (!target)
-        return Promise.reject(new Error(`Post "${shown}": service "${s.namespace}/${s.name}" is not mapped (setServiceResolver)`));
+        return Promise.reject(
+          new Error(`Post "${shown}": service "${s.namespace}/${s.name}" is not mapped (setServiceResolver)`),
+        );
       host = target.host;
       port = target.port;
       path = s.path ?? '/';
@@ -235,7 +251,11 @@ export class AdmissionChain {
           method: 'POST',
           servername: /^[\d.]+$|:/.test(servername) ? undefined : servername,
           ca,
-          headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Content-Length': Buffer.byteLength(body) },
+          headers: {
+            'Content-Type': 'application/json',
+            Accept: 'application/json',
+            'Content-Length': Buffer.byteLength(body),
+          },
           timeout: timeoutMs,
           agent: false,
         },
@@ -246,7 +266,9 @@ export class AdmissionChain {
             clearTimeout(deadline);
             const text = Buffer.concat(chunks).toString('utf8');
             if ((res.statusCode ?? 0) < 200 || (res.statusCode ?? 0) >= 300)
-              return reject(new Error(`Post "${shown}": the server responded ${res.statusCode}: ${text.slice(0, 200)}`));
+              return reject(
+                new Error(`Post "${shown}": the server responded ${res.statusCode}: ${text.slice(0, 200)}`),
+              );
             try {
               resolve(JSON.parse(text));
             } catch {
@@ -257,7 +279,10 @@ export class AdmissionChain {
         },
       );
       // a whole-request deadline: the socket timeout alone does not stop a server that trickles bytes
-      const deadline = setTimeout(() => req.destroy(new Error(`Post "${shown}": context deadline exceeded`)), timeoutMs);
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`Post "${shown}": context deadline exceeded`)),
+        timeoutMs,
+      );
       req.on('timeout', () => req.destroy(new Error(`Post "${shown}": context deadline exceeded`)));
       req.on('error', (err) => {
         clearTimeout(deadline);

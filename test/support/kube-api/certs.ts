@@ -4,8 +4,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface TestCa {
@@ -29,9 +29,25 @@ export function createTestCa(commonName = 'dbguard-test-ca'): TestCa {
   const dir = mkdtempSync(join(tmpdir(), 'kube-api-ca-'));
   try {
     openssl(dir, [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', `/CN=${commonName}`,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${commonName}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
     ]);
     const certPem = readFileSync(join(dir, 'ca.crt'), 'utf8');
     const keyPem = readFileSync(join(dir, 'ca.key'), 'utf8');
@@ -54,14 +70,41 @@ function issueLeaf(caCert: string, caKey: string, hosts: string[], commonName?: 
         `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`,
     );
     openssl(dir, [
-      'req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', `/CN=${commonName ?? hosts[0]}`,
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      'leaf.key',
+      '-out',
+      'leaf.csr',
+      '-subj',
+      `/CN=${commonName ?? hosts[0]}`,
     ]);
     openssl(dir, [
-      'x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
-      '-out', 'leaf.crt', '-days', '2', '-extfile', 'ext.cnf',
+      'x509',
+      '-req',
+      '-in',
+      'leaf.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'leaf.crt',
+      '-days',
+      '2',
+      '-extfile',
+      'ext.cnf',
     ]);
-    return { certPem: readFileSync(join(dir, 'leaf.crt'), 'utf8'), keyPem: readFileSync(join(dir, 'leaf.key'), 'utf8') };
+    return {
+      certPem: readFileSync(join(dir, 'leaf.crt'), 'utf8'),
+      keyPem: readFileSync(join(dir, 'leaf.key'), 'utf8'),
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -64,13 +64,19 @@ export const alreadyExists = (group: string, plural: string, name: string) =>
   });
 
 export const conflict = (group: string, plural: string, name: string, why: string) =>
-  new ApiError(409, 'Conflict', `Operation cannot be fulfilled on ${qualified(group, plural)} "${name}": ${why}`, {
-    name,
-    group,
-    kind: plural,
-  });
+  new ApiError(
+    409,
+    'Conflict',
+    `Operation cannot be fulfilled on ${qualified(group, plural)} "${name}": ${why}`,
+    {
+      name,
+      group,
+      kind: plural,
+    },
+  );
 
-export const STALE = 'the object has been modified; please apply your changes to the latest version and try again';
+export const STALE =
+  'the object has been modified; please apply your changes to the latest version and try again';
 
 export const badRequest = (message: string) => new ApiError(400, 'BadRequest', message);
 
@@ -78,13 +84,19 @@ export const resourceNotFound = () =>
   new ApiError(404, 'NotFound', 'the server could not find the requested resource');
 
 export const methodNotAllowed = (method: string) =>
-  new ApiError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${method})`);
+  new ApiError(
+    405,
+    'MethodNotAllowed',
+    `the server does not allow this method on the requested resource (${method})`,
+  );
 
 /** 422 Invalid with one cause per field: `Kind.group "name" is invalid: field: message, ...`. */
 export function invalid(kind: string, group: string, name: string, causes: StatusCause[]): ApiError {
   const qualifiedKind = group ? `${kind}.${group}` : kind;
   const list = causes.map((c) => (c.field ? `${c.field}: ${c.message}` : (c.message ?? ''))).join(', ');
   const message =
-    causes.length === 1 ? `${qualifiedKind} "${name}" is invalid: ${list}` : `${qualifiedKind} "${name}" is invalid: [${list}]`;
+    causes.length === 1
+      ? `${qualifiedKind} "${name}" is invalid: ${list}`
+      : `${qualifiedKind} "${name}" is invalid: [${list}]`;
   return new ApiError(422, 'Invalid', message, { name, group, kind, causes });
 }

@@ -7,9 +7,18 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { AdmissionChain, type Operation } from './admission.js';
-import { ApiError, STALE, badRequest, conflict, invalid, notFound, type StatusCause, statusObject } from './errors.js';
+import {
+  ApiError,
+  badRequest,
+  conflict,
+  invalid,
+  notFound,
+  STALE,
+  type StatusCause,
+  statusObject,
+} from './errors.js';
 import { applyJsonPatch, applyMergePatch, applyStrategicMergePatch, deepEqual } from './patch.js';
-import { ResourceRegistry, splitApiVersion, typeKey } from './resources.js';
+import { ResourceRegistry, resourceTypeFromCrd, splitApiVersion, typeKey } from './resources.js';
 import { SchemaValidator } from './schema.js';
 import { matchesFields, matchesLabels, parseFieldSelector, parseLabelSelector } from './selectors.js';
 import { ObjectStore } from './store.js';
@@ -24,6 +33,8 @@ export interface RequestContext {
   warnings: string[];
   /** internal writes (seeding, registerCrd) skip webhooks */
   skipAdmission?: boolean;
+  /** fields pruned so far in this request (defaulting runs before and after mutating admission) */
+  pruned?: Set<string>;
 }
 
 export interface ListOptions {
@@ -46,7 +57,8 @@ export interface OperationsOptions {
 
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: unknown): v is Record<string, any> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export class Operations {
   readonly store: ObjectStore;
@@ -67,7 +79,11 @@ export class Operations {
   }
 
   get(type: ResourceType, version: string, namespace: string | undefined, name: string): KubeObject {
-    const obj = this.store.get(typeKey(type.group, type.plural), type.namespaced ? namespace : undefined, name);
+    const obj = this.store.get(
+      typeKey(type.group, type.plural),
+      type.namespaced ? namespace : undefined,
+      name,
+    );
     if (!obj) throw notFound(type.group, type.plural, name);
     return this.present(type, version, obj);
   }
@@ -98,10 +114,8 @@ export class Operations {
       ).toString('base64url');
       metadata.remainingItemCount = rest;
     }
-    const apiVersion = type.group ? `${type.group}/${type.versions[0]}` : type.versions[0];
-    const requested = type.group ? `${type.group}/${version}` : version;
     return {
-      apiVersion: requested ?? apiVersion,
+      apiVersion: type.group ? `${type.group}/${version}` : version,
       kind: type.listKind,
       metadata,
       // typed built-in lists carry no apiVersion/kind per item; custom resource lists do
@@ -128,7 +142,16 @@ export class Operations {
     const obj = this.checkBody(type, version, namespace, body);
     const meta = obj.metadata!;
     if (type.createOnly) return this.createVirtual(type, version, obj, ctx);
-    for (const f of ['uid', 'resourceVersion', 'creationTimestamp', 'generation', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'selfLink'])
+    for (const f of [
+      'uid',
+      'resourceVersion',
+      'creationTimestamp',
+      'generation',
+      'deletionTimestamp',
+      'deletionGracePeriodSeconds',
+      'managedFields',
+      'selfLink',
+    ])
       delete meta[f];
     if (type.namespaced) this.checkNamespaceOpen(meta.namespace!);
     if (type.statusSubresource && type.crd) delete obj.status;
@@ -139,31 +162,42 @@ export class Operations {
     if (!ctx.skipAdmission) current = await this.mutate('CREATE', type, version, current, undefined, ctx);
     if (!current.metadata?.name) {
       if (!current.metadata?.generateName)
-        throw invalid(type.kind, type.group, '', [{ reason: 'FieldValueRequired', message: 'name or generateName is required', field: 'metadata.name' }]);
+        throw invalid(type.kind, type.group, '', [
+          {
+            reason: 'FieldValueRequired',
+            message: 'name or generateName is required',
+            field: 'metadata.name',
+          },
+        ]);
       current.metadata.name = `${current.metadata.generateName}${randomSuffix()}`;
     }
     this.validateMeta(type, current);
     if (type.crd) this.schemaCheck(type, version, current, ctx, true);
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions')
-      this.registry.applyCrd(current); // validates; serving starts below once stored
+    if (isCrdType(type)) this.checkCrd(current);
     if (!ctx.skipAdmission) await this.validate('CREATE', type, version, current, undefined, ctx);
 
     const key = typeKey(type.group, type.plural);
     const name = current.metadata!.name!;
     if (this.store.get(key, type.namespaced ? current.metadata!.namespace : undefined, name))
-      throw new ApiError(409, 'AlreadyExists', `${type.group ? `${type.plural}.${type.group}` : type.plural} "${name}" already exists`, {
-        name,
-        group: type.group,
-        kind: type.plural,
-      });
+      throw new ApiError(
+        409,
+        'AlreadyExists',
+        `${type.group ? `${type.plural}.${type.group}` : type.plural} "${name}" already exists`,
+        {
+          name,
+          group: type.group,
+          kind: type.plural,
+        },
+      );
     const m = current.metadata!;
     m.uid = randomUUID();
     m.creationTimestamp = now();
     if (type.generation) m.generation = 1;
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions') crdStatus(current);
+    if (isCrdType(type)) crdStatus(current);
     if (ctx.dryRun) return this.present(type, version, current);
     m.resourceVersion = String(this.store.nextResourceVersion());
     this.store.write(key, 'ADDED', current);
+    if (isCrdType(type)) this.registry.applyCrd(current);
     return this.present(type, version, current);
   }
 
@@ -174,7 +208,13 @@ export class Operations {
     if (type.kind === 'TokenReview') {
       const spec = obj.spec;
       if (!isObject(spec) || typeof spec.token !== 'string' || spec.token === '')
-        throw invalid('TokenReview', type.group, '', [{ reason: 'FieldValueRequired', message: 'Required value: token must not be empty', field: 'spec.token' }]);
+        throw invalid('TokenReview', type.group, '', [
+          {
+            reason: 'FieldValueRequired',
+            message: 'Required value: token must not be empty',
+            field: 'spec.token',
+          },
+        ]);
       return this.present(type, version, await this.tokenReview(obj, ctx));
     }
     throw new ApiError(405, 'MethodNotAllowed', `${type.plural} cannot be created`);
@@ -193,7 +233,9 @@ export class Operations {
   ): Promise<KubeObject> {
     const obj = this.checkBody(type, version, namespace, body);
     if (obj.metadata!.name !== undefined && obj.metadata!.name !== name)
-      throw badRequest(`the name of the object (${obj.metadata!.name}) does not match the name on the URL (${name})`);
+      throw badRequest(
+        `the name of the object (${obj.metadata!.name}) does not match the name on the URL (${name})`,
+      );
     obj.metadata!.name = name;
     const key = typeKey(type.group, type.plural);
     const ns = type.namespaced ? namespace : undefined;
@@ -202,11 +244,21 @@ export class Operations {
     const sentRv = obj.metadata!.resourceVersion;
     if (!sentRv && type.requireResourceVersionOnUpdate)
       throw invalid(type.kind, type.group, name, [
-        { reason: 'FieldValueInvalid', message: 'Invalid value: 0x0: must be specified for an update', field: 'metadata.resourceVersion' },
+        {
+          reason: 'FieldValueInvalid',
+          message: 'Invalid value: 0x0: must be specified for an update',
+          field: 'metadata.resourceVersion',
+        },
       ]);
-    if (sentRv && sentRv !== existing.metadata!.resourceVersion) throw conflict(type.group, type.plural, name, STALE);
+    if (sentRv && sentRv !== existing.metadata!.resourceVersion)
+      throw conflict(type.group, type.plural, name, STALE);
     if (obj.metadata!.uid && obj.metadata!.uid !== existing.metadata!.uid)
-      throw conflict(type.group, type.plural, name, `Precondition failed: UID in precondition: ${obj.metadata!.uid}, UID in object meta: ${existing.metadata!.uid}`);
+      throw conflict(
+        type.group,
+        type.plural,
+        name,
+        `Precondition failed: UID in precondition: ${obj.metadata!.uid}, UID in object meta: ${existing.metadata!.uid}`,
+      );
     return this.commitUpdate(type, version, existing, obj, subresource, ctx);
   }
 
@@ -238,7 +290,14 @@ export class Operations {
         obj.metadata!.name ??= name;
         return this.create(type, version, namespace, obj, ctx);
       }
-      return this.commitUpdate(type, version, existing, this.patched(type, version, existing, 'merge', applied), subresource, ctx);
+      return this.commitUpdate(
+        type,
+        version,
+        existing,
+        this.patched(type, version, existing, 'merge', applied),
+        subresource,
+        ctx,
+      );
     }
     if (!existing) throw notFound(type.group, type.plural, name);
     let parsed: unknown;
@@ -252,14 +311,26 @@ export class Operations {
     else if (ct === 'application/merge-patch+json') kind = 'merge';
     // kube-apiserver answers 415 to strategic merge on custom resources; here it is treated as a merge patch
     else if (ct === 'application/strategic-merge-patch+json') kind = type.crd ? 'merge' : 'strategic';
-    else throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`);
+    else
+      throw new ApiError(
+        415,
+        'UnsupportedMediaType',
+        `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`,
+      );
     const next = this.patched(type, version, existing, kind, parsed);
     const sentRv = next.metadata?.resourceVersion;
-    if (sentRv && sentRv !== existing.metadata!.resourceVersion) throw conflict(type.group, type.plural, name, STALE);
+    if (sentRv && sentRv !== existing.metadata!.resourceVersion)
+      throw conflict(type.group, type.plural, name, STALE);
     return this.commitUpdate(type, version, existing, next, subresource, ctx);
   }
 
-  private patched(type: ResourceType, version: string, existing: KubeObject, kind: 'json' | 'merge' | 'strategic', patch: unknown) {
+  private patched(
+    type: ResourceType,
+    version: string,
+    existing: KubeObject,
+    kind: 'json' | 'merge' | 'strategic',
+    patch: unknown,
+  ) {
     const base = this.present(type, version, existing);
     let out: unknown;
     if (kind === 'json') out = applyJsonPatch(base, patch);
@@ -269,7 +340,9 @@ export class Operations {
     const o = out as KubeObject;
     if (!isObject(o.metadata)) o.metadata = {};
     if (o.metadata!.name !== existing.metadata!.name)
-      throw badRequest(`the name of the object (${o.metadata!.name}) does not match the name on the URL (${existing.metadata!.name})`);
+      throw badRequest(
+        `the name of the object (${o.metadata!.name}) does not match the name on the URL (${existing.metadata!.name})`,
+      );
     return o;
   }
 
@@ -282,7 +355,8 @@ export class Operations {
     subresource: string | undefined,
     ctx: RequestContext,
   ): Promise<KubeObject> {
-    if (subresource && subresource !== 'status') throw notFound(type.group, `${type.plural}/${subresource}`, existing.metadata!.name!);
+    if (subresource && subresource !== 'status')
+      throw notFound(type.group, `${type.plural}/${subresource}`, existing.metadata!.name!);
     if (subresource === 'status' && !type.statusSubresource)
       throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
     const key = typeKey(type.group, type.plural);
@@ -313,7 +387,11 @@ export class Operations {
         const added = (m.finalizers ?? []).filter((f) => !(em.finalizers ?? []).includes(f));
         if (added.length)
           throw invalid(type.kind, type.group, em.name!, [
-            { reason: 'FieldValueForbidden', message: `Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(added)}`, field: 'metadata.finalizers' },
+            {
+              reason: 'FieldValueForbidden',
+              message: `Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(added)}`,
+              field: 'metadata.finalizers',
+            },
           ]);
       }
     }
@@ -329,11 +407,12 @@ export class Operations {
     }
     this.validateMeta(type, next);
     if (type.crd) this.schemaCheck(type, version, next, ctx, true);
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions') resourceTypeCheck(this.registry, next);
+    if (isCrdType(type)) resourceTypeFromCrd(next); // throws 422 like kube-apiserver
     if (!ctx.skipAdmission) await this.validate('UPDATE', type, version, next, existing, ctx, subresource);
 
-    if (type.generation && specChanged(type, existing, next)) next.metadata!.generation = (existing.metadata!.generation ?? 0) + 1;
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions') crdStatus(next);
+    if (type.generation && specChanged(type, existing, next))
+      next.metadata!.generation = (existing.metadata!.generation ?? 0) + 1;
+    if (isCrdType(type)) crdStatus(next);
     // an update that changes nothing keeps the resourceVersion and sends no event, like kube-apiserver
     if (deepEqual(withoutRv(next), withoutRv(existing))) return this.present(type, version, existing);
     if (ctx.dryRun) return this.present(type, version, next);
@@ -345,7 +424,7 @@ export class Operations {
     }
     next.metadata!.resourceVersion = String(this.store.nextResourceVersion());
     this.store.write(key, 'MODIFIED', next, existing);
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions') this.registry.applyCrd(next);
+    if (isCrdType(type)) this.registry.applyCrd(next);
     return this.present(type, version, next);
   }
 
@@ -364,10 +443,20 @@ export class Operations {
     if (!existing) throw notFound(type.group, type.plural, name);
     const pre = options.preconditions ?? {};
     if (pre.uid && pre.uid !== existing.metadata!.uid)
-      throw conflict(type.group, type.plural, name, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${existing.metadata!.uid}`);
+      throw conflict(
+        type.group,
+        type.plural,
+        name,
+        `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${existing.metadata!.uid}`,
+      );
     if (pre.resourceVersion && pre.resourceVersion !== existing.metadata!.resourceVersion)
-      throw conflict(type.group, type.plural, name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${existing.metadata!.resourceVersion}`);
-    if (!ctx.skipAdmission) await this.validate('DELETE', type, version, undefined, existing, ctx, undefined, true);
+      throw conflict(
+        type.group,
+        type.plural,
+        name,
+        `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${existing.metadata!.resourceVersion}`,
+      );
+    if (!ctx.skipAdmission) await this.validate('DELETE', type, version, undefined, existing, ctx);
     const deletedAnswer = (obj: KubeObject) =>
       type.returnDeletedObject
         ? this.present(type, version, obj)
@@ -387,7 +476,8 @@ export class Operations {
         marked = structuredClone(existing);
         marked.metadata!.deletionTimestamp = now();
         marked.metadata!.deletionGracePeriodSeconds = 0;
-        if (isNamespace) marked.status = { ...(isObject(marked.status) ? marked.status : {}), phase: 'Terminating' };
+        if (isNamespace)
+          marked.status = { ...(isObject(marked.status) ? marked.status : {}), phase: 'Terminating' };
         marked.metadata!.resourceVersion = String(this.store.nextResourceVersion());
         this.store.write(key, 'MODIFIED', marked, existing);
       }
@@ -411,11 +501,16 @@ export class Operations {
     options: DeleteOptions,
     ctx: RequestContext,
   ): Promise<KubeObject> {
-    const list = this.list(type, version, namespace, { labelSelector: o.labelSelector, fieldSelector: o.fieldSelector });
+    const list = this.list(type, version, namespace, {
+      labelSelector: o.labelSelector,
+      fieldSelector: o.fieldSelector,
+    });
     const items: KubeObject[] = [];
     for (const it of list.items as KubeObject[]) {
       try {
-        items.push(await this.delete(type, version, it.metadata?.namespace, it.metadata!.name!, options, ctx));
+        items.push(
+          await this.delete(type, version, it.metadata?.namespace, it.metadata!.name!, options, ctx),
+        );
       } catch (err) {
         if (!(err instanceof ApiError && err.code === 404)) throw err;
       }
@@ -427,7 +522,7 @@ export class Operations {
   private removeNow(type: ResourceType, obj: KubeObject): KubeObject {
     const key = typeKey(type.group, type.plural);
     const gone = this.store.remove(key, obj);
-    if (type.group === 'apiextensions.k8s.io' && type.plural === 'customresourcedefinitions') {
+    if (isCrdType(type)) {
       const spec = (obj.spec ?? {}) as Record<string, any>;
       this.store.removeType(typeKey(spec.group, spec.names?.plural));
       this.registry.removeCrd(obj);
@@ -446,7 +541,8 @@ export class Operations {
     for (const t of this.registry.all()) {
       for (const o of this.store.list(typeKey(t.group, t.plural))) {
         live.add(o.metadata!.uid!);
-        if ((o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid)) candidates.push({ type: t, obj: o });
+        if ((o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid))
+          candidates.push({ type: t, obj: o });
       }
     }
     for (const { type, obj } of candidates) {
@@ -483,20 +579,31 @@ export class Operations {
   }
 
   private namespaceEmpty(ns: string): boolean {
-    return this.registry.all().every((t) => !t.namespaced || this.store.list(typeKey(t.group, t.plural), ns).length === 0);
+    return this.registry
+      .all()
+      .every((t) => !t.namespaced || this.store.list(typeKey(t.group, t.plural), ns).length === 0);
   }
 
   private finishNamespaceIfEmpty(ns: string): void {
     const key = typeKey('', 'namespaces');
     const nsObj = this.store.get(key, undefined, ns);
-    if (nsObj?.metadata?.deletionTimestamp && (nsObj.metadata.finalizers ?? []).length === 0 && this.namespaceEmpty(ns))
+    if (
+      nsObj?.metadata?.deletionTimestamp &&
+      (nsObj.metadata.finalizers ?? []).length === 0 &&
+      this.namespaceEmpty(ns)
+    )
       this.store.remove(key, nsObj);
   }
 
   // ---------------------------------------------------------------- helpers
 
   /** Parses and checks the request body's kind, apiVersion and namespace against the URL. */
-  private checkBody(type: ResourceType, version: string, namespace: string | undefined, body: unknown): KubeObject {
+  private checkBody(
+    type: ResourceType,
+    version: string,
+    namespace: string | undefined,
+    body: unknown,
+  ): KubeObject {
     if (!isObject(body)) throw badRequest('the request body must be a JSON object');
     const obj = structuredClone(body) as KubeObject;
     const want = type.group ? `${type.group}/${version}` : version;
@@ -504,7 +611,9 @@ export class Operations {
     obj.kind ??= type.kind;
     const [g] = splitApiVersion(obj.apiVersion);
     if (obj.kind !== type.kind || g !== type.group)
-      throw badRequest(`the API version in the data (${obj.apiVersion}) does not match the expected API version (${want})`);
+      throw badRequest(
+        `the API version in the data (${obj.apiVersion}) does not match the expected API version (${want})`,
+      );
     obj.apiVersion = want;
     if (obj.metadata !== undefined && !isObject(obj.metadata)) throw badRequest('metadata must be an object');
     obj.metadata ??= {};
@@ -512,7 +621,9 @@ export class Operations {
     if (type.namespaced) {
       if (!namespace) throw badRequest('a namespaced resource needs a namespace in the request path');
       if (meta.namespace && meta.namespace !== namespace)
-        throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+        throw badRequest(
+          'the namespace of the provided object does not match the namespace sent on the request',
+        );
       meta.namespace = namespace;
     } else delete meta.namespace;
     return obj;
@@ -525,7 +636,11 @@ export class Operations {
       return;
     }
     if (nsObj.metadata?.deletionTimestamp)
-      throw new ApiError(403, 'Forbidden', `unable to create new content in namespace ${ns} because it is being terminated`);
+      throw new ApiError(
+        403,
+        'Forbidden',
+        `unable to create new content in namespace ${ns} because it is being terminated`,
+      );
   }
 
   private validateMeta(type: ResourceType, obj: KubeObject): void {
@@ -534,27 +649,71 @@ export class Operations {
     const name = m.name ?? '';
     const re = type.plural === 'namespaces' ? DNS1123_LABEL : DNS1123_SUBDOMAIN;
     if (!re.test(name) || name.length > 253)
-      causes.push({ reason: 'FieldValueInvalid', message: `Invalid value: "${name}": a lowercase RFC 1123 ${type.plural === 'namespaces' ? 'label' : 'subdomain'} must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`, field: 'metadata.name' });
+      causes.push({
+        reason: 'FieldValueInvalid',
+        message: `Invalid value: "${name}": a lowercase RFC 1123 ${type.plural === 'namespaces' ? 'label' : 'subdomain'} must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`,
+        field: 'metadata.name',
+      });
     for (const [k, v] of Object.entries(m.labels ?? {})) {
       if (typeof v !== 'string' || v.length > 63 || !/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/.test(v))
-        causes.push({ reason: 'FieldValueInvalid', message: `Invalid value: ${JSON.stringify(v)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'`, field: `metadata.labels` });
-      if (!/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(k))
-        causes.push({ reason: 'FieldValueInvalid', message: `Invalid value: "${k}": name part must consist of alphanumeric characters, '-', '_' or '.'`, field: 'metadata.labels' });
+        causes.push({
+          reason: 'FieldValueInvalid',
+          message: `Invalid value: ${JSON.stringify(v)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'`,
+          field: `metadata.labels`,
+        });
+      if (
+        !/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(
+          k,
+        )
+      )
+        causes.push({
+          reason: 'FieldValueInvalid',
+          message: `Invalid value: "${k}": name part must consist of alphanumeric characters, '-', '_' or '.'`,
+          field: 'metadata.labels',
+        });
     }
     for (const [k, v] of Object.entries(m.annotations ?? {}))
-      if (typeof v !== 'string') causes.push({ reason: 'FieldValueTypeInvalid', message: `Invalid value: annotation values must be strings`, field: `metadata.annotations.${k}` });
+      if (typeof v !== 'string')
+        causes.push({
+          reason: 'FieldValueTypeInvalid',
+          message: `Invalid value: annotation values must be strings`,
+          field: `metadata.annotations.${k}`,
+        });
     if (causes.length) throw invalid(type.kind, type.group, name, causes);
   }
 
-  private schemaCheck(type: ResourceType, version: string, obj: KubeObject, ctx: RequestContext, final: boolean): void {
+  private schemaCheck(
+    type: ResourceType,
+    version: string,
+    obj: KubeObject,
+    ctx: RequestContext,
+    final: boolean,
+  ): void {
     const schema = type.crd!.schemas[version] as Record<string, any> | undefined;
-    const { pruned, causes } = this.validator.check(`${type.crd!.name}/${version}`, schema, obj as Record<string, unknown>);
+    const checked = this.validator.check(
+      `${type.crd!.name}/${version}`,
+      schema,
+      obj as Record<string, unknown>,
+    );
+    ctx.pruned ??= new Set();
+    for (const p of checked.pruned) ctx.pruned.add(p);
     if (!final) return;
+    const causes = checked.causes;
+    const pruned = [...ctx.pruned];
     if (pruned.length) {
       if (ctx.fieldValidation === 'Strict')
-        throw new ApiError(400, 'BadRequest', `.${pruned.map((p) => `${p}: field not declared in schema`).join(', ')}`, {
-          causes: pruned.map((p) => ({ reason: 'FieldValueInvalid', message: 'field not declared in schema', field: p })),
-        });
+        throw new ApiError(
+          400,
+          'BadRequest',
+          `.${pruned.map((p) => `${p}: field not declared in schema`).join(', ')}`,
+          {
+            causes: pruned.map((p) => ({
+              reason: 'FieldValueInvalid',
+              message: 'field not declared in schema',
+              field: p,
+            })),
+          },
+        );
       if (ctx.fieldValidation !== 'Ignore') for (const p of pruned) ctx.warnings.push(`unknown field "${p}"`);
     }
     if (causes.length) throw invalid(type.kind, type.group, obj.metadata?.name ?? '', causes);
@@ -565,18 +724,23 @@ export class Operations {
     if (type.group === '' && type.kind === 'Secret') {
       if (isObject(obj.stringData)) {
         const data: Record<string, string> = isObject(obj.data) ? (obj.data as Record<string, string>) : {};
-        for (const [k, v] of Object.entries(obj.stringData)) data[k] = Buffer.from(String(v), 'utf8').toString('base64');
+        for (const [k, v] of Object.entries(obj.stringData))
+          data[k] = Buffer.from(String(v), 'utf8').toString('base64');
         obj.data = data;
       }
       delete obj.stringData;
       obj.type ??= 'Opaque';
     }
     if (type.group === '' && type.kind === 'Namespace') {
-      obj.metadata!.labels = { ...(obj.metadata!.labels ?? {}), 'kubernetes.io/metadata.name': obj.metadata!.name ?? '' };
+      obj.metadata!.labels = {
+        ...(obj.metadata!.labels ?? {}),
+        'kubernetes.io/metadata.name': obj.metadata!.name ?? '',
+      };
       if (!old) obj.status = { phase: 'Active' };
       obj.spec ??= { finalizers: ['kubernetes'] };
     }
-    if (type.group === '' && type.kind === 'Pod' && !old) obj.status = { phase: 'Pending', qosClass: 'BestEffort' };
+    if (type.group === '' && type.kind === 'Pod' && !old)
+      obj.status = { phase: 'Pending', qosClass: 'BestEffort' };
   }
 
   private restoreSystemFields(next: KubeObject, existing: KubeObject): void {
@@ -587,6 +751,13 @@ export class Operations {
     m.creationTimestamp = em.creationTimestamp;
     m.resourceVersion = em.resourceVersion;
     m.generation = em.generation;
+  }
+
+  /** A CRD must be valid and must not take over a built-in resource's name. */
+  private checkCrd(crd: KubeObject): void {
+    const t = resourceTypeFromCrd(crd);
+    const clash = this.registry.all().find((x) => x.group === t.group && x.plural === t.plural && !x.crd);
+    if (clash) throw new ApiError(409, 'Conflict', `${t.plural}.${t.group} is served by a built-in resource`);
   }
 
   private namespaceLabels(ns: string | undefined): Record<string, string> | undefined {
@@ -623,9 +794,17 @@ export class Operations {
     });
     ctx.warnings.push(...out.warnings);
     const next = out.object;
-    if (!isObject(next) || !isObject(next.metadata)) throw new ApiError(500, 'InternalError', 'Internal error occurred: a webhook patch removed metadata');
-    if (next.metadata.namespace !== obj.metadata?.namespace || (obj.metadata?.name && next.metadata.name !== obj.metadata.name))
-      throw new ApiError(500, 'InternalError', 'Internal error occurred: a webhook patch changed the name or namespace');
+    if (!isObject(next) || !isObject(next.metadata))
+      throw new ApiError(500, 'InternalError', 'Internal error occurred: a webhook patch removed metadata');
+    if (
+      next.metadata.namespace !== obj.metadata?.namespace ||
+      (obj.metadata?.name && next.metadata.name !== obj.metadata.name)
+    )
+      throw new ApiError(
+        500,
+        'InternalError',
+        'Internal error occurred: a webhook patch changed the name or namespace',
+      );
     return next as KubeObject;
   }
 
@@ -637,7 +816,6 @@ export class Operations {
     old: KubeObject | undefined,
     ctx: RequestContext,
     subresource?: string,
-    _deleting = false,
   ): Promise<void> {
     const configs = this.configs('validatingwebhookconfigurations');
     if (configs.length === 0) return;
@@ -659,26 +837,40 @@ export class Operations {
   }
 }
 
-function resourceTypeCheck(registry: ResourceRegistry, crd: KubeObject): void {
-  void registry;
-  // validates the CRD (throws 422 like kube-apiserver); serving is updated after the write
-  import.meta; // keep module-level import graph explicit
-  resourceTypeFromCrdCheck(crd);
-}
-
-import { resourceTypeFromCrd as resourceTypeFromCrdCheck } from './resources.js';
+const isCrdType = (t: ResourceType) =>
+  t.group === 'apiextensions.k8s.io' && t.plural === 'customresourcedefinitions';
 
 /** Established/NamesAccepted as the CRD controllers of kube-apiserver set them (at once here). */
 function crdStatus(crd: KubeObject): void {
   const spec = (crd.spec ?? {}) as Record<string, any>;
+  const prev = isObject(crd.status) ? crd.status : {};
+  const storage = (spec.versions ?? []).filter((v: any) => v.storage).map((v: any) => v.name);
   const t = now();
   crd.status = {
+    ...prev,
     acceptedNames: { ...(spec.names ?? {}) },
-    conditions: [
-      { type: 'NamesAccepted', status: 'True', reason: 'NoConflicts', message: 'no conflicts found', lastTransitionTime: t },
-      { type: 'Established', status: 'True', reason: 'InitialNamesAccepted', message: 'the initial names have been accepted', lastTransitionTime: t },
+    conditions:
+      Array.isArray(prev.conditions) && prev.conditions.length
+        ? prev.conditions
+        : [
+            {
+              type: 'NamesAccepted',
+              status: 'True',
+              reason: 'NoConflicts',
+              message: 'no conflicts found',
+              lastTransitionTime: t,
+            },
+            {
+              type: 'Established',
+              status: 'True',
+              reason: 'InitialNamesAccepted',
+              message: 'the initial names have been accepted',
+              lastTransitionTime: t,
+            },
+          ],
+    storedVersions: [
+      ...new Set([...(Array.isArray(prev.storedVersions) ? prev.storedVersions : []), ...storage]),
     ],
-    storedVersions: (spec.versions ?? []).filter((v: any) => v.storage).map((v: any) => v.name),
   };
 }
 

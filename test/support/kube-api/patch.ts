@@ -32,7 +32,8 @@ function arrayIndex(arr: Json[], token: string, forAdd: boolean, pointer: string
   if (forAdd && token === '-') return arr.length;
   if (!/^(0|[1-9][0-9]*)$/.test(token)) throw patchError(`invalid array index "${token}" in "${pointer}"`);
   const i = Number(token);
-  if (i > arr.length || (!forAdd && i === arr.length)) throw patchError(`array index ${i} out of range in "${pointer}"`);
+  if (i > arr.length || (!forAdd && i === arr.length))
+    throw patchError(`array index ${i} out of range in "${pointer}"`);
   return i;
 }
 
@@ -78,17 +79,21 @@ function removeAt(doc: Json, pointer: string): Json {
 
 function deepEqual(a: Json, b: Json): boolean {
   if (a === b) return true;
-  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
+  if (Array.isArray(a) && Array.isArray(b))
+    return a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
   if (isObject(a) && isObject(b)) {
     const ka = Object.keys(a);
-    return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]));
+    return (
+      ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]))
+    );
   }
   return false;
 }
 
 /** Applies RFC 6902 operations to a copy of `doc`; any failing operation fails the whole patch. */
 export function applyJsonPatch(doc: Json, ops: unknown): Json {
-  if (!Array.isArray(ops)) throw new ApiError(400, 'BadRequest', 'a JSON patch must be an array of operations');
+  if (!Array.isArray(ops))
+    throw new ApiError(400, 'BadRequest', 'a JSON patch must be an array of operations');
   let out = clone(doc);
   for (const raw of ops) {
     if (!isObject(raw) || typeof raw.op !== 'string' || typeof raw.path !== 'string')
@@ -111,12 +116,12 @@ export function applyJsonPatch(doc: Json, ops: unknown): Json {
         }
         break;
       case 'test':
-        if (!deepEqual(getAt(out, op.path), op.value))
-          throw patchError(`testing value ${op.path} failed`);
+        if (!deepEqual(getAt(out, op.path), op.value)) throw patchError(`testing value ${op.path} failed`);
         break;
       case 'move': {
         if (typeof op.from !== 'string') throw patchError('"move" needs "from"');
-        if (op.path.startsWith(`${op.from}/`)) throw patchError('cannot move a value into one of its children');
+        if (op.path.startsWith(`${op.from}/`))
+          throw patchError('cannot move a value into one of its children');
         const v = getAt(out, op.from);
         out = addAt(removeAt(out, op.from), op.path, v);
         break;

@@ -12,10 +12,13 @@ import type { StatusCause } from './errors.js';
 type Schema = Record<string, any>;
 type JsonObject = Record<string, unknown>;
 
-const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: unknown): v is Record<string, any> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const FORMATS: Record<string, RegExp | ((s: string) => boolean)> = {
-  'date-time': (s) => /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(s) && !Number.isNaN(Date.parse(s)),
+  'date-time': (s) =>
+    /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(s) &&
+    !Number.isNaN(Date.parse(s)),
   date: /^\d{4}-\d{2}-\d{2}$/,
   byte: /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/,
   int32: () => true,
@@ -28,9 +31,25 @@ const FORMATS: Record<string, RegExp | ((s: string) => boolean)> = {
 };
 
 const KEEP = new Set([
-  'type', 'enum', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf', 'minLength',
-  'maxLength', 'pattern', 'minItems', 'maxItems', 'uniqueItems', 'minProperties', 'maxProperties', 'required',
-  'default', 'description', 'format',
+  'type',
+  'enum',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
+  'multipleOf',
+  'minLength',
+  'maxLength',
+  'pattern',
+  'minItems',
+  'maxItems',
+  'uniqueItems',
+  'minProperties',
+  'maxProperties',
+  'required',
+  'default',
+  'description',
+  'format',
 ]);
 
 /** Kubernetes structural schema → JSON Schema that ajv understands (draft-07, OpenAPI 3.0 booleans). */
@@ -79,7 +98,7 @@ export function toJsonSchema(s: Schema | undefined): Schema {
 export function prune(value: unknown, s: Schema | undefined, path: string, dropped: string[]): void {
   if (!isObject(s) || s['x-kubernetes-preserve-unknown-fields'] === true) return;
   if (Array.isArray(value)) {
-    if (isObject(s.items)) value.forEach((v, i) => prune(v, s.items, `${path}[${i}]`, dropped));
+    if (isObject(s.items)) for (const [i, v] of value.entries()) prune(v, s.items, `${path}[${i}]`, dropped);
     return;
   }
   if (!isObject(value)) return;
@@ -90,7 +109,8 @@ export function prune(value: unknown, s: Schema | undefined, path: string, dropp
     if (props && key in props) prune(value[key], props[key] as Schema, sub, dropped);
     else if (isObject(extra)) prune(value[key], extra, sub, dropped);
     else if (extra === true) continue;
-    else if (s['x-kubernetes-embedded-resource'] === true && ['apiVersion', 'kind', 'metadata'].includes(key)) continue;
+    else if (s['x-kubernetes-embedded-resource'] === true && ['apiVersion', 'kind', 'metadata'].includes(key))
+      continue;
     else {
       delete value[key];
       dropped.push(sub);
@@ -101,7 +121,7 @@ export function prune(value: unknown, s: Schema | undefined, path: string, dropp
 /** kube-apiserver prunes `null` in fields that are not nullable before defaulting. */
 function dropNulls(value: unknown, s: Schema | undefined): void {
   if (!isObject(s)) return;
-  if (Array.isArray(value) && isObject(s.items)) value.forEach((v) => dropNulls(v, s.items));
+  if (Array.isArray(value) && isObject(s.items)) for (const v of value) dropNulls(v, s.items);
   if (!isObject(value)) return;
   for (const [k, v] of Object.entries(value)) {
     const sub = isObject(s.properties) && k in s.properties ? s.properties[k] : s.additionalProperties;
@@ -156,11 +176,23 @@ function toCause(e: ErrorObject, root: unknown): StatusCause {
         field,
       };
     case 'maxLength':
-      return { reason: 'FieldValueTooLong', message: `Too long: may not be more than ${p.limit} bytes`, field };
+      return {
+        reason: 'FieldValueTooLong',
+        message: `Too long: may not be more than ${p.limit} bytes`,
+        field,
+      };
     case 'maxItems':
-      return { reason: 'FieldValueTooMany', message: `Too many: ${(value as unknown[]).length}: must have at most ${p.limit} items`, field };
+      return {
+        reason: 'FieldValueTooMany',
+        message: `Too many: ${(value as unknown[]).length}: must have at most ${p.limit} items`,
+        field,
+      };
     default:
-      return { reason: 'FieldValueInvalid', message: `Invalid value: ${show(value)}: ${field} in body ${e.message}`, field };
+      return {
+        reason: 'FieldValueInvalid',
+        message: `Invalid value: ${show(value)}: ${field} in body ${e.message}`,
+        field,
+      };
   }
 }
 
@@ -180,9 +212,14 @@ function listTypeCauses(value: unknown, s: Schema | undefined, path: string, out
     const seen = new Set<string>();
     value.forEach((item, i) => {
       if (lt === 'set' || (lt === 'map' && keys.length > 0 && isObject(item))) {
-        const id = lt === 'set' ? JSON.stringify(item) : JSON.stringify(keys.map((k) => (item as JsonObject)[k]));
+        const id =
+          lt === 'set' ? JSON.stringify(item) : JSON.stringify(keys.map((k) => (item as JsonObject)[k]));
         if (seen.has(id))
-          out.push({ reason: 'FieldValueDuplicate', message: `Duplicate value: ${lt === 'set' ? show(item) : id}`, field: `${path}[${i}]` });
+          out.push({
+            reason: 'FieldValueDuplicate',
+            message: `Duplicate value: ${lt === 'set' ? show(item) : id}`,
+            field: `${path}[${i}]`,
+          });
         seen.add(id);
       }
       listTypeCauses(item, s.items, `${path}[${i}]`, out);
@@ -223,11 +260,15 @@ export class SchemaValidator {
    * Prunes, defaults and validates `obj` in place (metadata untouched).
    * Returns the pruned field paths and the validation causes (empty when valid).
    */
-  check(cacheKey: string, openApi: Schema | undefined, obj: JsonObject): { pruned: string[]; causes: StatusCause[] } {
+  check(
+    cacheKey: string,
+    openApi: Schema | undefined,
+    obj: JsonObject,
+  ): { pruned: string[]; causes: StatusCause[] } {
     if (!isObject(openApi)) return { pruned: [], causes: [] };
     const { metadata, ...rest } = obj;
     const pruned: string[] = [];
-    const rootSchema = { ...openApi, properties: { ...(openApi.properties ?? {}) } };
+    const rootSchema: Schema = { ...openApi, properties: { ...(openApi.properties ?? {}) } };
     for (const k of ['apiVersion', 'kind']) rootSchema.properties[k] ??= { type: 'string' };
     rootSchema.properties.metadata = { type: 'object', 'x-kubernetes-preserve-unknown-fields': true };
     prune(rest, rootSchema, '', pruned);
@@ -236,9 +277,10 @@ export class SchemaValidator {
     const causes: StatusCause[] = [];
     if (!fn(rest)) for (const e of fn.errors ?? []) causes.push(toCause(e, rest));
     listTypeCauses(rest, openApi, '', causes);
+    // write back in place, keeping the usual key order: apiVersion, kind, metadata, the rest
+    const { apiVersion, kind, ...body } = rest;
     for (const k of Object.keys(obj)) delete obj[k];
-    Object.assign(obj, rest);
-    if (metadata !== undefined) obj.metadata = metadata;
+    Object.assign(obj, { apiVersion, kind }, metadata !== undefined ? { metadata } : {}, body);
     return { pruned, causes: dedupe(causes) };
   }
 }

@@ -15,7 +15,10 @@ export function parseLabelSelector(text: string | undefined): LabelRequirement[]
     if (!p) continue;
     let m = /^([^\s!=()]+)\s+(in|notin)\s+\(([^)]*)\)$/.exec(p);
     if (m) {
-      const values = m[3]!.split(',').map((v) => v.trim()).filter((v) => v !== '');
+      const values = m[3]!
+        .split(',')
+        .map((v) => v.trim())
+        .filter((v) => v !== '');
       out.push({ key: m[1]!, op: m[2] === 'in' ? 'In' : 'NotIn', values });
       continue;
     }
@@ -58,10 +61,13 @@ export interface LabelSelectorObject {
 /** A metav1.LabelSelector. An empty or missing selector matches everything, as in webhooks. */
 export function selectorFromObject(sel: LabelSelectorObject | undefined | null): LabelRequirement[] {
   const out: LabelRequirement[] = [];
-  for (const [key, value] of Object.entries(sel?.matchLabels ?? {})) out.push({ key, op: 'In', values: [value] });
+  for (const [key, value] of Object.entries(sel?.matchLabels ?? {}))
+    out.push({ key, op: 'In', values: [value] });
   for (const e of sel?.matchExpressions ?? []) {
-    if (e.operator === 'In' || e.operator === 'NotIn') out.push({ key: e.key, op: e.operator, values: e.values ?? [] });
-    else if (e.operator === 'Exists' || e.operator === 'DoesNotExist') out.push({ key: e.key, op: e.operator });
+    if (e.operator === 'In' || e.operator === 'NotIn')
+      out.push({ key: e.key, op: e.operator, values: e.values ?? [] });
+    else if (e.operator === 'Exists' || e.operator === 'DoesNotExist')
+      out.push({ key: e.key, op: e.operator });
     else throw badRequest(`"${e.operator}" is not a valid label selector operator`);
   }
   return out;
@@ -109,7 +115,8 @@ export function parseFieldSelector(text: string | undefined): FieldRequirement[]
 export function matchesFields(reqs: FieldRequirement[], obj: KubeObject): boolean {
   return reqs.every((r) => {
     let cur: unknown = obj;
-    for (const seg of r.path) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[seg] : undefined;
+    for (const seg of r.path)
+      cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[seg] : undefined;
     const actual = cur === undefined || cur === null ? '' : String(cur);
     return (actual === r.value) === r.equal;
   });

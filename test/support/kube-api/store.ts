@@ -58,7 +58,9 @@ export class ObjectStore {
     for (const o of this.objects.get(key)?.values() ?? [])
       if (namespace === undefined || o.metadata?.namespace === namespace) out.push(structuredClone(o));
     return out.sort((a, b) =>
-      objKey(a.metadata?.namespace, a.metadata!.name!).localeCompare(objKey(b.metadata?.namespace, b.metadata!.name!)),
+      objKey(a.metadata?.namespace, a.metadata!.name!).localeCompare(
+        objKey(b.metadata?.namespace, b.metadata!.name!),
+      ),
     );
   }
 
@@ -79,7 +81,12 @@ export class ObjectStore {
     this.objects.get(key)?.delete(objKey(obj.metadata?.namespace, obj.metadata!.name!));
     const gone = structuredClone(obj);
     gone.metadata!.resourceVersion = String(this.nextResourceVersion());
-    this.record({ rv: Number(gone.metadata!.resourceVersion), key, type: 'DELETED', object: structuredClone(gone) });
+    this.record({
+      rv: Number(gone.metadata!.resourceVersion),
+      key,
+      type: 'DELETED',
+      object: structuredClone(gone),
+    });
     return gone;
   }
 

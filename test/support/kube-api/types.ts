@@ -66,7 +66,11 @@ export interface ResourceType {
   createOnly: boolean;
   verbs: string[];
   /** set for custom resources: the CRD's schema per version */
-  crd?: { name: string; schemas: Record<string, unknown | undefined>; printerColumns: Record<string, PrinterColumn[]> };
+  crd?: {
+    name: string;
+    schemas: Record<string, unknown | undefined>;
+    printerColumns: Record<string, PrinterColumn[]>;
+  };
 }
 
 export interface PrinterColumn {

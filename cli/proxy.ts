@@ -1,0 +1,173 @@
+/**
+ * `dbguard proxy`: the PostgreSQL protocol proxy in front of one upstream (contract §3).
+ * Runs until SIGTERM/SIGINT, then lets running statements finish for up to --shutdown-timeout.
+ */
+import fs from 'node:fs';
+import type { SslMode } from '../api/types.js';
+import type { Credentials } from '../sidecar/auth/upstream-login.js';
+import { allowAll } from '../sidecar/decision-point.js';
+import { jsonLogger } from '../sidecar/log.js';
+import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
+import { DEFAULT_MAX_MESSAGE_SIZE, startProxy } from '../sidecar/proxy.js';
+import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
+import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
+
+const SSL_MODES: SslMode[] = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
+export const FLAGS: FlagSpec[] = [
+  { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
+  { name: 'upstream', help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)" },
+  { name: 'policy-file', repeatable: true, help: 'multi-document YAML with DatabasePolicy/MaskingRule/Secret resources' },
+  { name: 'policy', help: 'which DatabasePolicy, NAMESPACE/NAME (needed when the files hold several)' },
+  { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
+  { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
+  { name: 'audit-log', default: '-', help: "audit events as JSON lines: '-' (stdout) or a file" },
+  { name: 'identity-service-account', help: "the workload's ServiceAccount, NAMESPACE/NAME" },
+  { name: 'identity-pod', help: "the workload's pod name" },
+  { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
+  { name: 'tls-key', help: 'PEM private key for TLS to clients' },
+  { name: 'upstream-sslmode', help: `TLS to the upstream: ${SSL_MODES.join(' | ')} (default: the policy's, else prefer)` },
+  { name: 'upstream-ca', help: "PEM CA file to verify the upstream's certificate" },
+  { name: 'max-message-size', default: String(DEFAULT_MAX_MESSAGE_SIZE), help: 'largest client message in bytes' },
+  { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
+  { name: 'help', boolean: true, help: 'show this help' },
+];
+
+/** `30s`, `5m`, `1h`, `250ms` or plain seconds → milliseconds. */
+export function parseDurationMs(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) throw new UsageError(`--${flag}: invalid duration '${v}' (examples: 30s, 2m, 500ms)`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  return Math.round(n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!);
+}
+
+function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v);
+  if (!m) throw new UsageError(`--listen: expected HOST:PORT, got '${v}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--listen: invalid port ${port}`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function readPem(path: string, flag: string): string {
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new StartupError(`--${flag} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+}
+
+/** A start-up problem with the configuration: one line, exit code 1. */
+class StartupError extends Error {}
+
+export async function run(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, FLAGS);
+  if (flags.has('help')) {
+    process.stdout.write(`${helpText('proxy', 'Run the PostgreSQL protocol proxy in front of one upstream.', FLAGS)}\n`);
+    return 0;
+  }
+  if (flags.positionals.length) throw new UsageError(`unexpected argument '${flags.positionals[0]}'`);
+  const logger = jsonLogger();
+  try {
+    const policyFiles = flags.all('policy-file');
+    const operatorUrl = flags.get('operator-url');
+    if (policyFiles.length === 0 && !operatorUrl) {
+      throw new UsageError('--policy-file is required (or --operator-url)');
+    }
+    let compiled: ReturnType<typeof loadPolicyFromFiles> | undefined;
+    if (policyFiles.length) {
+      compiled = loadPolicyFromFiles(policyFiles, flags.get('policy'));
+      if (!compiled.ok) throw new StartupError(compiled.error);
+    }
+    const policy = compiled?.ok ? compiled.compiled : undefined;
+
+    // Upstream: the flag wins over the policy's spec.upstream.
+    let target: UpstreamTarget;
+    let defaultDatabase: string | undefined;
+    let credentials: Credentials | undefined = policy?.upstream.credentials;
+    const upstreamUrl = flags.get('upstream');
+    if (upstreamUrl) {
+      let parsed: ReturnType<typeof parseUpstreamUrl>;
+      try {
+        parsed = parseUpstreamUrl(upstreamUrl);
+      } catch (err) {
+        throw new StartupError(`--upstream: ${(err as Error).message}`);
+      }
+      target = parsed.target;
+      defaultDatabase = parsed.database;
+      if (parsed.credentials) credentials = parsed.credentials;
+      if (!target.sslmode && policy) target.sslmode = policy.upstream.sslmode;
+    } else if (policy) {
+      target = { host: policy.upstream.host, port: policy.upstream.port, sslmode: policy.upstream.sslmode };
+    } else {
+      throw new UsageError('--upstream is required when the policy comes from --operator-url');
+    }
+    const sslmode = flags.get('upstream-sslmode');
+    if (sslmode !== undefined) {
+      if (!SSL_MODES.includes(sslmode as SslMode)) {
+        throw new UsageError(`--upstream-sslmode: '${sslmode}' is not one of ${SSL_MODES.join(', ')}`);
+      }
+      target.sslmode = sslmode as SslMode;
+    }
+    const caFile = flags.get('upstream-ca');
+    if (caFile) target.caPem = readPem(caFile, 'upstream-ca');
+    else if (policy?.upstream.caPem) target.caPem = policy.upstream.caPem;
+
+    const certFile = flags.get('tls-cert');
+    const keyFile = flags.get('tls-key');
+    if (!!certFile !== !!keyFile) throw new UsageError('--tls-cert and --tls-key go together');
+    const tlsOpts = certFile && keyFile ? { cert: readPem(certFile, 'tls-cert'), key: readPem(keyFile, 'tls-key') } : undefined;
+
+    const maxMessageSize = Number(flags.get('max-message-size'));
+    if (!Number.isInteger(maxMessageSize) || maxMessageSize < 1024 || maxMessageSize > DEFAULT_MAX_MESSAGE_SIZE) {
+      throw new UsageError(`--max-message-size: an integer from 1024 to ${DEFAULT_MAX_MESSAGE_SIZE}`);
+    }
+    const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
+    const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
+
+    // The policy engine, audit log, metrics and identity plug in through the decision point; until
+    // they are wired here the proxy forwards every statement unchanged and says so.
+    logger.log('warn', 'decision point: allow-all (policy enforcement not wired into this build)', {
+      policy: policy?.policy,
+    });
+
+    const proxy = await startProxy({
+      listen,
+      upstream: target,
+      ...(defaultDatabase ? { defaultDatabase } : {}),
+      decisionPoint: allowAll,
+      ...(credentials ? { upstreamCredentials: credentials } : {}),
+      ...(tlsOpts ? { tls: tlsOpts } : {}),
+      maxMessageSize,
+      logger,
+    });
+
+    // Last line of defence: a bug in one connection's handling must not end every session.
+    const onUncaught = (err: unknown) =>
+      logger.log('error', 'uncaught exception', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    process.on('uncaughtException', onUncaught);
+    process.on('unhandledRejection', onUncaught);
+
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.log('info', 'signal received', { signal, shutdownTimeoutMs: shutdownMs });
+        proxy.shutdown(shutdownMs).then(resolve, resolve);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    return 0;
+  } catch (err) {
+    if (err instanceof StartupError) {
+      process.stderr.write(`dbguard proxy: ${err.message}\n`);
+      return 1;
+    }
+    if (err instanceof UsageError) throw err;
+    process.stderr.write(`dbguard proxy: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

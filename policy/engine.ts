@@ -1,0 +1,25 @@
+/**
+ * The policy engine's public surface (pure: no network, no files). Call `await initParser()` once;
+ * everything else is synchronous.
+ */
+export { DecisionCache, decisionKey, subjectKey } from './cache.js';
+export {
+  type CatalogColumn,
+  type CatalogSnapshot,
+  catalogQuery,
+  catalogVersionQuery,
+  type MaskedRelation,
+  maskedTablesOf,
+  parseCatalog,
+  parseSearchPath,
+  searchPathQuery,
+} from './catalog.js';
+export { commandTag } from './command-tag.js';
+export type { Decision, DecisionKind, SessionEffect, StatementInfo } from './decision.js';
+export type { Identity } from './identity.js';
+export { DEFAULT_DENY_MESSAGE, DEFAULT_RULE_NAME, judge } from './judge.js';
+export { maskExpression } from './mask-expr.js';
+export { initParser, parserReady } from './parser.js';
+export { predictSearchPath, type SessionContext } from './resolve.js';
+export { commandMatches, objectMatches, ruleMatches } from './rules.js';
+export { type EffectiveMask, isMaskedSubject, maskedColumnsFor, subjectMatches } from './subjects.js';

@@ -1,0 +1,273 @@
+/**
+ * judge(): one statement text (a Query message's whole string, or one Parse) → Decision.
+ * Parse → analyse each statement → resolve names with the search_path as it evolves through the
+ * text → match rules → for a masked subject, prove masking and rewrite → combine (deny > approval >
+ * mask/allow: if any statement is denied, the whole text is).
+ */
+import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
+import { type RelRef, type StatementAnalysis, analyzeStatement } from './analyze.js';
+import { qdisplay } from './ast.js';
+import type { Decision, SessionEffect, StatementInfo } from './decision.js';
+import {
+  fingerprintStatement,
+  normalizeStatement,
+  ParseError,
+  type ParsedText,
+  parseText,
+  type ScanToken,
+  scanText,
+} from './parser.js';
+import {
+  classifyFunction,
+  classifyOperator,
+  functionsAllowSet,
+  predictSearchPath,
+  type ResolvedRelation,
+  resolveRelation,
+  type SessionContext,
+} from './resolve.js';
+import { maskStatements } from './rewrite.js';
+import { firstMatchingRule } from './rules.js';
+import { applyEdits, Tokens } from './splice.js';
+import { sqlcommenterTags } from './sqlcommenter.js';
+import { effectiveMasking } from './subjects.js';
+
+export const DEFAULT_DENY_MESSAGE = 'statement denied by policy';
+/** name shown in `(rule ...)` when defaultAction Deny decided */
+export const DEFAULT_RULE_NAME = 'default';
+
+function denyMessage(message: string | undefined, rule: string): string {
+  return `dbguard: ${message || DEFAULT_DENY_MESSAGE} (rule ${rule})`;
+}
+
+/** Normalized statement without comments (comments may carry anything, including values). */
+function normalizedWithoutComments(stmtText: string): string {
+  const norm = normalizeStatement(stmtText);
+  if (!norm.includes('/*') && !norm.includes('--')) return norm.trim();
+  let tokens: ScanToken[];
+  try {
+    tokens = scanText(norm);
+  } catch {
+    return norm.trim();
+  }
+  const bytes = Buffer.from(norm, 'utf8');
+  const parts: Buffer[] = [];
+  let pos = 0;
+  for (const t of tokens) {
+    if (t.tokenName !== 'C_COMMENT' && t.tokenName !== 'SQL_COMMENT') continue;
+    parts.push(bytes.subarray(pos, t.start));
+    pos = t.end;
+  }
+  parts.push(bytes.subarray(pos));
+  return Buffer.concat(parts).toString('utf8').replace(/\s+/g, ' ').trim();
+}
+
+interface StatementState {
+  analysis: StatementAnalysis;
+  info: StatementInfo;
+  effects: SessionEffect[];
+}
+
+export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy): Decision {
+  const enforced = policy.enforcement !== 'DryRun';
+  let parsed: ParsedText;
+  try {
+    parsed = parseText(sql);
+  } catch (e) {
+    if (!(e instanceof ParseError)) throw e;
+    return {
+      kind: 'deny',
+      message: `dbguard: statement does not parse: ${e.message}`,
+      sqlstate: '42601',
+      statements: [],
+      sql,
+      maskedColumns: [],
+      enforced,
+      effects: [],
+    };
+  }
+  let tokenList: ScanToken[] = [];
+  try {
+    tokenList = scanText(sql);
+  } catch {
+    tokenList = [];
+  }
+  const catalog = ctx.catalog;
+  const tempSchema = ctx.tempSchema ?? catalog?.tempSchema;
+  const allow = functionsAllowSet(policy);
+  const startPath = ctx.searchPath.length ? ctx.searchPath : (catalog?.searchPath ?? ['pg_catalog', 'public']);
+  let path: string[] | null = startPath;
+  let pathChangedInText = false;
+  const resolved = new Map<RelRef, ResolvedRelation>();
+  const created = new Set<string>();
+  const states: StatementState[] = [];
+
+  parsed.statements.forEach((raw, index) => {
+    const a = analyzeStatement(index, raw.stmt, raw.start, raw.end);
+    const objects = new Set<string>();
+    for (const r of a.rels) {
+      if (r.cteRef || r.role === 'alias-ref') continue;
+      const res = resolveRelation(
+        r.rv.schemaname,
+        r.rv.relname,
+        path,
+        startPath,
+        catalog,
+        tempSchema,
+        r.role === 'create' && r.rv.relpersistence === 't',
+      );
+      resolved.set(r, res);
+      if (r.role === 'create') created.add(res.key);
+      objects.add(res.display);
+    }
+    for (const n of a.nameRefs) {
+      if (n.name === undefined) {
+        if (n.schema) objects.add(qdisplay(n.schema, '*'));
+        continue;
+      }
+      objects.add(resolveRelation(n.schema, n.name, path, startPath, catalog, tempSchema).display);
+    }
+    const opaqueReasons = [...a.opaqueReasons];
+    for (const f of a.funcs) {
+      const cls =
+        f.kind === 'func' ? classifyFunction(f.names, catalog, allow) : classifyOperator(f.names, catalog, allow);
+      if (cls === 'user-defined' || cls === 'unknown' || cls === 'dynamic') {
+        opaqueReasons.push(`${f.kind === 'func' ? 'function' : 'operator'} ${f.names.join('.')}`);
+      }
+    }
+    const effects = [...a.effects];
+    if (opaqueReasons.length && !effects.some((e) => e.kind === 'unknown-state')) {
+      effects.push({ kind: 'unknown-state' });
+    }
+    if (opaqueReasons.length && !effects.some((e) => e.kind === 'catalog-changed')) {
+      effects.push({ kind: 'catalog-changed' });
+    }
+    // the search_path the next statement of this text will see
+    for (const e of effects) {
+      if (e.kind === 'search_path') {
+        pathChangedInText = true;
+        path =
+          e.value === 'reset'
+            ? null
+            : predictSearchPath(e.value, { tempSchema, catalog, user: catalog?.currentUser ?? ctx.identity.databaseUser });
+      } else if (e.kind === 'unknown-state') {
+        path = null;
+      } else if (e.kind === 'transaction' && pathChangedInText && e.op !== 'begin' && e.op !== 'savepoint') {
+        path = null; // a rollback or commit may undo or keep the SET: the proxy does not guess which
+      }
+    }
+    const stmtText = parsed.bytes.subarray(raw.start, raw.end).toString('utf8');
+    const info: StatementInfo = {
+      command: a.command,
+      objects: [...objects],
+      fingerprint: fingerprintStatement(stmtText),
+      normalized: normalizedWithoutComments(stmtText),
+      withoutWhere: a.withoutWhere,
+      opaque: opaqueReasons.length > 0,
+    };
+    if (a.innerCommands.length) info.innerCommands = [...new Set(a.innerCommands)];
+    states.push({ analysis: a, info, effects });
+  });
+
+  const statements = states.map((s) => s.info);
+  const effects = states.flatMap((s) => s.effects);
+  const tags = sqlcommenterTags(tokenList);
+  const base = { statements, enforced, effects, ...(tags ? { tags } : {}) };
+
+  // rules: per statement, first match wins; across statements the most restrictive outcome
+  let denied: { rule?: CompiledRule } | undefined;
+  let approval: CompiledRule | undefined;
+  for (const s of states) {
+    const rule = firstMatchingRule(
+      policy,
+      {
+        command: s.info.command,
+        innerCommands: s.info.innerCommands ?? [],
+        objects: s.info.objects,
+        withoutWhere: s.info.withoutWhere,
+        opaque: s.info.opaque,
+      },
+      ctx.identity,
+    );
+    const action = rule ? rule.action : policy.defaultAction === 'Deny' ? 'Deny' : 'Allow';
+    if (action === 'Deny' && !denied) denied = { rule };
+    if (action === 'RequireApproval' && !approval) approval = rule;
+  }
+  if (denied) {
+    const name = denied.rule?.name ?? DEFAULT_RULE_NAME;
+    return {
+      ...base,
+      kind: 'deny',
+      ...(denied.rule ? { rule: denied.rule.name } : {}),
+      message: denyMessage(denied.rule?.message, name),
+      sqlstate: '42501',
+      sql,
+      maskedColumns: [],
+    };
+  }
+
+  // masking
+  let outSql = sql;
+  let maskedColumns: string[] = [];
+  const masking = effectiveMasking(policy, ctx.identity);
+  if (masking.size > 0 && states.length > 0) {
+    const firstRule = [...masking.values()][0]!.values().next().value!.rule;
+    const deny = (reason: string, rule: string, refreshCatalog = false): Decision => ({
+      ...base,
+      kind: 'deny',
+      rule,
+      message: denyMessage(`cannot prove masked: ${reason}`, rule),
+      sqlstate: '42501',
+      sql,
+      maskedColumns: [],
+      ...(refreshCatalog ? { refreshCatalog } : {}),
+    });
+    if (!catalog) {
+      const needsCatalog = states.some(
+        (s) =>
+          s.analysis.rels.some((r) => !r.cteRef && r.role !== 'alias-ref') ||
+          s.analysis.nameRefs.length > 0 ||
+          s.analysis.maskHazards.length > 0 ||
+          s.info.opaque,
+      );
+      if (needsCatalog) return deny('no catalog snapshot of this database is available', firstRule, true);
+    } else {
+      const outcome = maskStatements({
+        analyses: states.map((s) => s.analysis),
+        resolved,
+        created,
+        masking,
+        catalog,
+        database: ctx.database,
+        allow,
+        bytes: parsed.bytes,
+        tokens: new Tokens(tokenList),
+      });
+      if (!outcome.ok) return deny(outcome.reason, outcome.rule, outcome.refreshCatalog);
+      if (outcome.edits.length) {
+        try {
+          outSql = applyEdits(parsed.bytes, outcome.edits);
+          const again = parseText(outSql);
+          if (again.statements.length !== parsed.statements.length) throw new Error('statement count changed');
+        } catch (e) {
+          return deny(`the masking rewrite failed (${(e as Error).message})`, firstRule);
+        }
+      }
+      maskedColumns = outcome.maskedColumns;
+    }
+  }
+
+  const sqlOut = enforced ? outSql : sql;
+  if (approval) {
+    return {
+      ...base,
+      kind: 'approval',
+      rule: approval.name,
+      message: `dbguard: ${approval.message || 'statement requires approval'} (rule ${approval.name})`,
+      ...(approval.approval ? { approval: approval.approval } : {}),
+      sql: sqlOut,
+      maskedColumns,
+    };
+  }
+  return { ...base, kind: maskedColumns.length ? 'mask' : 'allow', sql: sqlOut, maskedColumns };
+}

@@ -1,0 +1,70 @@
+/**
+ * Rule matching (contract §1): rules in order, the first that matches decides; every field given
+ * must match (AND), a list matches if any entry does (OR). A statement whose effects cannot be seen
+ * (DO, CALL, a user-defined function not allowed) matches every command and object pattern.
+ */
+import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
+import type { Identity } from './identity.js';
+import { anySubjectMatches } from './subjects.js';
+
+export interface RuleFacts {
+  command: string;
+  innerCommands: string[];
+  objects: string[];
+  withoutWhere: boolean;
+  opaque: boolean;
+}
+
+function globToRegExp(pattern: string, flags = ''): RegExp {
+  const body = pattern
+    .split('*')
+    .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+    .join('.*');
+  return new RegExp(`^${body}$`, flags);
+}
+
+/** `DROP *` matches every tag starting with `DROP `; `*` matches every tag; case-insensitive. */
+export function commandMatches(pattern: string, tag: string): boolean {
+  return globToRegExp(pattern.trim().toUpperCase()).test(tag.toUpperCase());
+}
+
+function splitQualified(s: string): [string, string] {
+  const i = s.indexOf('.');
+  return i < 0 ? ['*', s] : [s.slice(0, i), s.slice(i + 1)];
+}
+
+/**
+ * `public.*`, `*.audit_log`, `*`, `public.orders_*`. A pattern without a schema matches that name in
+ * any schema. An object `schema.*` (DROP SCHEMA, GRANT ... IN SCHEMA) stands for every relation of
+ * the schema, so it matches any pattern whose schema part matches.
+ */
+export function objectMatches(pattern: string, object: string): boolean {
+  if (pattern.trim() === '*') return true;
+  const [ps, pn] = splitQualified(pattern.trim());
+  const [os, on] = splitQualified(object);
+  if (!globToRegExp(ps).test(os)) return false;
+  return on === '*' || globToRegExp(pn).test(on);
+}
+
+export function ruleMatches(rule: CompiledRule, facts: RuleFacts, identity: Identity): boolean {
+  const m = rule.match ?? {};
+  if (m.subjects && !anySubjectMatches(m.subjects, identity)) return false;
+  if (m.commands) {
+    const tags = [facts.command, ...facts.innerCommands];
+    if (!facts.opaque && !m.commands.some((p) => tags.some((t) => commandMatches(p, t)))) return false;
+  }
+  if (m.objects) {
+    if (!facts.opaque && !m.objects.some((p) => facts.objects.some((o) => objectMatches(p, o)))) return false;
+  }
+  if (m.withoutWhere === true && !facts.withoutWhere && !facts.opaque) return false;
+  return true;
+}
+
+/** The first matching rule, or undefined when defaultAction decides. */
+export function firstMatchingRule(
+  policy: CompiledPolicy,
+  facts: RuleFacts,
+  identity: Identity,
+): CompiledRule | undefined {
+  return (policy.rules ?? []).find((r) => ruleMatches(r, facts, identity));
+}

@@ -1,0 +1,310 @@
+/**
+ * One accepted client connection, from its first byte to the relay: TLS and protocol negotiation,
+ * a CancelRequest, the upstream connection, authentication (relayed, or with the proxy's own
+ * credentials), and the server's start-up messages up to the first ReadyForQuery. Then a Session
+ * relays. Any failure closes this connection only.
+ */
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { type Credentials, loginUpstream } from './auth/upstream-login.js';
+import type { CancelRegistry } from './cancel-registry.js';
+import type { DecisionPoint } from './decision-point.js';
+import { readClientHello } from './client-startup.js';
+import type { Logger } from './log.js';
+import {
+  AUTH,
+  BodyReader,
+  decodeBackendKeyData,
+  decodeFields,
+  decodeParameterStatus,
+  encodeAuth,
+  encodeBackendKeyData,
+  encodeCancel,
+  encodeError,
+  encodeStartup,
+  filterSaslMechanisms,
+  PROTOCOL_3_0,
+  ProtocolViolation,
+  T,
+  typeName,
+} from './protocol/codec.js';
+import { ReadTimeout, SocketClosed, SocketReader } from './protocol/socket-reader.js';
+import { newSessionId, Session } from './session.js';
+import { connectUpstream, type UpstreamTarget } from './upstream.js';
+
+export interface ProxyContext {
+  upstream: UpstreamTarget;
+  /** database when the client names none (else PostgreSQL's default: the user name) */
+  defaultDatabase?: string;
+  decisionPoint: DecisionPoint;
+  credentials?: Credentials;
+  secureContext?: tls.SecureContext;
+  maxMessageSize: number;
+  authTimeoutMs: number;
+  logger: Logger;
+  cancels: CancelRegistry;
+  sessions: Set<Session>;
+  /** connections still starting up (not yet a Session) */
+  starting: Set<net.Socket>;
+}
+
+/** Largest message accepted during authentication (PostgreSQL allows a few kB for passwords and SASL). */
+const MAX_AUTH_MESSAGE = 64 * 1024;
+
+export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Promise<void> {
+  const clientAddr = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
+  raw.setNoDelay(true);
+  ctx.starting.add(raw);
+  let client: Duplex = raw;
+  let upstream: Duplex | undefined;
+  let handedOver = false;
+  const fatal = (sqlstate: string, message: string) => {
+    if (!client.destroyed && client.writable) client.end(encodeError({ severity: 'FATAL', sqlstate, message }));
+    setTimeout(() => client.destroy(), 1000).unref();
+  };
+  raw.on('error', () => {}); // reported by the reads below
+  try {
+    const hello = await readClientHello(raw, ctx.secureContext, ctx.authTimeoutMs);
+    if (hello.kind === 'cancel') {
+      await forwardCancel(ctx, hello.pid, hello.secret);
+      raw.destroy();
+      return;
+    }
+    client = hello.sock;
+    client.on('error', () => {});
+    const params = hello.params;
+    const user = params.get('user');
+    if (!user) {
+      fatal('28000', 'no PostgreSQL user name specified in startup packet');
+      return;
+    }
+    if (!params.has('database') && ctx.defaultDatabase) params.set('database', ctx.defaultDatabase);
+    const replication = params.get('replication')?.toLowerCase();
+    if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication)) {
+      fatal('28000', 'dbguard: replication connections are not allowed through the proxy');
+      return;
+    }
+    const database = params.get('database') || user;
+    const applicationName = params.get('application_name');
+
+    let up: Duplex;
+    try {
+      up = await connectUpstream(ctx.upstream);
+    } catch (err) {
+      ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
+      fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
+      return;
+    }
+    upstream = up;
+    up.on('error', () => {});
+    const upReader = new SocketReader(up, 'upstream');
+    const upstreamParams = new Map(params);
+    if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
+    up.write(encodeStartup(hello.version, upstreamParams));
+
+    let protocolVersion = hello.version;
+    const authFailed = (fields: Map<string, string> | undefined, message: string) => {
+      try {
+        ctx.decisionPoint.authFailure?.({
+          database,
+          user,
+          ...(applicationName !== undefined ? { applicationName } : {}),
+          clientAddr,
+          ...(fields?.get('C') ? { sqlstate: fields.get('C')! } : {}),
+          message,
+        });
+      } catch (err) {
+        ctx.logger.log('error', 'decision point hook failed', { hook: 'authFailure', error: (err as Error).message });
+      }
+      ctx.logger.log('info', 'login refused', { clientAddr, database, user, sqlstate: fields?.get('C'), reason: message });
+    };
+
+    // ---- authentication
+    if (ctx.credentials) {
+      const res = await loginUpstream(upReader, up, ctx.credentials, ctx.authTimeoutMs);
+      for (const m of res.ok ? res.relay : []) {
+        protocolVersion = negotiatedVersion(m.subarray(5));
+        client.write(m);
+      }
+      if (!res.ok) {
+        const fields = res.errorRaw ? decodeFields(res.errorRaw.subarray(5)) : undefined;
+        authFailed(fields, fields?.get('M') ?? res.reason);
+        fatal(fields?.get('C') ?? '28000', 'dbguard: the proxy could not log in to the database server; see the proxy log');
+        return;
+      }
+      client.write(encodeAuth(AUTH.ok));
+    } else {
+      const clientReader = hello.reader;
+      for (;;) {
+        const m = await upReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
+        if (m.type === T.ErrorResponse) {
+          const fields = decodeFields(m.body);
+          authFailed(fields, fields.get('M') ?? 'authentication failed');
+          client.end(m.raw);
+          return;
+        }
+        if (m.type === T.NegotiateProtocolVersion) {
+          protocolVersion = negotiatedVersion(m.body);
+          client.write(m.raw);
+          continue;
+        }
+        if (m.type !== T.Auth) throw new Error(`upstream sent ${typeName(m.type)} during authentication`);
+        const r = new BodyReader(m.body, 'Authentication');
+        const code = r.int32();
+        if (code === AUTH.ok) {
+          client.write(m.raw);
+          break;
+        }
+        if (code === AUTH.sasl) {
+          // SCRAM-SHA-256-PLUS binds to the TLS channel, which ends at the proxy: it cannot work through it.
+          const { mechanisms, encoded } = filterSaslMechanisms(r.rest());
+          if (mechanisms.length === 0) throw new Error('upstream offers only SASL mechanisms that need channel binding');
+          client.write(encodeAuth(AUTH.sasl, encoded));
+        } else if (code === AUTH.cleartext || code === AUTH.md5 || code === AUTH.saslContinue) {
+          client.write(m.raw);
+        } else if (code === AUTH.saslFinal) {
+          client.write(m.raw);
+          continue; // no answer expected
+        } else {
+          fatal('28000', `dbguard: authentication method ${code} (GSSAPI/SSPI) cannot be relayed by the proxy`);
+          return;
+        }
+        const answer = await clientReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
+        if (answer.type !== T.Password) {
+          throw new ProtocolViolation(`expected password response, got message type ${typeName(answer.type)}`);
+        }
+        up.write(answer.raw);
+      }
+    }
+
+    // ---- start-up messages up to the first ReadyForQuery
+    const serverParams = new Map<string, string>();
+    let realKey: { pid: number; secret: Buffer } | undefined;
+    let proxyKey: { pid: number; secret: Buffer } | undefined;
+    let firstReady: Buffer | undefined;
+    let txStatus: 'I' | 'T' | 'E' = 'I';
+    while (!firstReady) {
+      const m = await upReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
+      switch (m.type) {
+        case T.ParameterStatus: {
+          const { name, value } = decodeParameterStatus(m.body);
+          serverParams.set(name, value);
+          client.write(m.raw);
+          break;
+        }
+        case T.BackendKeyData: {
+          realKey = decodeBackendKeyData(m.body);
+          const key = realKey;
+          const target = { ...ctx.upstream };
+          proxyKey = ctx.cancels.issue(
+            { cancel: () => sendCancel(target, key.pid, key.secret) },
+            protocolVersion > PROTOCOL_3_0 ? 32 : 4,
+          );
+          client.write(encodeBackendKeyData(proxyKey.pid, proxyKey.secret));
+          break;
+        }
+        case T.ErrorResponse: {
+          const fields = decodeFields(m.body);
+          authFailed(fields, fields.get('M') ?? 'connection refused');
+          client.end(m.raw);
+          if (proxyKey) ctx.cancels.release(proxyKey.pid);
+          return;
+        }
+        case T.ReadyForQuery:
+          txStatus = String.fromCharCode(m.body[0] ?? 0x49) as 'I' | 'T' | 'E';
+          firstReady = m.raw;
+          break;
+        case T.NoticeResponse:
+        case T.NegotiateProtocolVersion:
+          client.write(m.raw);
+          break;
+        default:
+          throw new Error(`upstream sent ${typeName(m.type)} before its first ReadyForQuery`);
+      }
+    }
+
+    const session = new Session({
+      id: newSessionId(),
+      client,
+      upstream: up,
+      clientAddr,
+      clientTls: hello.tls,
+      startupParams: params,
+      serverParams,
+      protocolVersion,
+      txStatus,
+      firstReady,
+      clientLeftover: hello.reader.detach(),
+      upstreamLeftover: upReader.detach(),
+      ...(proxyKey ? { cancelPid: proxyKey.pid } : {}),
+      decisionPoint: ctx.decisionPoint,
+      cancels: ctx.cancels,
+      logger: ctx.logger,
+      maxMessageSize: ctx.maxMessageSize,
+      onClosed: (s) => ctx.sessions.delete(s),
+    });
+    handedOver = true;
+    ctx.sessions.add(session);
+    ctx.starting.delete(raw);
+    session.start();
+  } catch (err) {
+    if (err instanceof ProtocolViolation) {
+      ctx.logger.log('warn', 'protocol violation', { clientAddr, error: err.message });
+      fatal(err.sqlstate, err.message);
+    } else if (err instanceof SocketClosed) {
+      ctx.logger.log('debug', 'connection closed during start-up', { clientAddr, error: err.message });
+      client.destroy();
+    } else if (err instanceof ReadTimeout) {
+      ctx.logger.log('info', 'start-up timed out', { clientAddr, error: err.message });
+      fatal('08006', `dbguard: ${err.message}`);
+    } else {
+      ctx.logger.log('warn', 'connection start-up failed', { clientAddr, error: (err as Error)?.message ?? String(err) });
+      fatal('08006', 'dbguard: connection start-up failed; see the proxy log');
+    }
+  } finally {
+    if (!handedOver) {
+      ctx.starting.delete(raw);
+      upstream?.destroy();
+    }
+  }
+}
+
+function negotiatedVersion(body: Buffer): number {
+  // NegotiateProtocolVersion: int32 newest minor version supported, then the unrecognized options.
+  const minor = body.length >= 4 ? body.readInt32BE(0) : 0;
+  return PROTOCOL_3_0 | minor;
+}
+
+async function forwardCancel(ctx: ProxyContext, pid: number, secret: Buffer): Promise<void> {
+  const target = ctx.cancels.lookup(pid, secret);
+  if (!target) {
+    // PostgreSQL says nothing about an unknown key either; log it, as it may be an attempt to guess.
+    ctx.logger.log('info', 'cancel request with an unknown key ignored', {});
+    return;
+  }
+  try {
+    await target.cancel();
+  } catch (err) {
+    ctx.logger.log('warn', 'cancel request failed', { error: (err as Error).message });
+  }
+}
+
+/** Sends the real CancelRequest to the server on a new connection (TLS per the upstream's sslmode). */
+async function sendCancel(target: UpstreamTarget, pid: number, secret: Buffer): Promise<void> {
+  const sock = await connectUpstream(target);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve();
+    }, 5000);
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    sock.resume();
+    // The server closes the connection once it has read the request.
+    sock.end(encodeCancel(pid, secret));
+  });
+}
