@@ -347,7 +347,8 @@ class Walker {
         return;
       case 'A_Expr': {
         const op = names(b.name).filter((x): x is string => x !== null);
-        if (op.length) this.a.funcs.push({ kind: 'op', names: op, node: b });
+        // BETWEEN's "name" is the keyword; it is evaluated with the type's own <= and >=
+        if (op.length && !String(b.kind).startsWith('AEXPR_BETWEEN')) this.a.funcs.push({ kind: 'op', names: op, node: b });
         this.rest(b, ctx, ['name']);
         return;
       }

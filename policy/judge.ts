@@ -100,6 +100,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   let pathChangedInText = false;
   const resolved = new Map<RelRef, ResolvedRelation>();
   const created = new Set<string>();
+  /** relations created earlier in this text, by name: later unqualified references may mean them */
+  const createdByName = new Map<string, ResolvedRelation>();
   const states: StatementState[] = [];
 
   parsed.statements.forEach((raw, index) => {
@@ -107,7 +109,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     const objects = new Set<string>();
     for (const r of a.rels) {
       if (r.cteRef || r.role === 'alias-ref') continue;
-      const res = resolveRelation(
+      let res = resolveRelation(
         r.rv.schemaname,
         r.rv.relname,
         path,
@@ -116,8 +118,17 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
         tempSchema,
         r.role === 'create' && r.rv.relpersistence === 't',
       );
+      const earlier = r.rv.schemaname ? undefined : createdByName.get(r.rv.relname);
+      // a temp relation created earlier in the text comes first in the path; another one counts
+      // when the catalog knows no relation of that name
+      if (earlier && r.role !== 'create' && (earlier.schema === (tempSchema ?? 'pg_temp') || !res.known)) {
+        res = earlier;
+      }
       resolved.set(r, res);
-      if (r.role === 'create') created.add(res.key);
+      if (r.role === 'create') {
+        created.add(res.key);
+        createdByName.set(r.rv.relname, res);
+      }
       objects.add(res.display);
     }
     for (const n of a.nameRefs) {

@@ -523,8 +523,8 @@ describe('server behaviour', () => {
       }),
     );
     expect(dbg.body.resources.map((r: any) => r.name)).toContain('databasepolicies/status');
-    const groups = await raw(api, 'GET', '/apis');
-    expect(groups.body.groups.map((g: any) => g.name)).toEqual(
+    const groupList = await raw(api, 'GET', '/apis');
+    expect(groupList.body.groups.map((g: any) => g.name)).toEqual(
       expect.arrayContaining(['apps', 'coordination.k8s.io', 'dbguard.io']),
     );
   });

@@ -34,7 +34,6 @@ const SECRETS = [
   'Kazakhstan',
   'people-ssn-111',
   'vip-ssn-222',
-  'archive-ssn-333',
   'mixed-case-secret',
 ];
 
@@ -47,7 +46,7 @@ insert into shop.customers values
 insert into shop.orders values (10, 1, 5, 'n1'), (11, 2, 7, 'n2');
 insert into shop.people values (1, 'a', 'alice.smith@example.org', 'people-ssn-111');
 insert into shop.vip values (1, 'vip-ssn-222');
-insert into shop.archive values (2, 'archive-ssn-333');
+insert into shop.archive values (2, 'archive-own-row');
 insert into shop."Secret Table" values (1, 'mixed-case-secret');
 `;
 
@@ -160,7 +159,7 @@ const ATTACKS: Attack[] = [
   A('TABLE customers'),
   A('(TABLE customers) union all (table only customers)'),
   A('select * from (table customers) x'),
-  A('select * from only customers * '),
+  A('select * from customers * '),
   A('select * from customers offset 0 fetch first 1 row only'),
   A('select * from customers for update'),
   // DML with masked targets: RETURNING and predicates
