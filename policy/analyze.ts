@@ -15,7 +15,15 @@ import type { SessionEffect } from './decision.js';
  * relation the statement creates; `alias-ref`: a FROM alias named again (FOR UPDATE OF x); `ddl`: any
  * other place, including ones this analysis does not know (default: the strictest handling).
  */
-export type RelRole = 'read' | 'target' | 'copy-to' | 'copy-from' | 'ddl-safe' | 'ddl' | 'create' | 'alias-ref';
+export type RelRole =
+  | 'read'
+  | 'target'
+  | 'copy-to'
+  | 'copy-from'
+  | 'ddl-safe'
+  | 'ddl'
+  | 'create'
+  | 'alias-ref';
 
 export interface RelRef {
   /** the RangeVar body: schemaname?, relname, catalogname?, inh, alias?, location, relpersistence */
@@ -348,7 +356,8 @@ class Walker {
       case 'A_Expr': {
         const op = names(b.name).filter((x): x is string => x !== null);
         // BETWEEN's "name" is the keyword; it is evaluated with the type's own <= and >=
-        if (op.length && !String(b.kind).startsWith('AEXPR_BETWEEN')) this.a.funcs.push({ kind: 'op', names: op, node: b });
+        if (op.length && !String(b.kind).startsWith('AEXPR_BETWEEN'))
+          this.a.funcs.push({ kind: 'op', names: op, node: b });
         this.rest(b, ctx, ['name']);
         return;
       }
@@ -435,7 +444,8 @@ class Walker {
         this.visit(b.funccall, { ...ctx, role: 'ddl' });
         return;
       case 'DefineStmt':
-        if (DEFINE_EXECUTABLE.has(b.kind)) this.a.maskHazards.push('CREATE AGGREGATE/OPERATOR/TYPE defines code');
+        if (DEFINE_EXECUTABLE.has(b.kind))
+          this.a.maskHazards.push('CREATE AGGREGATE/OPERATOR/TYPE defines code');
         this.rest(b, { ...ctx, role: 'ddl' }, []);
         return;
       case 'VariableSetStmt':
@@ -507,7 +517,8 @@ class Walker {
     const o = op[b.kind];
     if (!o) return;
     this.a.effects.push({ kind: 'transaction', op: o });
-    if (b.chain && (o === 'commit' || o === 'rollback')) this.a.effects.push({ kind: 'transaction', op: 'begin' });
+    if (b.chain && (o === 'commit' || o === 'rollback'))
+      this.a.effects.push({ kind: 'transaction', op: 'begin' });
   }
 }
 

@@ -49,7 +49,7 @@ export function stringConst(n: unknown): string | undefined {
 
 export function boolConst(n: unknown): boolean | undefined {
   const u = unwrap(n);
-  if (!u || u[0] !== 'A_Const') return undefined;
+  if (u?.[0] !== 'A_Const') return undefined;
   if (u[1].boolval) return !!u[1].boolval.boolval;
   if (u[1].sval) {
     const v = String(u[1].sval.sval ?? '').toLowerCase();

@@ -10,7 +10,12 @@ import { judge } from './judge.js';
 import type { SessionContext } from './resolve.js';
 
 export function subjectKey(id: Identity): string {
-  return JSON.stringify([id.serviceAccount ?? '', id.user ?? '', [...(id.groups ?? [])].sort(), id.databaseUser]);
+  return JSON.stringify([
+    id.serviceAccount ?? '',
+    id.user ?? '',
+    [...(id.groups ?? [])].sort(),
+    id.databaseUser,
+  ]);
 }
 
 export function decisionKey(sql: string, ctx: SessionContext, policy: CompiledPolicy): string {
@@ -31,7 +36,8 @@ export class DecisionCache {
   misses = 0;
 
   constructor(readonly maxEntries = 10_000) {
-    if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new Error('DecisionCache: maxEntries must be >= 1');
+    if (!Number.isInteger(maxEntries) || maxEntries < 1)
+      throw new Error('DecisionCache: maxEntries must be >= 1');
   }
 
   get size(): number {

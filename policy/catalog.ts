@@ -166,7 +166,10 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
   const cols = new Map<string, CatalogColumn[]>();
   const add = (m: Map<string, Set<string>>, name: string, schema: string) => {
     let s = m.get(name);
-    if (!s) m.set(name, (s = new Set()));
+    if (!s) {
+      s = new Set();
+      m.set(name, s);
+    }
     s.add(schema);
   };
   for (const row of rows) {
@@ -188,14 +191,20 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'rel': {
         const schema = need(row, 1, kind);
         let m = snap.relations.get(schema);
-        if (!m) snap.relations.set(schema, (m = new Map()));
+        if (!m) {
+          m = new Map();
+          snap.relations.set(schema, m);
+        }
         m.set(need(row, 2, kind), need(row, 3, kind));
         break;
       }
       case 'col': {
         const key = qkey(need(row, 1, kind), need(row, 2, kind));
         let list = cols.get(key);
-        if (!list) cols.set(key, (list = []));
+        if (!list) {
+          list = [];
+          cols.set(key, list);
+        }
         list.push({
           name: need(row, 3, kind),
           type: need(row, 4, kind),
@@ -207,7 +216,11 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'root': {
         const schema = need(row, 1, kind);
         const name = need(row, 2, kind);
-        roots.set(qkey(schema, name), { schema, name, rootKey: qkey(need(row, 3, kind), need(row, 4, kind)) });
+        roots.set(qkey(schema, name), {
+          schema,
+          name,
+          rootKey: qkey(need(row, 3, kind), need(row, 4, kind)),
+        });
         break;
       }
       case 'dep':

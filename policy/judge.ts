@@ -5,14 +5,14 @@
  * mask/allow: if any statement is denied, the whole text is).
  */
 import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
-import { type RelRef, type StatementAnalysis, analyzeStatement } from './analyze.js';
+import { analyzeStatement, type RelRef, type StatementAnalysis } from './analyze.js';
 import { qdisplay } from './ast.js';
 import type { Decision, SessionEffect, StatementInfo } from './decision.js';
 import {
   fingerprintStatement,
   normalizeStatement,
-  ParseError,
   type ParsedText,
+  ParseError,
   parseText,
   type ScanToken,
   scanText,
@@ -95,7 +95,9 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   const catalog = ctx.catalog;
   const tempSchema = ctx.tempSchema ?? catalog?.tempSchema;
   const allow = functionsAllowSet(policy);
-  const startPath = ctx.searchPath.length ? ctx.searchPath : (catalog?.searchPath ?? ['pg_catalog', 'public']);
+  const startPath = ctx.searchPath.length
+    ? ctx.searchPath
+    : (catalog?.searchPath ?? ['pg_catalog', 'public']);
   let path: string[] | null = startPath;
   let pathChangedInText = false;
   const resolved = new Map<RelRef, ResolvedRelation>();
@@ -141,7 +143,9 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     const opaqueReasons = [...a.opaqueReasons];
     for (const f of a.funcs) {
       const cls =
-        f.kind === 'func' ? classifyFunction(f.names, catalog, allow) : classifyOperator(f.names, catalog, allow);
+        f.kind === 'func'
+          ? classifyFunction(f.names, catalog, allow)
+          : classifyOperator(f.names, catalog, allow);
       if (cls === 'user-defined' || cls === 'unknown' || cls === 'dynamic') {
         opaqueReasons.push(`${f.kind === 'func' ? 'function' : 'operator'} ${f.names.join('.')}`);
       }
@@ -160,7 +164,11 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
         path =
           e.value === 'reset'
             ? null
-            : predictSearchPath(e.value, { tempSchema, catalog, user: catalog?.currentUser ?? ctx.identity.databaseUser });
+            : predictSearchPath(e.value, {
+                tempSchema,
+                catalog,
+                user: catalog?.currentUser ?? ctx.identity.databaseUser,
+              });
       } else if (e.kind === 'unknown-state') {
         path = null;
       } else if (e.kind === 'transaction' && pathChangedInText && e.op !== 'begin' && e.op !== 'savepoint') {
@@ -259,7 +267,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
         try {
           outSql = applyEdits(parsed.bytes, outcome.edits);
           const again = parseText(outSql);
-          if (again.statements.length !== parsed.statements.length) throw new Error('statement count changed');
+          if (again.statements.length !== parsed.statements.length)
+            throw new Error('statement count changed');
         } catch (e) {
           return deny(`the masking rewrite failed (${(e as Error).message})`, firstRule);
         }

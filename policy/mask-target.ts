@@ -99,7 +99,8 @@ class TargetMasker {
     const tk = this.inp.tokens;
     const i0 = tk.at(location);
     const iEnd = i0 === undefined ? undefined : tk.nameEnd(i0, parts);
-    if (i0 === undefined || iEnd === undefined) throw new Refused('cannot locate a column reference in the text');
+    if (i0 === undefined || iEnd === undefined)
+      throw new Refused('cannot locate a column reference in the text');
     return { start: tk.start(i0), end: tk.end(iEnd) };
   }
 
@@ -188,7 +189,9 @@ class TargetMasker {
           const q = f.length === 2 ? names(f)[0] : undefined;
           if (f.length === 1) {
             if (hasOtherFromItems) {
-              throw new Refused(`RETURNING * with other FROM/USING items on masked table ${this.inp.res.display}`);
+              throw new Refused(
+                `RETURNING * with other FROM/USING items on masked table ${this.inp.res.display}`,
+              );
             }
             this.expandStar(val[1], 1, quoteIdent(this.refname));
             continue;
@@ -294,13 +297,15 @@ class TargetMasker {
       );
     };
     if (star) {
-      if (f.length === 2 && this.targetNames.has(parts[0] ?? '') && !shadowedName(parts[0]!)) refuse('every column');
+      if (f.length === 2 && this.targetNames.has(parts[0] ?? '') && !shadowedName(parts[0]!))
+        refuse('every column');
       return;
     }
     if (f.length === 1) {
       const x = parts[0] ?? '';
       if (this.inp.masks.has(x) && !boundCol(x)) refuse(`column ${x}`);
-      if (this.targetNames.has(x) && !this.colByName.has(x) && !shadowedName(x) && !boundCol(x)) refuse('the whole row');
+      if (this.targetNames.has(x) && !this.colByName.has(x) && !shadowedName(x) && !boundCol(x))
+        refuse('the whole row');
       return;
     }
     const q = parts[f.length - 2] ?? '';

@@ -2,14 +2,7 @@
  * PostgreSQL's own parser (libpg-query, WASM). `initParser()` loads the module once; everything
  * after that is synchronous, so judging a statement never yields the event loop.
  */
-import {
-  fingerprintSync,
-  loadModule,
-  normalizeSync,
-  parseSync,
-  type ScanToken,
-  scanSync,
-} from 'libpg-query';
+import { fingerprintSync, loadModule, normalizeSync, parseSync, type ScanToken, scanSync } from 'libpg-query';
 
 let loading: Promise<void> | undefined;
 let loaded = false;

@@ -5,13 +5,14 @@
  * everything the proxy cannot prove masked is refused with the reason. Edits are spliced into the
  * original bytes; the result is parsed again before it is used.
  */
-import { loc, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
+
 import type { RelRef, StatementAnalysis } from './analyze.js';
+import { loc, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
 import { classifyFunction, classifyOperator, type ResolvedRelation } from './resolve.js';
-import { type Edit, Tokens } from './splice.js';
+import type { Edit, Tokens } from './splice.js';
 import type { EffectiveMask } from './subjects.js';
 
 /** Catalog relations that expose column values through statistics. */
@@ -63,7 +64,12 @@ export function maskStatements(inp: MaskingInput): MaskingOutcome {
     return { ok: true, edits: m.edits, maskedColumns: [...m.maskedColumns] };
   } catch (e) {
     if (e instanceof Deny) {
-      return { ok: false, reason: e.message, rule: m.lastRule ?? firstRule, refreshCatalog: e.refreshCatalog };
+      return {
+        ok: false,
+        reason: e.message,
+        rule: m.lastRule ?? firstRule,
+        refreshCatalog: e.refreshCatalog,
+      };
     }
     if (e instanceof Refused) return { ok: false, reason: e.message, rule: m.lastRule ?? firstRule };
     throw e;
@@ -107,7 +113,8 @@ class Masker {
       if (n.role !== 'ddl' || n.name !== undefined || !n.schema) continue;
       // ALTER SCHEMA s RENAME: the masked table would move out from under its rule
       for (const k of [...this.inp.catalog.masked.keys(), ...this.inp.catalog.dependents]) {
-        if (k.startsWith(n.schema + '\u0000')) throw new Deny(`schema ${n.schema} holds masked data; it cannot be altered`);
+        if (k.startsWith(n.schema + '\u0000'))
+          throw new Deny(`schema ${n.schema} holds masked data; it cannot be altered`);
       }
     }
     for (const r of a.rels) this.relation(r);
@@ -142,8 +149,15 @@ class Masker {
         : classifyOperator(parts, this.inp.catalog, this.inp.allow);
     const name = parts.join('.');
     if (cls === 'dynamic') throw new Deny(`${name}() runs SQL or reads data the proxy cannot see`);
-    if (cls === 'user-defined') throw new Deny(`user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`);
-    if (cls === 'unknown') throw new Deny(`${kind === 'func' ? 'function' : 'operator'} ${name} is not known to be built in`, true);
+    if (cls === 'user-defined')
+      throw new Deny(
+        `user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`,
+      );
+    if (cls === 'unknown')
+      throw new Deny(
+        `${kind === 'func' ? 'function' : 'operator'} ${name} is not known to be built in`,
+        true,
+      );
   }
 
   private relation(r: RelRef): void {
@@ -171,7 +185,8 @@ class Masker {
     switch (r.role) {
       case 'read':
         if (dependent) throw new Deny(`${res.display} reads a masked table (view or rule)`);
-        if (ancestor) throw new Deny(`${res.display} includes rows of a masked table (use ONLY or the child)`);
+        if (ancestor)
+          throw new Deny(`${res.display} includes rows of a masked table (use ONLY or the child)`);
         if (info) this.readEdit(r, res, info);
         else pinIfNeeded();
         return;
@@ -186,12 +201,15 @@ class Masker {
         return;
       case 'target':
         if (dependent) throw new Deny(`${res.display} reads a masked table (view or rule)`);
-        if (ancestor) throw new Deny(`${res.display} includes rows of a masked table (use ONLY or the child)`);
+        if (ancestor)
+          throw new Deny(`${res.display} includes rows of a masked table (use ONLY or the child)`);
         pinIfNeeded();
         return;
       default:
         if (info || dependent || cat.ancestors.has(res.key)) {
-          throw new Deny(`this statement cannot be proved masked for ${res.display} (DDL or unsupported use)`);
+          throw new Deny(
+            `this statement cannot be proved masked for ${res.display} (DDL or unsupported use)`,
+          );
         }
     }
   }

@@ -33,14 +33,20 @@ export interface EffectiveMask extends CompiledMaskedColumn {
  * exempt it. Keyed by qkey(schema, table) of the table named in the rule, then by column name.
  * Two rules masking the same column: the first (in policy order) wins.
  */
-export function effectiveMasking(policy: CompiledPolicy, id: Identity): Map<string, Map<string, EffectiveMask>> {
+export function effectiveMasking(
+  policy: CompiledPolicy,
+  id: Identity,
+): Map<string, Map<string, EffectiveMask>> {
   const out = new Map<string, Map<string, EffectiveMask>>();
   for (const rule of policy.masking ?? []) {
     if (anySubjectMatches(rule.exemptSubjects, id)) continue;
     for (const c of rule.columns) {
       const key = qkey(c.schema, c.table);
       let cols = out.get(key);
-      if (!cols) out.set(key, (cols = new Map()));
+      if (!cols) {
+        cols = new Map();
+        out.set(key, cols);
+      }
       if (!cols.has(c.column)) cols.set(c.column, { ...c, rule: rule.name });
     }
   }

@@ -463,6 +463,116 @@ describe('custom resources', () => {
   });
 });
 
+describe('lifecycle', () => {
+  it('serves a CRD created through the API, and stops serving it (and its objects) when it is deleted', async () => {
+    const crd: any = {
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
+      metadata: { name: 'widgets.example.com' },
+      spec: {
+        group: 'example.com',
+        scope: 'Cluster',
+        names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+        versions: [
+          {
+            name: 'v1',
+            served: true,
+            storage: true,
+            schema: {
+              openAPIV3Schema: {
+                type: 'object',
+                properties: { spec: { type: 'object', properties: { size: { type: 'integer' } } } },
+              },
+            },
+          },
+        ],
+      },
+    };
+    const stored: any = await objects.create(crd);
+    expect(stored.status.conditions.find((c: any) => c.type === 'Established').status).toBe('True');
+    const w = { group: 'example.com', version: 'v1', plural: 'widgets' };
+    await custom.createClusterCustomObject({
+      ...w,
+      body: { apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 3 } },
+    });
+    expect(
+      (
+        await failure(
+          custom.createClusterCustomObject({
+            ...w,
+            body: {
+              apiVersion: 'example.com/v1',
+              kind: 'Widget',
+              metadata: { name: 'w2' },
+              spec: { size: 'big' },
+            },
+          }),
+        )
+      ).code,
+    ).toBe(422);
+    await objects.delete(crd);
+    expect((await failure(custom.getClusterCustomObject({ ...w, name: 'w1' }))).code).toBe(404);
+    expect((await raw(api, 'GET', '/apis/example.com/v1')).status).toBe(404);
+    const badCrd = await failure(objects.create({ ...crd, metadata: { name: 'wrong.example.com' } }));
+    expect(badCrd.code).toBe(422);
+  });
+
+  it('terminates a namespace: contents go first, new content is refused meanwhile', async () => {
+    await core.createNamespace({ body: { metadata: { name: 'doomed' } } });
+    await core.createNamespacedConfigMap({ namespace: 'doomed', body: { metadata: { name: 'plain' } } });
+    await core.createNamespacedConfigMap({
+      namespace: 'doomed',
+      body: { metadata: { name: 'held', finalizers: ['example.com/hold'] } },
+    });
+    await core.deleteNamespace({ name: 'doomed' });
+    const ns = await core.readNamespace({ name: 'doomed' });
+    expect(ns.status?.phase).toBe('Terminating');
+    expect(api.store.get('v1', 'ConfigMap', 'doomed', 'plain')).toBeUndefined();
+    const refused = await failure(
+      core.createNamespacedConfigMap({ namespace: 'doomed', body: { metadata: { name: 'late' } } }),
+    );
+    expect(refused.code).toBe(403);
+    await core.patchNamespacedConfigMap({
+      namespace: 'doomed',
+      name: 'held',
+      body: [{ op: 'remove', path: '/metadata/finalizers' }],
+    });
+    expect((await failure(core.readNamespace({ name: 'doomed' }))).code).toBe(404);
+  });
+
+  it('paginates lists with limit/continue, deletes collections by label, and does not persist dryRun', async () => {
+    await core.createNamespace({ body: { metadata: { name: 'many' } } });
+    for (let i = 0; i < 5; i++)
+      await core.createNamespacedConfigMap({
+        namespace: 'many',
+        body: { metadata: { name: `cm-${i}`, labels: { batch: i < 3 ? 'a' : 'b' } } },
+      });
+    const page1 = await core.listNamespacedConfigMap({ namespace: 'many', limit: 2 });
+    expect(page1.items.map((i) => i.metadata?.name)).toEqual(['cm-0', 'cm-1']);
+    expect(page1.metadata?.remainingItemCount).toBe(3);
+    const page2 = await core.listNamespacedConfigMap({
+      namespace: 'many',
+      limit: 2,
+      _continue: page1.metadata?._continue,
+    });
+    expect(page2.items.map((i) => i.metadata?.name)).toEqual(['cm-2', 'cm-3']);
+
+    await core.deleteCollectionNamespacedConfigMap({ namespace: 'many', labelSelector: 'batch=a' });
+    expect(api.store.list('v1', 'ConfigMap', 'many').map((c: any) => c.metadata.name)).toEqual([
+      'cm-3',
+      'cm-4',
+    ]);
+
+    const dry = await core.createNamespacedConfigMap({
+      namespace: 'many',
+      body: { metadata: { name: 'dry' } },
+      dryRun: 'All',
+    });
+    expect(dry.metadata?.uid).toBeTruthy();
+    expect(api.store.get('v1', 'ConfigMap', 'many', 'dry')).toBeUndefined();
+  });
+});
+
 describe('leases (leader election)', () => {
   it('creates a Lease, renews it, and rejects a competing stale renewal with 409', async () => {
     const coord = api.kubeConfig().makeApiClient(CoordinationV1Api);

@@ -1,6 +1,11 @@
 /** Shared fixtures for the policy tests: a compiled policy builder, identities, a catalog loader. */
 import type pg from 'pg';
-import { COMPILED_FORMAT, type CompiledMaskedColumn, type CompiledPolicy, type CompiledRule } from '../../api/compiled.js';
+import {
+  COMPILED_FORMAT,
+  type CompiledMaskedColumn,
+  type CompiledPolicy,
+  type CompiledRule,
+} from '../../api/compiled.js';
 import { type CatalogSnapshot, catalogQuery, parseCatalog } from '../../policy/catalog.js';
 import type { Identity } from '../../policy/identity.js';
 import type { SessionContext } from '../../policy/resolve.js';
@@ -21,13 +26,22 @@ export function policyOf(p: Partial<CompiledPolicy> = {}): CompiledPolicy {
   };
 }
 
-export function rule(name: string, action: CompiledRule['action'], match: CompiledRule['match'], message?: string): CompiledRule {
+export function rule(
+  name: string,
+  action: CompiledRule['action'],
+  match: CompiledRule['match'],
+  message?: string,
+): CompiledRule {
   return { name, action, match, ...(message ? { message } : {}) };
 }
 
 /** The contract's sample masking of a customers table in `schema`. */
 export function customerMasking(schema: string, table = 'customers'): CompiledMaskedColumn[] {
-  const c = (column: string, strategy: CompiledMaskedColumn['strategy'], extra: Partial<CompiledMaskedColumn> = {}) => ({
+  const c = (
+    column: string,
+    strategy: CompiledMaskedColumn['strategy'],
+    extra: Partial<CompiledMaskedColumn> = {},
+  ) => ({
     schema,
     table,
     column,
@@ -45,8 +59,16 @@ export function customerMasking(schema: string, table = 'customers'): CompiledMa
   ];
 }
 
-export const masked: Identity = { groups: ['developers'], databaseUser: 'app', serviceAccount: 'shop/checkout' };
-export const exempt: Identity = { groups: ['pii-readers'], databaseUser: 'app', serviceAccount: 'shop/reporting' };
+export const masked: Identity = {
+  groups: ['developers'],
+  databaseUser: 'app',
+  serviceAccount: 'shop/checkout',
+};
+export const exempt: Identity = {
+  groups: ['pii-readers'],
+  databaseUser: 'app',
+  serviceAccount: 'shop/reporting',
+};
 
 export function maskingPolicy(schema: string, extra: Partial<CompiledPolicy> = {}): CompiledPolicy {
   return policyOf({
@@ -66,6 +88,10 @@ export async function loadCatalog(client: pg.Client, policy: CompiledPolicy): Pr
   return parseCatalog(r.rows as (string | null)[][]);
 }
 
-export function sessionOf(identity: Identity, catalog?: CatalogSnapshot, database = 'postgres'): SessionContext {
+export function sessionOf(
+  identity: Identity,
+  catalog?: CatalogSnapshot,
+  database = 'postgres',
+): SessionContext {
   return { identity, database, searchPath: catalog?.searchPath ?? ['pg_catalog', 'public'], catalog };
 }

@@ -97,7 +97,11 @@ interface Attack {
   check?: (rows: unknown) => void;
 }
 
-const A = (sql: string, expect: Expect = 'run', check?: (rows: unknown) => void): Attack => ({ sql, expect, check });
+const A = (sql: string, expect: Expect = 'run', check?: (rows: unknown) => void): Attack => ({
+  sql,
+  expect,
+  check,
+});
 const COPY = (sql: string, expect: Expect = 'run'): Attack => ({ sql, expect, psql: true });
 
 /** rows of the last result of a (possibly multi-statement) query */
@@ -148,7 +152,9 @@ const ATTACKS: Attack[] = [
   // CTEs, set operations, LATERAL, sub-selects
   A('with x as (select * from customers) select * from x'),
   A('with customers as (select * from customers) select * from customers'),
-  A('with recursive r as (select id, ssn from customers union all select r.id + 10, r.ssn from r where r.id < 20) select * from r'),
+  A(
+    'with recursive r as (select id, ssn from customers union all select r.id + 10, r.ssn from r where r.id < 20) select * from r',
+  ),
   A('select email from customers union select ssn from customers'),
   A('select ssn from customers intersect select ssn from customers except select email from customers'),
   A('select * from orders o, lateral (select ssn, email from customers c where c.id = o.customer_id) l'),
@@ -170,19 +176,30 @@ const ATTACKS: Attack[] = [
   A("delete from customers where ssn = '123-45-6789' returning *", 'run', noRows),
   A('delete from customers where id = 2 returning *'),
   A("insert into customers (id, name) values (3, 'n') returning *"),
-  A("insert into customers values (1, 'dup') on conflict (id) do update set name = excluded.name returning *"),
-  A("insert into customers values (1, 'dup') on conflict (id) do update set name = customers.ssn returning name"),
+  A(
+    "insert into customers values (1, 'dup') on conflict (id) do update set name = excluded.name returning *",
+  ),
+  A(
+    "insert into customers values (1, 'dup') on conflict (id) do update set name = customers.ssn returning name",
+  ),
   A('insert into orders select 100 + id, id, salary, ssn from customers returning *'),
   A('with d as (update customers set name = name returning *) select * from d'),
-  A("merge into customers c using orders o on c.id = o.customer_id when matched and c.ssn like '1%' then update set name = 'm'"),
+  A(
+    "merge into customers c using orders o on c.id = o.customer_id when matched and c.ssn like '1%' then update set name = 'm'",
+  ),
   A('update customers c set name = c::text where id = 1 returning name', 'deny'),
   A('update customers set name = (select ssn) where id = 1 returning name', 'deny'),
   A("update customers set name = 'x' where exists (select 1 from orders where orders.note = ssn)", 'deny'),
-  A('update customers set name = name from orders where orders.customer_id = customers.id returning *', 'deny'),
+  A(
+    'update customers set name = name from orders where orders.customer_id = customers.id returning *',
+    'deny',
+  ),
   // persisting and re-reading
   A('create table stolen as select * from customers; select * from stolen'),
   A('select * into stolen2 from customers; table stolen2'),
-  A('create temp table t_stolen as select * from customers; select * from t_stolen; select * from pg_temp.t_stolen'),
+  A(
+    'create temp table t_stolen as select * from customers; select * from t_stolen; select * from pg_temp.t_stolen',
+  ),
   A('create view myv as select * from customers; select * from myv'),
   COPY('copy customers to stdout'),
   COPY('copy customers (ssn, email, card_number) to stdout with (format csv, header)'),
@@ -203,11 +220,14 @@ const ATTACKS: Attack[] = [
   A("select * from ts_stat('select to_tsvector(ssn) from shop.customers')", 'deny'),
   A("select * from pg_stats where tablename = 'customers'", 'deny'),
   A('select most_common_vals from pg_catalog.pg_stats', 'deny'),
-  A("select * from customers tablesample system (100)", 'deny'),
+  A('select * from customers tablesample system (100)', 'deny'),
   A('alter table customers alter column ssn type int using ssn::int', 'deny'),
   A('create index on customers ((ssn::int))', 'deny'),
   A('create table evil_child () inherits (customers)', 'deny'),
-  A("create function shop.f2() returns text language sql as 'select ssn from shop.customers limit 1'", 'deny'),
+  A(
+    "create function shop.f2() returns text language sql as 'select ssn from shop.customers limit 1'",
+    'deny',
+  ),
   A("select pg_read_file('/etc/hostname')", 'deny'),
   A('select * from archive', 'deny'),
   A('select * from only archive'),
@@ -245,7 +265,10 @@ let dbUrl: string;
 const theP = policy();
 
 async function connect(): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: dbUrl, types: { getTypeParser: () => (v: string) => v } as any });
+  const c = new pg.Client({
+    connectionString: dbUrl,
+    types: { getTypeParser: () => (v: string) => v } as any,
+  });
   await c.connect();
   return c;
 }
@@ -284,7 +307,11 @@ async function attempt(sql: string, who: Identity, viaPsql = false): Promise<Out
     }
     try {
       const r = await c.query({ text: d.sql, rowMode: 'array' } as any);
-      return { decision: d, output: JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) + notices.join(), result: r };
+      return {
+        decision: d,
+        output: JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) + notices.join(),
+        result: r,
+      };
     } catch (e) {
       const err = e as pg.DatabaseError;
       const text = [err.message, err.detail, err.hint, err.where, err.internalQuery].join(' | ');
@@ -331,9 +358,20 @@ describe('catalog snapshot from a real session of an ordinary role', () => {
       expect(cat.currentUser).toBe('app');
       const cust = cat.masked.get('shop\u0000customers')!;
       expect(cust.columns.map((x) => x.name)).toEqual([
-        'id', 'name', 'email', 'ssn', 'card_number', 'salary', 'birth_date', 'customer_ref', 'country',
+        'id',
+        'name',
+        'email',
+        'ssn',
+        'card_number',
+        'salary',
+        'birth_date',
+        'customer_ref',
+        'country',
       ]);
-      expect(cust.columns.find((x) => x.name === 'salary')).toMatchObject({ type: 'numeric(10,2)', category: 'N' });
+      expect(cust.columns.find((x) => x.name === 'salary')).toMatchObject({
+        type: 'numeric(10,2)',
+        category: 'N',
+      });
       expect(cat.masked.get('shop\u0000people_a')?.root).toEqual({ schema: 'shop', name: 'people' });
       expect([...cat.dependents].sort()).toEqual(['shop\u0000customer_view', 'shop\u0000v2']);
       expect([...cat.ancestors]).toEqual(['shop\u0000archive']);
@@ -403,7 +441,11 @@ describe('masked formats and the exempt subject', () => {
   });
 
   test('without a catalog snapshot a masked subject is denied (fail closed)', () => {
-    const d = judge('select * from customers', { identity: masked, database: DB, searchPath: ['shop'] }, theP);
+    const d = judge(
+      'select * from customers',
+      { identity: masked, database: DB, searchPath: ['shop'] },
+      theP,
+    );
     expect(d.kind).toBe('deny');
     expect(d.message).toMatch(/no catalog snapshot/);
   });

@@ -416,6 +416,10 @@ export class Operations {
     // an update that changes nothing keeps the resourceVersion and sends no event, like kube-apiserver
     if (deepEqual(withoutRv(next), withoutRv(existing))) return this.present(type, version, existing);
     if (ctx.dryRun) return this.present(type, version, next);
+    // webhooks are awaited above: a write that landed meanwhile makes this one stale, as in etcd
+    const current = this.store.get(key, existing.metadata!.namespace, existing.metadata!.name!);
+    if (current?.metadata?.resourceVersion !== existing.metadata!.resourceVersion)
+      throw conflict(type.group, type.plural, existing.metadata!.name!, STALE);
 
     if (next.metadata!.deletionTimestamp && (next.metadata!.finalizers ?? []).length === 0) {
       next.metadata!.resourceVersion = existing.metadata!.resourceVersion;

@@ -1,0 +1,306 @@
+/**
+ * The operator against a Kubernetes API served over real HTTPS in this process: compile, status,
+ * Events, policy distribution with long-poll, last-known-good in the sidecar's policy client,
+ * broken resources, and leader election between two replicas.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CompiledPolicy } from '../../api/compiled.js';
+import { crdObjects } from '../../api/crds.js';
+import { type RunningOperator, runOperator } from '../../operator/operator.js';
+import { PolicyClient } from '../../sidecar/policy-client.js';
+import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+
+const NS = 'shop';
+const quiet = () => {};
+
+function policy(extra: Record<string, unknown> = {}) {
+  return {
+    apiVersion: 'dbguard.io/v1alpha1',
+    kind: 'DatabasePolicy',
+    metadata: { name: 'orders', namespace: NS },
+    spec: {
+      upstream: { host: 'orders-db.shop.svc.cluster.local' },
+      defaultAction: 'Allow',
+      rules: [{ name: 'no-drop', action: 'Deny', match: { commands: ['DROP *'] }, message: 'no drops' }],
+      ...extra,
+    },
+  };
+}
+
+function maskingRule(strategy = 'Redact') {
+  return {
+    apiVersion: 'dbguard.io/v1alpha1',
+    kind: 'MaskingRule',
+    metadata: { name: 'customer-pii', namespace: NS },
+    spec: { policyRef: { name: 'orders' }, columns: [{ table: 'customers', column: 'ssn', strategy }] },
+  };
+}
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('operator', () => {
+  let api: KubeApi;
+  let op: RunningOperator;
+  let tmp: string;
+  const tokenFile = () => path.join(tmp, 'token');
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-op-'));
+    api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', NS, 'other', 'dbguard-system'] });
+    api.setTokenReview((token, audiences) => {
+      const sa = /^sa:(.+):(.+)$/.exec(token);
+      if (!sa || !audiences?.includes('dbguard')) return { authenticated: false, error: 'unknown token' };
+      return {
+        authenticated: true,
+        user: { username: `system:serviceaccount:${sa[1]}:${sa[2]}`, groups: ['system:serviceaccounts'] },
+        audiences: ['dbguard'],
+      };
+    });
+    fs.writeFileSync(tokenFile(), `sa:${NS}:checkout\n`);
+    op = await runOperator({ kubeConfig: api.kubeConfig(), listen: '127.0.0.1:0', log: quiet, watchdogSeconds: 5 });
+  });
+
+  afterAll(async () => {
+    await op?.close();
+    await api?.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const url = () => `http://127.0.0.1:${op.port}`;
+  const stored = (kind: string, name: string) => api.store.get<any>('dbguard.io/v1alpha1', kind, NS, name);
+
+  it('compiles a policy with its MaskingRule, marks it Ready and serves it', async () => {
+    await api.store.put(policy() as any);
+    await api.store.put(maskingRule() as any);
+    const ready = await until('Ready=True', () => {
+      const p = stored('DatabasePolicy', 'orders');
+      const c = p?.status?.conditions?.find((x: any) => x.type === 'Ready');
+      return c?.status === 'True' && p.status.maskingRules === 1 ? p : undefined;
+    });
+    expect(ready.status.policyVersion).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(ready.status.observedGeneration).toBe(ready.metadata.generation);
+    expect(ready.status.rules).toBe(1);
+    const mr = await until('MaskingRule Ready', () => {
+      const m = stored('MaskingRule', 'customer-pii');
+      return m?.status?.conditions?.[0]?.status === 'True' ? m : undefined;
+    });
+    expect(mr.status.conditions[0].reason).toBe('Bound');
+
+    const res = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as CompiledPolicy;
+    expect(body.version).toBe(ready.status.policyVersion);
+    expect(res.headers.get('etag')).toBe(`"${body.version}"`);
+    expect(body.masking[0]!.columns[0]).toMatchObject({ schema: 'public', table: 'customers', column: 'ssn', strategy: 'Redact' });
+
+    const again = await fetch(`${url()}/v1/policies/${NS}/orders`, {
+      headers: { Authorization: `Bearer sa:${NS}:checkout`, 'If-None-Match': `"${body.version}"` },
+    });
+    expect(again.status).toBe(304);
+    const events = api.store.list<any>('v1', 'Event', NS);
+    expect(events.some((e) => e.reason === 'Compiled' && e.involvedObject.name === 'orders')).toBe(true);
+  });
+
+  it('refuses sidecars of other namespaces and requests without a valid token', async () => {
+    const other = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: 'Bearer sa:other:app' } });
+    expect(other.status).toBe(403);
+    const none = await fetch(`${url()}/v1/policies/${NS}/orders`);
+    expect(none.status).toBe(401);
+    const bad = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: 'Bearer forged' } });
+    expect(bad.status).toBe(401);
+    const missing = await fetch(`${url()}/v1/policies/${NS}/nope`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } });
+    expect(missing.status).toBe(404);
+  });
+
+  it('pushes a changed MaskingRule to a long-polling sidecar within 2 seconds', async () => {
+    const seen: CompiledPolicy[] = [];
+    const client = new PolicyClient({
+      operatorUrl: url(),
+      policy: `${NS}/orders`,
+      tokenFile: tokenFile(),
+      cacheFile: path.join(tmp, 'lkg', 'policy.json'),
+      waitSeconds: 30,
+      onPolicy: (p) => seen.push(p),
+      log: quiet,
+    });
+    client.start();
+    try {
+      await until('first policy', () => seen.length >= 1);
+      // let the client settle into its long-poll
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      const mr = stored('MaskingRule', 'customer-pii');
+      await api.store.put({ ...mr, spec: { ...mr.spec, columns: [{ table: 'customers', column: 'ssn', strategy: 'Nullify' }] } });
+      await until('changed policy', () => seen.find((p) => p.masking[0]?.columns[0]?.strategy === 'Nullify'), 2000);
+      const elapsed = Date.now() - t0;
+      expect(elapsed).toBeLessThan(2000);
+      // the last-known-good file holds exactly what is enforced
+      const lkg = JSON.parse(fs.readFileSync(path.join(tmp, 'lkg', 'policy.json'), 'utf8')) as CompiledPolicy;
+      expect(lkg.version).toBe(client.current()!.version);
+    } finally {
+      await client.stop();
+    }
+  });
+
+  it('reports a broken policy with Ready=False naming the field and keeps serving the previous version', async () => {
+    const before = stored('DatabasePolicy', 'orders').status.policyVersion as string;
+    const p = stored('DatabasePolicy', 'orders');
+    // Duplicate rule names: a CEL rule a real API server checks, this test API does not (nor do clusters
+    // older than 1.25), so the operator must catch it itself.
+    await api.store.put({
+      ...p,
+      spec: {
+        ...p.spec,
+        rules: [
+          { name: 'hold', action: 'Deny', match: { commands: ['DELETE'] } },
+          { name: 'hold', action: 'Allow', match: { commands: ['DELETE'] } },
+        ],
+      },
+    });
+    const broken = await until('Ready=False', () => {
+      const o = stored('DatabasePolicy', 'orders');
+      const c = o?.status?.conditions?.find((x: any) => x.type === 'Ready');
+      return c?.status === 'False' ? { o, c } : undefined;
+    });
+    expect(broken.c.reason).toBe('InvalidSpec');
+    expect(broken.c.message).toMatch(/spec\.rules\[1\]\.name/);
+    expect(broken.c.message).toContain(`still serving version ${before}`);
+    const served = (await (
+      await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } })
+    ).json()) as CompiledPolicy;
+    expect(served.version).toBe(before);
+    const events = api.store.list<any>('v1', 'Event', NS);
+    expect(events.some((e) => e.reason === 'InvalidSpec' && e.type === 'Warning')).toBe(true);
+    // fixing it makes it Ready again
+    await api.store.put({ ...broken.o, spec: policy().spec });
+    await until('Ready again', () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True');
+  });
+
+  it('reports a MaskingRule whose salt Secret is missing on the policy, naming the field', async () => {
+    await api.store.put({
+      ...maskingRule(),
+      metadata: { name: 'hashed', namespace: NS },
+      spec: { policyRef: { name: 'orders' }, columns: [{ table: 'customers', column: 'ref', strategy: 'Hash', hash: { saltSecretRef: { name: 'pii-salt', key: 'salt' } } }] },
+    } as any);
+    const c = await until('Ready=False', () => {
+      const c = stored('DatabasePolicy', 'orders')?.status?.conditions?.[0];
+      return c?.status === 'False' ? c : undefined;
+    });
+    expect(c.message).toContain('spec.columns[0].hash.saltSecretRef');
+    await api.store.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'pii-salt', namespace: NS }, stringData: { salt: 's3cret' } } as any);
+    // Secrets are read, not watched: the MaskingRule change or the resync picks the Secret up; nudge it
+    const mr = stored('MaskingRule', 'hashed');
+    await api.store.put({ ...mr, metadata: { ...mr.metadata, labels: { nudge: '1' } } });
+    await until('Ready again', () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True');
+    await api.store.delete('dbguard.io/v1alpha1', 'MaskingRule', NS, 'hashed');
+  });
+
+  it('marks a MaskingRule whose policy does not exist', async () => {
+    await api.store.put({ ...maskingRule(), metadata: { name: 'orphan', namespace: NS }, spec: { ...maskingRule().spec, policyRef: { name: 'typo' } } } as any);
+    const c = await until('orphan condition', () => stored('MaskingRule', 'orphan')?.status?.conditions?.[0]);
+    expect(c).toMatchObject({ status: 'False', reason: 'PolicyNotFound' });
+    expect(c.message).toContain('spec.policyRef.name');
+  });
+
+  it('relists after 410 Gone and still sees changes', async () => {
+    const lists = () => api.requests.filter((r) => r.verb === 'list' && r.resource === 'databasepolicies').length;
+    const before = lists();
+    api.compactHistory();
+    const p = stored('DatabasePolicy', 'orders');
+    await api.store.put({ ...p, spec: { ...p.spec, defaultAction: 'Deny' } });
+    await until('relist', () => lists() > before);
+    const served = await until('new version served', () => {
+      const c = op.store.get(`${NS}/orders`);
+      return c?.defaultAction === 'Deny' ? c : undefined;
+    });
+    expect(served.defaultAction).toBe('Deny');
+  });
+
+  it('sidecar keeps enforcing from disk when the operator is gone, and has nothing when it never had a policy', async () => {
+    const cacheFile = path.join(tmp, 'lkg2', 'policy.json');
+    const got: CompiledPolicy[] = [];
+    const first = new PolicyClient({ operatorUrl: url(), policy: `${NS}/orders`, tokenFile: tokenFile(), cacheFile, onPolicy: (p) => got.push(p), log: quiet });
+    first.start();
+    await until('policy', () => got.length > 0);
+    await first.stop();
+    // a restarted sidecar whose operator cannot be reached enforces the file at once
+    const errors: Error[] = [];
+    const restarted: { p?: CompiledPolicy; source?: string } = {};
+    const second = new PolicyClient({
+      operatorUrl: 'http://127.0.0.1:9',
+      policy: `${NS}/orders`,
+      tokenFile: tokenFile(),
+      cacheFile,
+      onPolicy: (p, source) => Object.assign(restarted, { p, source }),
+      onSyncError: (e) => errors.push(e),
+      log: quiet,
+    });
+    second.start();
+    expect(restarted.source).toBe('cache');
+    expect(restarted.p?.version).toBe(got.at(-1)!.version);
+    await until('sync error counted', () => errors.length > 0);
+    await second.stop();
+    // an edited cache file is refused (its content no longer matches its version)
+    const edited = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+    edited.defaultAction = 'Allow';
+    edited.rules = [];
+    fs.writeFileSync(cacheFile, JSON.stringify(edited));
+    const third = new PolicyClient({ operatorUrl: 'http://127.0.0.1:9', policy: `${NS}/orders`, cacheFile, onPolicy: () => {}, log: quiet });
+    third.start();
+    expect(third.current()).toBeUndefined();
+    await third.stop();
+  });
+});
+
+describe('leader election', () => {
+  it('has one leader among two replicas; the other takes over within the lease duration', async () => {
+    const api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', 'dbguard-system', NS] });
+    const common = {
+      kubeConfig: api.kubeConfig(),
+      listen: '127.0.0.1:0',
+      leaderElect: true,
+      namespace: 'dbguard-system',
+      leaseDurationSeconds: 2,
+      renewDeadlineSeconds: 1,
+      retryPeriodSeconds: 0.2,
+      log: quiet,
+    };
+    const a = await runOperator({ ...common, identity: 'replica-a' });
+    const b = await runOperator({ ...common, identity: 'replica-b' });
+    try {
+      await until('a leader', () => a.isLeader() || b.isLeader());
+      await new Promise((r) => setTimeout(r, 600));
+      expect([a.isLeader(), b.isLeader()].filter(Boolean)).toHaveLength(1);
+      const [leader, follower] = a.isLeader() ? [a, b] : [b, a];
+      // both serve; only the leader writes status
+      await api.store.put(policy() as any);
+      await until('status by leader', () => api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion);
+      expect(follower.store.get(`${NS}/orders`)?.version).toBeDefined();
+      // kill the leader without releasing the lease (a crash): the follower waits for expiry, then leads
+      leader.elector!['stopped'] = true;
+      await leader.controller.stop();
+      const t0 = Date.now();
+      await until('takeover', () => follower.isLeader(), 6000);
+      const took = Date.now() - t0;
+      expect(took).toBeLessThan(2000 + 1500);
+      const lease = api.store.get<any>('coordination.k8s.io/v1', 'Lease', 'dbguard-system', 'dbguard-operator-leader');
+      expect(lease.spec.holderIdentity).toBe(follower === a ? 'replica-a' : 'replica-b');
+      expect(lease.spec.leaseTransitions).toBeGreaterThanOrEqual(1);
+    } finally {
+      await a.close().catch(() => {});
+      await b.close().catch(() => {});
+      await api.close();
+    }
+  });
+});
