@@ -1,0 +1,406 @@
+/**
+ * The governor: dbguard's DecisionPoint. It ties one proxy session to the policy engine, the audit
+ * trail and the metrics:
+ *
+ * - knows who is connected (workload identity, database user, a verified token's user and groups);
+ * - keeps what the engine needs to resolve names exactly as the server will: the session's effective
+ *   search_path and a catalog snapshot, both read on the client's own session (no extra credentials),
+ *   predicted from SET statements as they pass and re-read at the next safe point;
+ * - judges every Query and Parse, with a decision cache so a prepared statement costs a lookup;
+ * - fails closed: no policy, no catalog where masking needs one, or an engine error → the statement is
+ *   refused with a clear message;
+ * - hides error details from masked subjects (a `Failing row contains (...)` detail carries real values);
+ * - writes one audit event per statement and counts it, after it completed.
+ */
+import type { CompiledPolicy } from '../api/compiled.js';
+import type { Decision, StatementInfo } from '../policy/decision.js';
+import {
+  type CatalogSnapshot,
+  catalogQuery,
+  DecisionCache,
+  decisionKey,
+  isMaskedSubject,
+  judge,
+  parseCatalog,
+  parseSearchPath,
+  predictSearchPath,
+  type SessionContext,
+  searchPathQuery,
+} from '../policy/engine.js';
+import type { Identity } from '../policy/identity.js';
+import {
+  type AuditContext,
+  type AuditLog,
+  queryEvent,
+  sessionEndEvent,
+  sessionStartEvent,
+  shouldAuditQuery,
+} from './audit/index.js';
+import type { CompletedEvent, DecisionPoint, SessionHandle, Verdict } from './decision-point.js';
+import type { SidecarMetrics } from './metrics.js';
+
+export interface GovernorOptions {
+  /** the policy in force now (swapped atomically by the policy source between statements) */
+  policy: () => CompiledPolicy | undefined;
+  workload?: { serviceAccount?: string; pod?: string };
+  audit?: AuditLog;
+  metrics?: SidecarMetrics;
+  cache?: DecisionCache;
+  log?: (fields: Record<string, unknown>) => void;
+}
+
+/** Facts an authentication layer (token auth) may put into `SessionHandle.state` before sessionReady. */
+export const STATE_TOKEN_IDENTITY = 'dbguard.tokenIdentity';
+
+interface Inflight {
+  sql: string;
+  decision: Decision;
+  index: number;
+  started: number;
+}
+
+interface SessionState {
+  identity: Identity;
+  searchPath: string[];
+  catalog?: CatalogSnapshot;
+  /** the policy version the catalog was read for (the masked table list may change with it) */
+  catalogPolicy?: string;
+  pathDirty: boolean;
+  catalogDirty: boolean;
+  /** a SET inside the open transaction: a ROLLBACK would undo it */
+  pathSetInTx: boolean;
+  queries: Inflight[];
+  /** recent decisions by text, for Execute of prepared statements */
+  recent: Map<string, Decision>;
+  startedAt: number;
+  statements: number;
+  auditWait?: Promise<void>;
+}
+
+const NO_POLICY =
+  'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
+
+function stateOf(s: SessionHandle): SessionState {
+  return s.state.get('dbguard.governor') as SessionState;
+}
+
+function remember(st: SessionState, sql: string, d: Decision): void {
+  st.recent.delete(sql);
+  st.recent.set(sql, d);
+  if (st.recent.size > 256) st.recent.delete(st.recent.keys().next().value!);
+}
+
+function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pending' {
+  return d.kind === 'approval' ? 'approval_pending' : d.kind;
+}
+
+export class Governor implements DecisionPoint {
+  readonly cache: DecisionCache;
+
+  constructor(private readonly opts: GovernorOptions) {
+    this.cache = opts.cache ?? new DecisionCache(20_000);
+  }
+
+  private auditContext(s: SessionHandle, st: SessionState): AuditContext {
+    const p = this.opts.policy();
+    return { sessionId: s.id, policy: p?.policy ?? null, policyVersion: p?.version ?? null, identity: st.identity };
+  }
+
+  private writeAudit(st: SessionState, event: Parameters<AuditLog['write']>[0]): void {
+    const audit = this.opts.audit;
+    if (!audit) return;
+    const p = audit.write(event).then(
+      () => {
+        if (st.auditWait === p) st.auditWait = undefined;
+      },
+      (err: unknown) => {
+        this.opts.log?.({ msg: 'audit write failed', error: String((err as Error)?.message ?? err) });
+        if (st.auditWait === p) st.auditWait = undefined;
+      },
+    );
+    st.auditWait = p;
+  }
+
+  /** Does this policy need the catalog (masking, or names to resolve for object rules)? */
+  private needsCatalog(p: CompiledPolicy | undefined): boolean {
+    return !!p;
+  }
+
+  private async refresh(s: SessionHandle, st: SessionState): Promise<void> {
+    const p = this.opts.policy();
+    if (st.pathDirty || !st.searchPath.length) {
+      const r = await s.internalQuery(searchPathQuery);
+      st.searchPath = parseSearchPath(r.rows[0]?.[0] ?? '[]');
+      st.pathDirty = false;
+    }
+    if (p && this.needsCatalog(p) && (st.catalogDirty || !st.catalog || st.catalogPolicy !== p.version)) {
+      const r = await s.internalQuery(catalogQuery(p));
+      st.catalog = parseCatalog(r.rows);
+      st.catalogPolicy = p.version;
+      st.catalogDirty = false;
+    }
+  }
+
+  async sessionReady(s: SessionHandle): Promise<void> {
+    const token = s.state.get(STATE_TOKEN_IDENTITY) as { user?: string; groups?: string[] } | undefined;
+    const st: SessionState = {
+      identity: {
+        serviceAccount: this.opts.workload?.serviceAccount,
+        pod: this.opts.workload?.pod,
+        user: token?.user,
+        groups: token?.groups ?? [],
+        databaseUser: s.user,
+        applicationName: s.applicationName,
+        clientAddr: s.clientAddr,
+      },
+      searchPath: [],
+      pathDirty: true,
+      catalogDirty: true,
+      pathSetInTx: false,
+      queries: [],
+      recent: new Map(),
+      startedAt: Date.now(),
+      statements: 0,
+    };
+    s.state.set('dbguard.governor', st);
+    this.opts.metrics?.connectionOpened();
+    this.writeAudit(st, sessionStartEvent(this.auditContext(s, st), { database: s.database, tls: s.clientTls }));
+    try {
+      await this.refresh(s, st);
+    } catch (err) {
+      // Not fatal: statements that need the catalog are refused until a refresh succeeds.
+      this.opts.log?.({ msg: 'catalog read failed at session start', session: s.id, error: String((err as Error)?.message ?? err) });
+    }
+  }
+
+  private context(s: SessionHandle, st: SessionState): SessionContext {
+    return {
+      identity: st.identity,
+      database: s.database,
+      searchPath: st.searchPath,
+      catalog: st.catalog,
+      tempSchema: st.catalog?.tempSchema,
+    };
+  }
+
+  private decide(sql: string, s: SessionHandle, st: SessionState, p: CompiledPolicy): Decision {
+    const ctx = this.context(s, st);
+    const key = decisionKey(sql, ctx, p);
+    let d = this.cache.get(key);
+    if (!d) {
+      d = judge(sql, ctx, p);
+      this.cache.set(key, d);
+    }
+    return d;
+  }
+
+  private applyEffects(s: SessionHandle, st: SessionState, d: Decision): void {
+    for (const e of d.effects) {
+      switch (e.kind) {
+        case 'search_path':
+          if (e.value === 'reset') st.pathDirty = true;
+          else
+            st.searchPath = predictSearchPath(e.value, {
+              tempSchema: st.catalog?.tempSchema,
+              catalog: st.catalog,
+              user: s.user,
+            });
+          st.pathDirty = true; // verify against the server at the next safe point
+          if (s.txStatus !== 'I' || e.local) st.pathSetInTx = true;
+          break;
+        case 'unknown-state':
+          st.pathDirty = true;
+          break;
+        case 'catalog-changed':
+          st.catalogDirty = true;
+          break;
+        case 'transaction':
+          if (e.op === 'rollback' || e.op === 'rollback-to' || e.op === 'commit') st.pathDirty = true;
+          break;
+      }
+    }
+  }
+
+  async judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Promise<Verdict> {
+    const st = stateOf(s);
+    if (st.auditWait) await st.auditWait; // backpressure from a slow audit sink, never dropping events
+    const p = this.opts.policy();
+    if (!p) {
+      const d: Decision = { kind: 'deny', message: NO_POLICY, sqlstate: '42501', statements: [], sql, maskedColumns: [], enforced: true, effects: [] };
+      st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+      return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
+    }
+    // A new policy version, DDL or a changed search_path: bring the session facts up to date first when
+    // the session is at a safe point (a simple Query always is; a Parse in a pipeline may not be).
+    if (st.pathDirty || st.catalogDirty || st.catalogPolicy !== p.version) {
+      try {
+        await this.refresh(s, st);
+      } catch {
+        /* keep the prediction; a masked subject without a catalog is refused by the engine */
+      }
+    }
+    let d: Decision;
+    try {
+      d = this.decide(sql, s, st, p);
+    } catch (err) {
+      this.opts.log?.({ msg: 'policy engine error; statement refused', session: s.id, error: String((err as Error)?.message ?? err) });
+      d = {
+        kind: 'deny',
+        message: 'dbguard: internal error while judging the statement; refused (fail closed)',
+        sqlstate: 'XX000',
+        statements: [],
+        sql,
+        maskedColumns: [],
+        enforced: true,
+        effects: [],
+      };
+    }
+    if (d.refreshCatalog && d.kind === 'deny') {
+      // The deny came from a stale snapshot (a relation the catalog did not know): re-read it and judge once more.
+      try {
+        st.catalogDirty = true;
+        await this.refresh(s, st);
+        d = this.decide(sql, s, st, p);
+      } catch {
+        /* keep the deny */
+      }
+    }
+    remember(st, sql, d);
+    if (via === 'query') st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+    const enforce = d.enforced;
+    if (enforce && d.kind === 'deny') {
+      return { action: 'reject', sqlstate: d.sqlstate ?? '42501', message: d.message ?? 'dbguard: statement denied' };
+    }
+    if (enforce && d.kind === 'approval') {
+      return {
+        action: 'reject',
+        sqlstate: '42501',
+        message: d.message ?? `dbguard: statement requires approval (rule ${d.rule})`,
+        hint: 'Approval requests are created by the dbguard operator; this proxy runs without one.',
+      };
+    }
+    this.applyEffects(s, st, d);
+    return { action: 'forward', sql: enforce ? d.sql : sql };
+  }
+
+  judgeFunctionCall(_oid: number, s: SessionHandle): Verdict {
+    const st = stateOf(s);
+    const p = this.opts.policy();
+    const masked = p ? isMaskedSubject(p, st.identity) : true;
+    // The FunctionCall message names a function by OID: its effects cannot be seen. Masked subjects
+    // and a missing policy are refused; for others it is judged like `SELECT f(...)` of an unknown
+    // function would be: allowed only when the policy's default is Allow and no rule denies `*`.
+    if (!p) return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
+    const d = this.decide('SELECT dbguard_function_call_message()', s, st, p);
+    if (masked || d.kind !== 'allow') {
+      return {
+        action: 'reject',
+        sqlstate: '42501',
+        message: 'dbguard: the FunctionCall protocol message is opaque and not allowed for this identity',
+      };
+    }
+    return { action: 'forward', sql: '' };
+  }
+
+  async idle(s: SessionHandle, info: { safePoint: boolean }): Promise<void> {
+    const st = stateOf(s);
+    if (!st) return;
+    if (s.txStatus === 'I' && st.pathSetInTx) {
+      st.pathSetInTx = false;
+      st.pathDirty = true;
+    }
+    if (!info.safePoint || s.txStatus === 'E') return;
+    if (!st.pathDirty && !st.catalogDirty && st.catalogPolicy === this.opts.policy()?.version) return;
+    try {
+      await this.refresh(s, st);
+    } catch (err) {
+      this.opts.log?.({ msg: 'session refresh failed', session: s.id, error: String((err as Error)?.message ?? err) });
+    }
+  }
+
+  backendNotice(fields: Map<string, string>, s: SessionHandle): Map<string, string> {
+    const st = stateOf(s);
+    const p = this.opts.policy();
+    if (!st || !p || p.enforcement === 'DryRun' || !isMaskedSubject(p, st.identity)) return fields;
+    // DETAIL carries row values (`Failing row contains (...)`, `Key (email)=(...) already exists`);
+    // CONTEXT can quote them too. A masked subject gets neither.
+    if (fields.has('D')) fields.set('D', 'detail hidden by dbguard: it may contain masked values');
+    if (fields.has('W')) fields.delete('W');
+    return fields;
+  }
+
+  completed(e: CompletedEvent): void {
+    const st = stateOf(e.s);
+    if (!st) return;
+    let decision: Decision | undefined;
+    let statement: StatementInfo | undefined;
+    let batch: { index: number; count: number } | null = null;
+    let started = Date.now() - e.durationMs;
+    if (e.via === 'query') {
+      while (st.queries.length && st.queries[0]!.sql !== e.sql) st.queries.shift();
+      const head = st.queries[0];
+      if (head) {
+        decision = head.decision;
+        started = head.started;
+        const n = head.decision.statements.length;
+        statement = head.decision.statements[Math.min(head.index, Math.max(0, n - 1))];
+        if (n > 1) batch = { index: head.index, count: n };
+        head.index++;
+        if (e.sqlstate || e.rejected || head.index >= n) st.queries.shift();
+      }
+    } else {
+      decision = st.recent.get(e.sql);
+      statement = decision?.statements[0];
+    }
+    if (!decision) return;
+    st.statements++;
+    const p = this.opts.policy();
+    const policyName = p?.policy ?? 'none';
+    const info: StatementInfo = statement ?? {
+      command: e.commandTag?.split(' ')[0] ?? 'UNKNOWN',
+      objects: [],
+      fingerprint: '',
+      normalized: '',
+      withoutWhere: false,
+      opaque: false,
+    };
+    const label = decisionLabel(decision);
+    this.opts.metrics?.recordQuery({
+      policy: policyName,
+      decision: label,
+      command: info.command,
+      rule: decision.rule,
+      durationSeconds: (Date.now() - started) / 1000,
+    });
+    if (!p || !shouldAuditQuery(p.audit.statements, { decision: label, statement: info })) return;
+    this.writeAudit(
+      st,
+      queryEvent(this.auditContext(e.s, st), {
+        decision: label,
+        rule: decision.rule ?? null,
+        statement: info,
+        batch,
+        maskedColumns: decision.maskedColumns,
+        rowCount: e.rowCount ?? null,
+        durationMs: Date.now() - started,
+        sqlstate: e.sqlstate ?? null,
+        enforced: decision.enforced,
+        tags: decision.tags,
+      }),
+    );
+  }
+
+  sessionEnd(s: SessionHandle): void {
+    const st = stateOf(s);
+    if (!st) return;
+    this.opts.metrics?.connectionClosed();
+    this.writeAudit(
+      st,
+      sessionEndEvent(this.auditContext(s, st), {
+        reason: 'client',
+        durationMs: Date.now() - st.startedAt,
+        queries: st.statements,
+      }),
+    );
+  }
+}
