@@ -92,7 +92,8 @@ export async function startDemo(opts: { listen: string; auditLog?: string; log?:
     upstream: { host: '127.0.0.1', port: dbPort, sslmode: 'disable' },
     defaultDatabase: 'postgres',
     decisionPoint: governor,
-    logger: { log: () => {} },
+    // The demo's own output is the tour; proxy logs only when asked for.
+    logger: process.env.DBGUARD_DEMO_LOG ? (await import('../sidecar/log.js')).jsonLogger() : { log: () => {} },
   });
   return {
     proxyHost: proxy.host,

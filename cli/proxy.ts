@@ -16,8 +16,15 @@ const SSL_MODES: SslMode[] = ['disable', 'prefer', 'require', 'verify-ca', 'veri
 
 export const FLAGS: FlagSpec[] = [
   { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
-  { name: 'upstream', help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)" },
-  { name: 'policy-file', repeatable: true, help: 'multi-document YAML with DatabasePolicy/MaskingRule/Secret resources' },
+  {
+    name: 'upstream',
+    help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)",
+  },
+  {
+    name: 'policy-file',
+    repeatable: true,
+    help: 'multi-document YAML with DatabasePolicy/MaskingRule/Secret resources',
+  },
   { name: 'policy', help: 'which DatabasePolicy, NAMESPACE/NAME (needed when the files hold several)' },
   { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
   { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
@@ -26,9 +33,16 @@ export const FLAGS: FlagSpec[] = [
   { name: 'identity-pod', help: "the workload's pod name" },
   { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
   { name: 'tls-key', help: 'PEM private key for TLS to clients' },
-  { name: 'upstream-sslmode', help: `TLS to the upstream: ${SSL_MODES.join(' | ')} (default: the policy's, else prefer)` },
+  {
+    name: 'upstream-sslmode',
+    help: `TLS to the upstream: ${SSL_MODES.join(' | ')} (default: the policy's, else prefer)`,
+  },
   { name: 'upstream-ca', help: "PEM CA file to verify the upstream's certificate" },
-  { name: 'max-message-size', default: String(DEFAULT_MAX_MESSAGE_SIZE), help: 'largest client message in bytes' },
+  {
+    name: 'max-message-size',
+    default: String(DEFAULT_MAX_MESSAGE_SIZE),
+    help: 'largest client message in bytes',
+  },
   { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
@@ -54,7 +68,9 @@ function readPem(path: string, flag: string): string {
   try {
     return fs.readFileSync(path, 'utf8');
   } catch (err) {
-    throw new StartupError(`--${flag} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new StartupError(
+      `--${flag} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
   }
 }
 
@@ -64,7 +80,9 @@ class StartupError extends Error {}
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, FLAGS);
   if (flags.has('help')) {
-    process.stdout.write(`${helpText('proxy', 'Run the PostgreSQL protocol proxy in front of one upstream.', FLAGS)}\n`);
+    process.stdout.write(
+      `${helpText('proxy', 'Run the PostgreSQL protocol proxy in front of one upstream.', FLAGS)}\n`,
+    );
     return 0;
   }
   if (flags.positionals.length) throw new UsageError(`unexpected argument '${flags.positionals[0]}'`);
@@ -117,10 +135,17 @@ export async function run(argv: string[]): Promise<number> {
     const certFile = flags.get('tls-cert');
     const keyFile = flags.get('tls-key');
     if (!!certFile !== !!keyFile) throw new UsageError('--tls-cert and --tls-key go together');
-    const tlsOpts = certFile && keyFile ? { cert: readPem(certFile, 'tls-cert'), key: readPem(keyFile, 'tls-key') } : undefined;
+    const tlsOpts =
+      certFile && keyFile
+        ? { cert: readPem(certFile, 'tls-cert'), key: readPem(keyFile, 'tls-key') }
+        : undefined;
 
     const maxMessageSize = Number(flags.get('max-message-size'));
-    if (!Number.isInteger(maxMessageSize) || maxMessageSize < 1024 || maxMessageSize > DEFAULT_MAX_MESSAGE_SIZE) {
+    if (
+      !Number.isInteger(maxMessageSize) ||
+      maxMessageSize < 1024 ||
+      maxMessageSize > DEFAULT_MAX_MESSAGE_SIZE
+    ) {
       throw new UsageError(`--max-message-size: an integer from 1024 to ${DEFAULT_MAX_MESSAGE_SIZE}`);
     }
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
@@ -145,7 +170,9 @@ export async function run(argv: string[]): Promise<number> {
 
     // Last line of defence: a bug in one connection's handling must not end every session.
     const onUncaught = (err: unknown) =>
-      logger.log('error', 'uncaught exception', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+      logger.log('error', 'uncaught exception', {
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      });
     process.on('uncaughtException', onUncaught);
     process.on('unhandledRejection', onUncaught);
 

@@ -16,6 +16,7 @@ import { OperatorMetrics } from './metrics.js';
 import { policyRouter, tuneForLongPoll } from './policy-server.js';
 import { PolicyStore } from './policy-store.js';
 import { type Authenticate, tokenReviewAuthenticator } from './sidecar-auth.js';
+import type { TlsSource } from './certs/types.js';
 
 export interface OperatorOptions {
   kubeConfig: k8s.KubeConfig;
@@ -30,6 +31,8 @@ export interface OperatorOptions {
   renewDeadlineSeconds?: number;
   retryPeriodSeconds?: number;
   tls?: { cert: string; key: string };
+  /** a certificate source that can change while running (self-managed or files); wins over `tls` */
+  certificates?: (ctx: OperatorContext) => TlsSource;
   authenticate?: Authenticate;
   resyncSeconds?: number;
   watchdogSeconds?: number;
@@ -43,6 +46,8 @@ export interface OperatorContext {
   metrics: OperatorMetrics;
   isLeader: () => boolean;
   kubeConfig: k8s.KubeConfig;
+  /** the serving certificate's source when `certificates` was given (its caBundle is what clients trust) */
+  tls?: TlsSource;
 }
 
 export interface RunningOperator extends OperatorContext {
@@ -110,6 +115,12 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
     metrics.leader.set(1);
   }
   const ctx: OperatorContext = { store, metrics, isLeader, kubeConfig: opts.kubeConfig };
+  let tls = opts.tls;
+  if (opts.certificates) {
+    ctx.tls = opts.certificates(ctx);
+    const m = await ctx.tls.start();
+    tls = { cert: m.cert, key: m.key };
+  }
 
   const app = express();
   app.disable('x-powered-by');
@@ -122,7 +133,9 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
     }),
   );
   opts.routes?.(app, ctx);
-  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : http.createServer(app);
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, app) : http.createServer(app);
+  // a renewed certificate is used for new connections without a restart
+  ctx.tls?.onChange((m) => (server as https.Server).setSecureContext({ cert: m.cert, key: m.key }));
   tuneForLongPoll(server);
 
   let metricsServer: http.Server | undefined;
@@ -145,7 +158,7 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
   await controller.start();
   elector?.start();
   const port = await listenOn(server, opts.listen);
-  log({ msg: 'operator started', port, metricsPort, leaderElect: !!opts.leaderElect, tls: !!opts.tls });
+  log({ msg: 'operator started', port, metricsPort, leaderElect: !!opts.leaderElect, tls: !!tls });
 
   return {
     ...ctx,
@@ -156,6 +169,7 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
     async close() {
       await elector?.stop();
       await controller.stop();
+      await ctx.tls?.stop();
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
       if (metricsServer) await new Promise<void>((r) => metricsServer!.close(() => r()));

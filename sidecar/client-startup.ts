@@ -2,9 +2,9 @@
  * The client's first packets: SSLRequest (TLS when the proxy has a certificate, else 'N'),
  * GSSENCRequest (always 'N'), CancelRequest, and the StartupMessage for protocol 3.x.
  */
-import net from 'node:net';
-import tls from 'node:tls';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import {
   CANCEL_REQUEST_CODE,
   GSSENC_REQUEST_CODE,
@@ -82,9 +82,19 @@ export async function readClientHello(
     }
     const major = code >>> 16;
     if (major !== 3) {
-      throw new ProtocolViolation(`unsupported frontend protocol ${major}.${code & 0xffff}: server supports 3.0 to 3.2`, '0A000');
+      throw new ProtocolViolation(
+        `unsupported frontend protocol ${major}.${code & 0xffff}: server supports 3.0 to 3.2`,
+        '0A000',
+      );
     }
-    return { kind: 'startup', sock, reader, tls: usingTls, version: code, params: parseStartupParams(pkt.subarray(4)) };
+    return {
+      kind: 'startup',
+      sock,
+      reader,
+      tls: usingTls,
+      version: code,
+      params: parseStartupParams(pkt.subarray(4)),
+    };
   }
   throw new ProtocolViolation('too many negotiation packets');
 }
@@ -94,13 +104,16 @@ function parseStartupParams(payload: Buffer): Map<string, string> {
   let pos = 0;
   for (;;) {
     const kEnd = payload.indexOf(0, pos);
-    if (kEnd < 0) throw new ProtocolViolation('invalid startup packet layout: expected terminator as last byte');
+    if (kEnd < 0)
+      throw new ProtocolViolation('invalid startup packet layout: expected terminator as last byte');
     if (kEnd === pos) {
-      if (kEnd !== payload.length - 1) throw new ProtocolViolation('invalid startup packet layout: trailing bytes');
+      if (kEnd !== payload.length - 1)
+        throw new ProtocolViolation('invalid startup packet layout: trailing bytes');
       return params;
     }
     const vEnd = payload.indexOf(0, kEnd + 1);
-    if (vEnd < 0) throw new ProtocolViolation('invalid startup packet layout: expected terminator as last byte');
+    if (vEnd < 0)
+      throw new ProtocolViolation('invalid startup packet layout: expected terminator as last byte');
     params.set(payload.toString('utf8', pos, kEnd), payload.toString('utf8', kEnd + 1, vEnd));
     pos = vEnd + 1;
   }

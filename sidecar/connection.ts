@@ -5,12 +5,12 @@
  * relays. Any failure closes this connection only.
  */
 import type net from 'node:net';
-import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
 import { type Credentials, loginUpstream } from './auth/upstream-login.js';
 import type { CancelRegistry } from './cancel-registry.js';
-import type { DecisionPoint } from './decision-point.js';
 import { readClientHello } from './client-startup.js';
+import type { DecisionPoint } from './decision-point.js';
 import type { Logger } from './log.js';
 import {
   AUTH,
@@ -55,12 +55,14 @@ const MAX_AUTH_MESSAGE = 64 * 1024;
 export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Promise<void> {
   const clientAddr = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
   raw.setNoDelay(true);
+  raw.setKeepAlive(true, 60_000);
   ctx.starting.add(raw);
   let client: Duplex = raw;
   let upstream: Duplex | undefined;
   let handedOver = false;
   const fatal = (sqlstate: string, message: string) => {
-    if (!client.destroyed && client.writable) client.end(encodeError({ severity: 'FATAL', sqlstate, message }));
+    if (!client.destroyed && client.writable)
+      client.end(encodeError({ severity: 'FATAL', sqlstate, message }));
     setTimeout(() => client.destroy(), 1000).unref();
   };
   raw.on('error', () => {}); // reported by the reads below
@@ -115,9 +117,18 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
           message,
         });
       } catch (err) {
-        ctx.logger.log('error', 'decision point hook failed', { hook: 'authFailure', error: (err as Error).message });
+        ctx.logger.log('error', 'decision point hook failed', {
+          hook: 'authFailure',
+          error: (err as Error).message,
+        });
       }
-      ctx.logger.log('info', 'login refused', { clientAddr, database, user, sqlstate: fields?.get('C'), reason: message });
+      ctx.logger.log('info', 'login refused', {
+        clientAddr,
+        database,
+        user,
+        sqlstate: fields?.get('C'),
+        reason: message,
+      });
     };
 
     // ---- authentication
@@ -130,7 +141,10 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       if (!res.ok) {
         const fields = res.errorRaw ? decodeFields(res.errorRaw.subarray(5)) : undefined;
         authFailed(fields, fields?.get('M') ?? res.reason);
-        fatal(fields?.get('C') ?? '28000', 'dbguard: the proxy could not log in to the database server; see the proxy log');
+        fatal(
+          fields?.get('C') ?? '28000',
+          'dbguard: the proxy could not log in to the database server; see the proxy log',
+        );
         return;
       }
       client.write(encodeAuth(AUTH.ok));
@@ -159,7 +173,8 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         if (code === AUTH.sasl) {
           // SCRAM-SHA-256-PLUS binds to the TLS channel, which ends at the proxy: it cannot work through it.
           const { mechanisms, encoded } = filterSaslMechanisms(r.rest());
-          if (mechanisms.length === 0) throw new Error('upstream offers only SASL mechanisms that need channel binding');
+          if (mechanisms.length === 0)
+            throw new Error('upstream offers only SASL mechanisms that need channel binding');
           client.write(encodeAuth(AUTH.sasl, encoded));
         } else if (code === AUTH.cleartext || code === AUTH.md5 || code === AUTH.saslContinue) {
           client.write(m.raw);
@@ -167,12 +182,17 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
           client.write(m.raw);
           continue; // no answer expected
         } else {
-          fatal('28000', `dbguard: authentication method ${code} (GSSAPI/SSPI) cannot be relayed by the proxy`);
+          fatal(
+            '28000',
+            `dbguard: authentication method ${code} (GSSAPI/SSPI) cannot be relayed by the proxy`,
+          );
           return;
         }
         const answer = await clientReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
         if (answer.type !== T.Password) {
-          throw new ProtocolViolation(`expected password response, got message type ${typeName(answer.type)}`);
+          throw new ProtocolViolation(
+            `expected password response, got message type ${typeName(answer.type)}`,
+          );
         }
         up.write(answer.raw);
       }
@@ -259,7 +279,10 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       ctx.logger.log('info', 'start-up timed out', { clientAddr, error: err.message });
       fatal('08006', `dbguard: ${err.message}`);
     } else {
-      ctx.logger.log('warn', 'connection start-up failed', { clientAddr, error: (err as Error)?.message ?? String(err) });
+      ctx.logger.log('warn', 'connection start-up failed', {
+        clientAddr,
+        error: (err as Error)?.message ?? String(err),
+      });
       fatal('08006', 'dbguard: connection start-up failed; see the proxy log');
     }
   } finally {
@@ -271,9 +294,10 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
 }
 
 function negotiatedVersion(body: Buffer): number {
-  // NegotiateProtocolVersion: int32 newest minor version supported, then the unrecognized options.
-  const minor = body.length >= 4 ? body.readInt32BE(0) : 0;
-  return PROTOCOL_3_0 | minor;
+  // NegotiateProtocolVersion: int32 newest protocol version supported (PostgreSQL sends the whole
+  // version, (3 << 16) | minor), then the unrecognized options.
+  const v = body.length >= 4 ? body.readInt32BE(0) : PROTOCOL_3_0;
+  return v >= 1 << 16 ? v : PROTOCOL_3_0 | v;
 }
 
 async function forwardCancel(ctx: ProxyContext, pid: number, secret: Buffer): Promise<void> {

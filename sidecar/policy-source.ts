@@ -18,7 +18,8 @@ export function loadPolicyFromFiles(paths: string[], policyName?: string): Polic
       files.push({ name: path, text: fs.readFileSync(path, 'utf8') });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+      const why =
+        code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
       return { ok: false, error: `policy file ${path}: ${why}` };
     }
   }

@@ -54,7 +54,11 @@ export interface ProxyHandle {
 export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const logger = opts.logger ?? jsonLogger();
   const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
-  if (!Number.isInteger(maxMessageSize) || maxMessageSize < 1024 || maxMessageSize > DEFAULT_MAX_MESSAGE_SIZE) {
+  if (
+    !Number.isInteger(maxMessageSize) ||
+    maxMessageSize < 1024 ||
+    maxMessageSize > DEFAULT_MAX_MESSAGE_SIZE
+  ) {
     throw new Error(`max message size must be an integer between 1024 and ${DEFAULT_MAX_MESSAGE_SIZE} bytes`);
   }
   const ctx: ProxyContext = {

@@ -129,7 +129,8 @@ const BACKEND_DECODED = new Set<number>([
 ]);
 
 const isCopyMessage = (t: number) => t === T.CopyData || t === T.CopyDone || t === T.CopyFail;
-const endsAtReadyForQuery = (p: Pending) => p.kind === 'Q' || p.kind === 'S' || p.kind === 'F' || p.kind === 'internal';
+const endsAtReadyForQuery = (p: Pending) =>
+  p.kind === 'Q' || p.kind === 'S' || p.kind === 'F' || p.kind === 'internal';
 
 export interface SessionInit {
   id: string;
@@ -267,10 +268,14 @@ export class Session implements SessionHandle {
     this.pumpBackend();
     const done = () => {
       if (this.closed) return;
-      this.hookLock--;
-      this.flushClient();
-      this.writeClient(this.init.firstReady);
-      if (this.safePoint) this.afterSafeReady();
+      try {
+        this.hookLock--;
+        this.flushClient();
+        this.writeClient(this.init.firstReady);
+        if (this.safePoint) this.afterSafeReady();
+      } catch (err) {
+        this.fail(err);
+      }
     };
     let ready: Promise<void> | void;
     try {
@@ -287,6 +292,7 @@ export class Session implements SessionHandle {
   }
 
   private sessionReadyFailed(err: unknown): void {
+    if (this.closed) return; // the client left while the session was being prepared
     this.log.log('error', 'session preparation failed', { sessionId: this.id, error: errMsg(err) });
     this.fatalToClient('08006', 'dbguard: the session could not be prepared; see the proxy log');
   }
@@ -498,7 +504,13 @@ export class Session implements SessionHandle {
           (v) => {
             const start = performance.now();
             if (v.action === 'reject') {
-              this.send(encodeQuery(Buffer.from(DENIAL_SQL)), { kind: 'Q', sql: text, verdictSql: DENIAL_SQL, reject: v, start });
+              this.send(encodeQuery(Buffer.from(DENIAL_SQL)), {
+                kind: 'Q',
+                sql: text,
+                verdictSql: DENIAL_SQL,
+                reject: v,
+                start,
+              });
             } else if (v.sql === text) {
               this.send(f.raw, { kind: 'Q', sql: text, verdictSql: text, start });
             } else {
@@ -622,7 +634,11 @@ export class Session implements SessionHandle {
 
   private judgeFailed(err: unknown): Verdict {
     this.hookError('judge', err);
-    return { action: 'reject', sqlstate: 'XX000', message: 'dbguard: the statement could not be judged; see the proxy log' };
+    return {
+      action: 'reject',
+      sqlstate: 'XX000',
+      message: 'dbguard: the statement could not be judged; see the proxy log',
+    };
   }
 
   /** Queues bytes for upstream and records the response they wait for. */
@@ -835,7 +851,13 @@ export class Session implements SessionHandle {
       this.emitCompleted(head, { sqlstate: reject.sqlstate, rejected: true });
     } else {
       this.clOut.push(this.scrub(raw, body, true, fields));
-      if (head.kind === 'Q' || head.kind === 'P' || head.kind === 'B' || head.kind === 'E' || head.kind === 'F') {
+      if (
+        head.kind === 'Q' ||
+        head.kind === 'P' ||
+        head.kind === 'B' ||
+        head.kind === 'E' ||
+        head.kind === 'F'
+      ) {
         this.emitCompleted(head, { sqlstate: fields.get('C') ?? 'XX000' });
       }
     }
@@ -849,7 +871,8 @@ export class Session implements SessionHandle {
   private scrub(raw: Buffer, body: Buffer, isError: boolean, decoded?: Map<string, string>): Buffer {
     const hook = this.dp.backendNotice;
     if (!hook) return raw;
-    const fields = decoded ?? decodeFields(body, isError ? 'ErrorResponse' : 'NoticeResponse', this.textEncoding);
+    const fields =
+      decoded ?? decodeFields(body, isError ? 'ErrorResponse' : 'NoticeResponse', this.textEncoding);
     let out: Map<string, string>;
     try {
       // The hook gets a copy it may change in place; the result is always re-encoded.
@@ -867,7 +890,8 @@ export class Session implements SessionHandle {
   private onReadyForQuery(raw: Buffer, body: Buffer): Promise<void> | undefined {
     if (body.length !== 1) throw new Error('upstream sent a malformed ReadyForQuery');
     const status = String.fromCharCode(body[0]!);
-    if (status !== 'I' && status !== 'T' && status !== 'E') throw new Error(`upstream sent an invalid transaction status ${status}`);
+    if (status !== 'I' && status !== 'T' && status !== 'E')
+      throw new Error(`upstream sent an invalid transaction status ${status}`);
     // Pop up to and including the entry this ReadyForQuery answers.
     let head = this.fifo.shift();
     while (head && !endsAtReadyForQuery(head)) head = this.fifo.shift();
@@ -882,7 +906,7 @@ export class Session implements SessionHandle {
     const idle = this.dp.idle;
     if (idle) {
       if (safe) this.hookLock++;
-      let r: Promise<void> | void = undefined;
+      let r: unknown;
       try {
         r = idle.call(this.dp, this, { safePoint: safe });
       } catch (err) {
@@ -932,7 +956,8 @@ export class Session implements SessionHandle {
 
   private emitCompleted(head: Pending, extra: Partial<CompletedEvent>): void {
     const completed = this.dp.completed;
-    if (!completed || head.kind === 'internal' || head.kind === 'D' || head.kind === 'C' || head.kind === 'S') return;
+    if (!completed || head.kind === 'internal' || head.kind === 'D' || head.kind === 'C' || head.kind === 'S')
+      return;
     let sql: string;
     let verdictSql: string;
     let via: CompletedEvent['via'];
@@ -977,7 +1002,9 @@ export class Session implements SessionHandle {
   internalQuery(sql: string): Promise<{ rows: (string | null)[][]; fields: string[] }> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new Error('internalQuery: the session is closed'));
-      if (this.txStatus === 'E') {
+      const recovering =
+        this.internalRunning?.recovery === true || this.internalQueue.some((j) => j.recovery === true);
+      if (this.txStatus === 'E' && !recovering) {
         return reject(new Error('internalQuery: the client transaction is aborted (25P02)'));
       }
       const job: InternalJob = { sql, savepoint: false, fields: [], rows: [], resolve, reject };
@@ -988,7 +1015,9 @@ export class Session implements SessionHandle {
       }
       if (!this.safePointReachable()) {
         return reject(
-          new Error('internalQuery: the session cannot reach a safe point without more client input (pipeline without Sync)'),
+          new Error(
+            'internalQuery: the session cannot reach a safe point without more client input (pipeline without Sync)',
+          ),
         );
       }
       this.internalQueue.push(job);
@@ -1028,10 +1057,10 @@ export class Session implements SessionHandle {
   private internalMessage(head: Extract<Pending, { kind: 'internal' }>, type: number, body: Buffer): void {
     const job = head.job;
     if (type === T.RowDescription) {
-      job.fields = decodeRowDescription(body);
+      job.fields = decodeRowDescription(body, this.textEncoding);
       job.rows = [];
     } else if (type === T.DataRow) {
-      job.rows.push(decodeDataRowText(body));
+      job.rows.push(decodeDataRowText(body, this.textEncoding));
     } else if (type === T.NotificationResponse) {
       this.clOut.push(encodeRaw(type, body)); // asynchronous: belongs to the client
     } else if (type === T.CopyInResponse) {
@@ -1080,13 +1109,14 @@ function encodeRaw(type: number, body: Buffer): Buffer {
   return out;
 }
 
-function isPromise<X>(v: X | Promise<X> | void): v is Promise<X> {
-  return !!v && typeof (v as Promise<X>).then === 'function';
+function isPromise(v: unknown): v is Promise<void> {
+  return !!v && typeof (v as Promise<void>).then === 'function';
 }
 
 function checkVerdict(v: Verdict): Verdict {
   if (v && v.action === 'forward' && typeof v.sql === 'string') return v;
-  if (v && v.action === 'reject' && typeof v.sqlstate === 'string' && /^[0-9A-Z]{5}$/.test(v.sqlstate)) return v;
+  if (v && v.action === 'reject' && typeof v.sqlstate === 'string' && /^[0-9A-Z]{5}$/.test(v.sqlstate))
+    return v;
   return { action: 'reject', sqlstate: 'XX000', message: 'dbguard: invalid verdict from the decision point' };
 }
 

@@ -68,7 +68,10 @@ function sslAnswer(sock: net.Socket, timeoutMs: number): Promise<number> {
     };
     const onErr = (err: Error) => done(new UpstreamError(`upstream: ${err.message}`));
     const onClose = () => done(new UpstreamError('upstream closed the connection during SSL negotiation'));
-    const timer = setTimeout(() => done(new UpstreamError('upstream did not answer the SSL request')), timeoutMs);
+    const timer = setTimeout(
+      () => done(new UpstreamError('upstream did not answer the SSL request')),
+      timeoutMs,
+    );
     sock.on('data', onData);
     sock.once('error', onErr);
     sock.once('close', onClose);

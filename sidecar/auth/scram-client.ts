@@ -35,9 +35,17 @@ export class ScramClient {
     const r = attrs.get('r');
     const s = attrs.get('s');
     const i = Number(attrs.get('i'));
-    if (!r || !s || !Number.isInteger(i) || i < 1) throw new ScramError('malformed SCRAM server-first-message');
-    if (!r.startsWith(this.nonce) || r.length === this.nonce.length) throw new ScramError('SCRAM server nonce invalid');
-    const salted = crypto.pbkdf2Sync(Buffer.from(this.password, 'utf8'), Buffer.from(s, 'base64'), i, 32, 'sha256');
+    if (!r || !s || !Number.isInteger(i) || i < 1)
+      throw new ScramError('malformed SCRAM server-first-message');
+    if (!r.startsWith(this.nonce) || r.length === this.nonce.length)
+      throw new ScramError('SCRAM server nonce invalid');
+    const salted = crypto.pbkdf2Sync(
+      Buffer.from(this.password, 'utf8'),
+      Buffer.from(s, 'base64'),
+      i,
+      32,
+      'sha256',
+    );
     const clientKey = hmac(salted, 'Client Key');
     const storedKey = sha256(clientKey);
     const withoutProof = `c=biws,r=${r}`;
@@ -73,6 +81,15 @@ function parseAttrs(msg: string): Map<string, string> {
 
 /** PostgreSQL's MD5 password answer: 'md5' + md5(md5(password + user) + salt). */
 export function md5Password(user: string, password: string, salt: Buffer): string {
-  const inner = crypto.createHash('md5').update(password + user, 'utf8').digest('hex');
-  return 'md5' + crypto.createHash('md5').update(Buffer.concat([Buffer.from(inner, 'utf8'), salt])).digest('hex');
+  const inner = crypto
+    .createHash('md5')
+    .update(password + user, 'utf8')
+    .digest('hex');
+  return (
+    'md5' +
+    crypto
+      .createHash('md5')
+      .update(Buffer.concat([Buffer.from(inner, 'utf8'), salt]))
+      .digest('hex')
+  );
 }

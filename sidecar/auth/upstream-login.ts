@@ -29,12 +29,14 @@ export async function loginUpstream(
   let scram: ScramClient | null = null;
   for (let step = 0; step < 16; step++) {
     const m = await reader.message(64 * 1024, timeoutMs);
-    if (m.type === T.ErrorResponse) return { ok: false, errorRaw: m.raw, reason: 'upstream refused the login' };
+    if (m.type === T.ErrorResponse)
+      return { ok: false, errorRaw: m.raw, reason: 'upstream refused the login' };
     if (m.type === T.NegotiateProtocolVersion) {
       relay.push(m.raw);
       continue;
     }
-    if (m.type !== T.Auth) return { ok: false, reason: `unexpected upstream message during login (${m.type})` };
+    if (m.type !== T.Auth)
+      return { ok: false, reason: `unexpected upstream message during login (${m.type})` };
     const r = new BodyReader(m.body, 'Authentication');
     const code = r.int32();
     const data = r.rest();
@@ -51,7 +53,10 @@ export async function loginUpstream(
         case AUTH.sasl: {
           const mechs = data.toString('utf8').split('\0');
           if (!mechs.includes('SCRAM-SHA-256')) {
-            return { ok: false, reason: `upstream offers no supported SASL mechanism (${mechs.filter(Boolean).join(', ')})` };
+            return {
+              ok: false,
+              reason: `upstream offers no supported SASL mechanism (${mechs.filter(Boolean).join(', ')})`,
+            };
           }
           scram = new ScramClient(creds.password);
           sock.write(encodeSaslInitial('SCRAM-SHA-256', scram.first()));
@@ -66,7 +71,10 @@ export async function loginUpstream(
           scram.verify(data);
           break;
         default:
-          return { ok: false, reason: `upstream asks for an unsupported authentication method (code ${code})` };
+          return {
+            ok: false,
+            reason: `upstream asks for an unsupported authentication method (code ${code})`,
+          };
       }
     } catch (err) {
       if (err instanceof ScramError) return { ok: false, reason: err.message };

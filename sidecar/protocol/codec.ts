@@ -109,7 +109,8 @@ export class BodyReader {
     this.pos = start;
   }
   private need(n: number): void {
-    if (n < 0 || this.pos + n > this.buf.length) throw new ProtocolViolation(`${this.what}: message truncated`);
+    if (n < 0 || this.pos + n > this.buf.length)
+      throw new ProtocolViolation(`${this.what}: message truncated`);
   }
   byte(): number {
     this.need(1);
@@ -286,28 +287,29 @@ export function decodeBackendKeyData(body: Buffer): { pid: number; secret: Buffe
   const r = new BodyReader(body, 'BackendKeyData');
   const pid = r.int32();
   const secret = Buffer.from(r.rest());
-  if (secret.length < 4 || secret.length > 256) throw new ProtocolViolation('BackendKeyData: invalid secret length');
+  if (secret.length < 4 || secret.length > 256)
+    throw new ProtocolViolation('BackendKeyData: invalid secret length');
   return { pid, secret };
 }
 
-export function decodeRowDescription(body: Buffer): string[] {
+export function decodeRowDescription(body: Buffer, encoding: BufferEncoding = 'utf8'): string[] {
   const r = new BodyReader(body, 'RowDescription');
   const n = r.int16();
   const names: string[] = [];
   for (let i = 0; i < n; i++) {
-    names.push(r.cstring().toString('utf8'));
+    names.push(r.cstring().toString(encoding));
     r.bytes(18);
   }
   return names;
 }
 
-export function decodeDataRowText(body: Buffer): (string | null)[] {
+export function decodeDataRowText(body: Buffer, encoding: BufferEncoding = 'utf8'): (string | null)[] {
   const r = new BodyReader(body, 'DataRow');
   const n = r.int16();
   const row: (string | null)[] = [];
   for (let i = 0; i < n; i++) {
     const len = r.int32();
-    row.push(len < 0 ? null : r.bytes(len).toString('utf8'));
+    row.push(len < 0 ? null : r.bytes(len).toString(encoding));
   }
   return row;
 }
@@ -398,7 +400,12 @@ export function encodeQuery(sql: Buffer): Buffer {
   return message(T.Query, sql, NUL);
 }
 
-export function encodeParse(nameBytes: Buffer, sql: Buffer, paramTypeCount: number, paramTypes: Buffer): Buffer {
+export function encodeParse(
+  nameBytes: Buffer,
+  sql: Buffer,
+  paramTypeCount: number,
+  paramTypes: Buffer,
+): Buffer {
   return message(T.Parse, nameBytes, NUL, sql, NUL, int16(paramTypeCount), paramTypes);
 }
 

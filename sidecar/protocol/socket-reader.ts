@@ -92,7 +92,10 @@ export class SocketReader {
   }
 
   /** One typed message. */
-  async message(maxBodyLength: number, timeoutMs: number): Promise<{ type: number; raw: Buffer; body: Buffer }> {
+  async message(
+    maxBodyLength: number,
+    timeoutMs: number,
+  ): Promise<{ type: number; raw: Buffer; body: Buffer }> {
     await this.need(5, timeoutMs);
     const type = this.buf[0]!;
     const len = this.buf.readInt32BE(1);

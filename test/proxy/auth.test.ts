@@ -3,10 +3,11 @@
  * passwords refused with 28P01; the proxy's own upstream login (credentials mode); protocol 3.2
  * negotiation; the proxy's own cancel keys; TLS to clients with a certificate made by openssl.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuthFailureEvent } from '../../sidecar/decision-point.js';
@@ -14,6 +15,7 @@ import { allowAll } from '../../sidecar/decision-point.js';
 import { filterSaslMechanisms } from '../../sidecar/protocol/codec.js';
 import { errorFields, pgClient, RawConn, startTestProxy, type TestProxy, via } from './helpers.js';
 
+const execFileAsync = promisify(execFile);
 const authFailures: AuthFailureEvent[] = [];
 let proxy: TestProxy;
 beforeAll(async () => {
@@ -61,7 +63,13 @@ describe('relayed authentication', () => {
   });
 
   it('an unknown database is refused with the server error', async () => {
-    const c = new pg.Client({ host: proxy.host, port: proxy.port, user: 'app', password: 'app', database: 'no_such_db' });
+    const c = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: 'app',
+      password: 'app',
+      database: 'no_such_db',
+    });
     await expect(c.connect()).rejects.toMatchObject({ code: '3D000' });
   });
 
@@ -87,7 +95,7 @@ describe('protocol negotiation and cancel keys', () => {
     const { conn, messages } = await RawConn.login(via(proxy), (3 << 16) | 2, { '_pq_.dbguard_test': 'on' });
     const v = messages.find((m) => m.type === 'v');
     expect(v).toBeDefined();
-    expect(v!.body.readInt32BE(0)).toBe(0); // newest minor the server supports
+    expect(v!.body.readInt32BE(0)).toBe(3 << 16); // newest version the server supports: 3.0
     expect(v!.body.toString('latin1')).toContain('_pq_.dbguard_test');
     const k = messages.find((m) => m.type === 'K')!;
     expect(k.body.length).toBe(8);
@@ -146,17 +154,36 @@ describe('credentials mode (the proxy logs in upstream)', () => {
 describe('TLS to clients', () => {
   let dir: string;
   let tlsProxy: TestProxy;
+  const tlsSeen: boolean[] = [];
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-tls-'));
     execFileSync(
       'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-        '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')],
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        path.join(dir, 'key.pem'),
+        '-out',
+        path.join(dir, 'cert.pem'),
+      ],
       { stdio: 'pipe' },
     );
     tlsProxy = await startTestProxy({
-      tls: { cert: fs.readFileSync(path.join(dir, 'cert.pem')), key: fs.readFileSync(path.join(dir, 'key.pem')) },
+      decisionPoint: { ...allowAll, sessionReady: (sess) => void tlsSeen.push(sess.clientTls) },
+      tls: {
+        cert: fs.readFileSync(path.join(dir, 'cert.pem')),
+        key: fs.readFileSync(path.join(dir, 'key.pem')),
+      },
     });
   });
   afterAll(async () => {
@@ -164,11 +191,19 @@ describe('TLS to clients', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('psql connects with sslmode=verify-full against the generated CA', () => {
-    const out = execFileSync(
+  it('psql connects with sslmode=verify-full against the generated CA', async () => {
+    // Asynchronous: the proxy runs in this process and must keep serving while psql runs.
+    const { stdout: out } = await execFileAsync(
       'psql',
-      ['-X', '-At', '-c', 'select 7*6', '-c', '\\conninfo',
-        `host=localhost port=${tlsProxy.port} user=app password=app dbname=app sslmode=verify-full sslrootcert=${path.join(dir, 'cert.pem')}`],
+      [
+        '-X',
+        '-At',
+        '-c',
+        'select 7*6',
+        '-c',
+        '\\conninfo',
+        `host=localhost port=${tlsProxy.port} user=app password=app dbname=app sslmode=verify-full sslrootcert=${path.join(dir, 'cert.pem')}`,
+      ],
       { encoding: 'utf8' },
     );
     expect(out).toContain('42');
@@ -184,19 +219,25 @@ describe('TLS to clients', () => {
       database: 'app',
       ssl: { ca: fs.readFileSync(path.join(dir, 'cert.pem')), servername: 'localhost' },
     });
+    tlsSeen.length = 0;
     await c.connect();
     expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
     await c.end();
     const plain = await pgClient(via(tlsProxy));
     expect((await plain.query('select 2 as two')).rows[0].two).toBe(2);
     await plain.end();
+    expect(tlsSeen).toEqual([true, false]);
   });
 
-  it('a proxy without a certificate declines TLS, and sslmode=require fails', () => {
-    expect(() =>
-      execFileSync('psql', ['-X', '-At', '-c', 'select 1', `host=127.0.0.1 port=${proxy.port} user=app password=app dbname=app sslmode=require`], {
-        stdio: 'pipe',
-      }),
-    ).toThrow(/does not support SSL|SSL/);
+  it('a proxy without a certificate declines TLS, and sslmode=require fails', async () => {
+    await expect(
+      execFileAsync('psql', [
+        '-X',
+        '-At',
+        '-c',
+        'select 1',
+        `host=127.0.0.1 port=${proxy.port} user=app password=app dbname=app sslmode=require`,
+      ]),
+    ).rejects.toThrow(/does not support SSL/);
   });
 });

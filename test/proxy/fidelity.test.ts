@@ -5,7 +5,21 @@
 import crypto from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { direct, pgClient, pgjs, startTestProxy, type Target, type TestProxy, uniq, via } from './helpers.js';
+import {
+  cstring,
+  direct,
+  int16,
+  int32,
+  msg,
+  pgClient,
+  pgjs,
+  RawConn,
+  startTestProxy,
+  type Target,
+  type TestProxy,
+  uniq,
+  via,
+} from './helpers.js';
 
 let proxy: TestProxy;
 beforeAll(async () => {
@@ -36,7 +50,10 @@ describe('results', () => {
   it('a 300,000-row result arrives complete and identical', async () => {
     const [a, b] = await both(async (t) => {
       const c = await pgClient(t);
-      const r = await c.query({ text: 'select g, md5(g::text) as h from generate_series(1, 300000) g', rowMode: 'array' });
+      const r = await c.query({
+        text: 'select g, md5(g::text) as h from generate_series(1, 300000) g',
+        rowMode: 'array',
+      });
       await c.end();
       const hash = crypto.createHash('sha256');
       for (const row of r.rows) hash.update(`${row[0]}|${row[1]}\n`);
@@ -60,22 +77,31 @@ describe('results', () => {
         },
       });
       await c.connect();
-      const text = await c.query('select $1::numeric as n, $2::bytea as b, $3::int[] as arr, $4::jsonb as j', [
-        '12.50',
-        Buffer.from([0, 1, 2, 255]),
-        [1, 2, 3],
-        { k: 'v' },
-      ]);
-      const bin = await c.query({ text: 'select 42::int4 as i, 7::int8 as l, $1::text as s', values: ['é'], binary: true });
+      const text = await c.query(
+        'select $1::numeric as n, $2::bytea as b, $3::int[] as arr, $4::jsonb as j',
+        ['12.50', Buffer.from([0, 1, 2, 255]), [1, 2, 3], { k: 'v' }],
+      );
+      // binary result format (pg's types lack the flag, the client supports it)
+      const bin = await c.query({
+        text: 'select 42::int4 as i, 7::int8 as l, $1::text as s',
+        values: ['é'],
+        binary: true,
+      } as pg.QueryConfig);
       await c.end();
       const sql = pgjs(t);
-      const [row] = await sql`select ${Buffer.from('abc')}::bytea as b, ${[1, 2]}::int[] as a, ${new Date(0)}::timestamptz as ts,
-        ${'x'}::text as s, ${123456789012n}::int8 as big, ${true}::bool as flag`;
+      const [row] =
+        await sql`select ${Buffer.from('abc')}::bytea as b, ${[1, 2]}::int[] as a, ${new Date(0)}::timestamptz as ts,
+        ${'x'}::text as s, ${'123456789012'}::int8 as big, ${true}::bool as flag`;
       await sql.end();
       return {
         text: text.rows,
         bin: bin.rows.map((r) => ({ i: String(r.i), l: String(r.l), s: String(r.s) })),
-        pgjs: { ...row, b: Buffer.from(row!.b).toString('hex'), ts: (row!.ts as Date).toISOString(), big: String(row!.big) },
+        pgjs: {
+          ...row,
+          b: Buffer.from(row!.b).toString('hex'),
+          ts: (row!.ts as Date).toISOString(),
+          big: String(row!.big),
+        },
       };
     });
     expect(a.text[0].n).toBe('numeric:12.50');
@@ -96,7 +122,12 @@ describe('errors and transactions', () => {
       const after = await c.query('select 1 as ok');
       await c.query(`drop table ${table}_${label}`);
       await c.end();
-      return { div, dup: { ...dup, message: String(dup.message).replace(`_${label}`, '') }, syntax, ok: after.rows[0].ok };
+      return {
+        div,
+        dup: { ...dup, message: String(dup.message).replace(`_${label}`, '') } as Record<string, unknown>,
+        syntax,
+        ok: after.rows[0].ok,
+      };
     });
     expect(a.div.code).toBe('22012');
     expect(a.dup.code).toBe('23505');
@@ -162,9 +193,34 @@ describe('asynchronous messages', () => {
     await sender.query(`select pg_notify($1, 'via-proxy')`, [channel]);
     const d = await pgClient(direct());
     await d.query(`notify ${channel}, 'direct'`);
-    await Promise.race([arrived, new Promise((_, rej) => setTimeout(() => rej(new Error('no notification')), 10_000))]);
+    await Promise.race([
+      arrived,
+      new Promise((_, rej) => setTimeout(() => rej(new Error('no notification')), 10_000)),
+    ]);
     expect(got.sort()).toEqual([`${channel}:direct`, `${channel}:via-proxy`]);
     await Promise.all([listener.end(), sender.end(), d.end()]);
+  });
+});
+
+describe('raw protocol details', () => {
+  it('FunctionCall, ParameterStatus and EmptyQueryResponse pass through as directly', async () => {
+    const [a, b] = await both(async (t) => {
+      const { conn } = await RawConn.login(t);
+      const out: string[] = [];
+      // int4abs(-5) (oid 1251), text argument and result
+      conn.send(msg('F', Buffer.concat([int32(1251), int16(1), int16(0), int16(1), int32(2), Buffer.from('-5'), int16(0)])));
+      const f = await conn.readUntil('Z');
+      out.push(f.map((m) => m.type).join(''), f[0]!.body.toString('latin1', 4));
+      conn.send(msg('Q', cstring(`set application_name = 'dbguard-test'`)));
+      const s = await conn.readUntil('Z');
+      out.push(s.map((m) => m.type).join(''), s[1]!.body.toString('latin1'));
+      conn.send(msg('Q', cstring('')));
+      out.push((await conn.readUntil('Z')).map((m) => m.type).join(''));
+      conn.close();
+      return out;
+    });
+    expect(a).toEqual(['VZ', '5', 'CSZ', 'application_name\0dbguard-test\0', 'IZ']);
+    expect(b).toEqual(a);
   });
 });
 
@@ -185,7 +241,9 @@ describe('load', () => {
   it('200 concurrent connections', async () => {
     const clients = await Promise.all(Array.from({ length: 200 }, () => pgClient(via(proxy))));
     expect(proxy.activeSessions).toBe(200);
-    const pids = await Promise.all(clients.map((c) => c.query('select pg_backend_pid() as pid, pg_sleep(0.05)')));
+    const pids = await Promise.all(
+      clients.map((c) => c.query('select pg_backend_pid() as pid, pg_sleep(0.05)')),
+    );
     expect(new Set(pids.map((r) => r.rows[0].pid)).size).toBe(200);
     await Promise.all(clients.map((c) => c.end()));
     for (let i = 0; i < 100 && proxy.activeSessions > 0; i++) await new Promise((r) => setTimeout(r, 50));

@@ -6,7 +6,7 @@ import net from 'node:net';
 import pg from 'pg';
 import postgres from 'postgres';
 import { inject } from 'vitest';
-import type { LogLevel, Logger } from '../../sidecar/log.js';
+import type { Logger, LogLevel } from '../../sidecar/log.js';
 import { type ProxyHandle, type ProxyOptions, startProxy } from '../../sidecar/proxy.js';
 
 export const server = () => inject('pg');
@@ -18,7 +18,9 @@ export interface TestProxy extends ProxyHandle {
 export async function startTestProxy(opts: Partial<ProxyOptions> = {}): Promise<TestProxy> {
   const s = server();
   const logs: TestProxy['logs'] = [];
-  const logger: Logger = { log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }) };
+  const logger: Logger = {
+    log: (level, msg, fields) => logs.push({ level, msg, ...(fields ? { fields } : {}) }),
+  };
   const proxy = await startProxy({
     upstream: { host: s.host, port: s.port, sslmode: 'disable' },
     logger,
@@ -39,7 +41,12 @@ export function pgConfig(t: Target, user = 'app', password = 'app', database = '
   return { host: t.host, port: t.port, user, password, database };
 }
 
-export async function pgClient(t: Target, user = 'app', password = 'app', database = 'app'): Promise<pg.Client> {
+export async function pgClient(
+  t: Target,
+  user = 'app',
+  password = 'app',
+  database = 'app',
+): Promise<pg.Client> {
   const c = new pg.Client(pgConfig(t, user, password, database));
   await c.connect();
   return c;
@@ -122,7 +129,11 @@ export class RawConn {
     return new RawConn(sock);
   }
   /** Connects and logs in as trustuser; returns after the first ReadyForQuery. */
-  static async login(t: Target, version = 3 << 16, extra: Record<string, string> = {}): Promise<{ conn: RawConn; messages: RawMessage[] }> {
+  static async login(
+    t: Target,
+    version = 3 << 16,
+    extra: Record<string, string> = {},
+  ): Promise<{ conn: RawConn; messages: RawMessage[] }> {
     const conn = await RawConn.open(t);
     conn.send(startupMessage({ user: 'trustuser', database: 'app', ...extra }, version));
     const messages = await conn.readUntil('Z');

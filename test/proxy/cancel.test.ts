@@ -1,0 +1,74 @@
+/**
+ * Cancel through the proxy: a CancelRequest carrying the proxy's key for a session is mapped to
+ * the server's real key and sent upstream on a new connection; a wrong key cancels nothing.
+ */
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cstring, errorFields, msg, pgjs, RawConn, startTestProxy, type TestProxy, via } from './helpers.js';
+
+let proxy: TestProxy;
+beforeAll(async () => {
+  proxy = await startTestProxy();
+});
+afterAll(async () => {
+  await proxy.close();
+});
+
+function sendCancel(port: number, pid: number, secret: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      const pkt = Buffer.alloc(12 + secret.length);
+      pkt.writeInt32BE(pkt.length, 0);
+      pkt.writeInt32BE(80877102, 4);
+      pkt.writeInt32BE(pid, 8);
+      secret.copy(pkt, 12);
+      s.end(pkt);
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve());
+    s.resume();
+  });
+}
+
+describe('cancel', () => {
+  it('postgres.js cancels a running pg_sleep(20) with 57014 within seconds', async () => {
+    const sql = pgjs(via(proxy));
+    await sql`select 1`;
+    const started = Date.now();
+    const q = sql`select pg_sleep(20)`;
+    setTimeout(() => q.cancel(), 300);
+    await expect(q).rejects.toMatchObject({ code: '57014' });
+    expect(Date.now() - started).toBeLessThan(5000);
+    // the session goes on
+    expect((await sql`select 2 as n`)[0]!.n).toBe(2);
+    await sql.end();
+  });
+
+  it('a raw CancelRequest with the proxy key cancels; a wrong key does not', async () => {
+    const { conn, messages } = await RawConn.login(via(proxy));
+    const k = messages.find((m) => m.type === 'K')!;
+    const pid = k.body.readInt32BE(0);
+    const secret = Buffer.from(k.body.subarray(4));
+    conn.send(msg('Q', cstring('select pg_sleep(3)')));
+    await new Promise((r) => setTimeout(r, 200));
+    const wrong = Buffer.from(secret);
+    wrong[0] = wrong[0]! ^ 0xff;
+    await sendCancel(proxy.port, pid, wrong);
+    const started = Date.now();
+    const res = await conn.readUntil('Z');
+    // not cancelled: the sleep ran its course
+    expect(res.map((m) => m.type).join('')).toBe('TDCZ');
+    expect(Date.now() - started).toBeGreaterThan(1500);
+
+    conn.send(msg('Q', cstring('select pg_sleep(20)')));
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    await sendCancel(proxy.port, pid, secret);
+    const res2 = await conn.readUntil('Z');
+    const e = res2.find((m) => m.type === 'E')!;
+    expect(errorFields(e.body).C).toBe('57014');
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(proxy.logs.some((l) => l.msg.includes('unknown key'))).toBe(true);
+    conn.close();
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * The framer and the write buffer, property-tested: any message sequence cut into any chunks
+ * yields the same messages, fragments of streamed types add up to the original bytes, and
+ * unchanged pass-through goes out as the received buffer itself.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ProtocolViolation } from '../../sidecar/protocol/codec.js';
+import { type Frame, Framer } from '../../sidecar/protocol/framer.js';
+import { OutBuffer } from '../../sidecar/protocol/out-buffer.js';
+
+const message = (type: number, body: Uint8Array) => {
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = type;
+  out.writeInt32BE(4 + body.length, 1);
+  Buffer.from(body).copy(out, 5);
+  return out;
+};
+
+const STREAMED = 0x64; // 'd'
+const arbMessage = fc.record({
+  type: fc.constantFrom(0x51, 0x50, STREAMED, 0x53),
+  body: fc.uint8Array({ maxLength: 200 }),
+});
+
+describe('Framer', () => {
+  it('reassembles any message sequence split at any points', () => {
+    fc.assert(
+      fc.property(fc.array(arbMessage, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), (msgs, cuts) => {
+        const stream = Buffer.concat(msgs.map((m) => message(m.type, m.body)));
+        const points = [...new Set(cuts.map((c) => (stream.length ? c % stream.length : 0)))].sort((a, b) => a - b);
+        const chunks: Buffer[] = [];
+        let prev = 0;
+        for (const p of [...points, stream.length]) {
+          if (p > prev) chunks.push(stream.subarray(prev, p));
+          prev = Math.max(prev, p);
+        }
+        const framer = new Framer({ side: 'test', streamed: (t) => t === STREAMED, maxBodyLength: 1 << 20 });
+        const frames: Frame[] = [];
+        for (const c of chunks) framer.push(c, frames);
+        // Rebuild messages from frames.
+        const rebuilt: Buffer[] = [];
+        let parts: Buffer[] = [];
+        for (const f of frames) {
+          if (f.kind === 'msg') {
+            expect(f.raw.subarray(5)).toEqual(f.body);
+            rebuilt.push(Buffer.from(f.raw));
+          } else {
+            expect(f.type).toBe(STREAMED);
+            if (f.first) parts = [];
+            parts.push(Buffer.from(f.bytes));
+            if (f.last) rebuilt.push(Buffer.concat(parts));
+          }
+        }
+        expect(rebuilt).toEqual(msgs.map((m) => message(m.type, m.body)));
+        expect(framer.atBoundary).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses bad lengths, oversized messages and unknown types from the header', () => {
+    const framer = () =>
+      new Framer({ side: 'frontend', streamed: () => false, maxBodyLength: 100, validType: (t) => t === 0x51 });
+    expect(() => framer().push(Buffer.from([0x51, 0, 0, 0, 3]), [])).toThrow(ProtocolViolation);
+    expect(() => framer().push(Buffer.from([0x51, 0, 0, 1, 0]), [])).toThrow(/too large/);
+    expect(() => framer().push(Buffer.from([0x5a, 0, 0, 0, 4]), [])).toThrow(/invalid frontend message type/);
+    // A header split over chunks is checked too.
+    const f = framer();
+    f.push(Buffer.from([0x51, 0]), []);
+    expect(() => f.push(Buffer.from([0x10, 0, 0]), [])).toThrow(/too large/);
+  });
+});
+
+describe('OutBuffer', () => {
+  it('merges adjacent slices of one received chunk back into a single slice', () => {
+    const chunk = Buffer.from('abcdefghij');
+    const out = new OutBuffer();
+    out.push(chunk.subarray(0, 3));
+    out.push(chunk.subarray(3, 7));
+    out.push(chunk.subarray(7));
+    const taken = out.take()!;
+    expect(taken.toString()).toBe('abcdefghij');
+    expect(taken.buffer).toBe(chunk.buffer);
+    expect(taken.byteOffset).toBe(chunk.byteOffset);
+    expect(out.take()).toBeNull();
+  });
+
+  it('concatenates when a replacement breaks the run', () => {
+    const chunk = Buffer.from('abcdef');
+    const out = new OutBuffer();
+    out.push(chunk.subarray(0, 2));
+    out.push(Buffer.from('XY'));
+    out.push(chunk.subarray(4));
+    expect(out.take()!.toString()).toBe('abXYef');
+  });
+});
