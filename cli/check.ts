@@ -9,10 +9,21 @@ import type { Identity } from '../policy/identity.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
-  { name: 'policy-file', repeatable: true, help: 'multi-document YAML with DatabasePolicy, MaskingRule and Secret documents' },
+  {
+    name: 'policy-file',
+    repeatable: true,
+    help: 'multi-document YAML with DatabasePolicy, MaskingRule and Secret documents',
+  },
   { name: 'policy', help: 'NAMESPACE/NAME of the DatabasePolicy (optional when the files hold one)' },
-  { name: 'as', repeatable: true, help: 'serviceaccount:NS/NAME, user:NAME, group:NAME or dbuser:NAME (repeatable)' },
-  { name: 'upstream', help: 'postgres://user:password@host:port/db to read the catalog (needed for masking)' },
+  {
+    name: 'as',
+    repeatable: true,
+    help: 'serviceaccount:NS/NAME, user:NAME, group:NAME or dbuser:NAME (repeatable)',
+  },
+  {
+    name: 'upstream',
+    help: 'postgres://user:password@host:port/db to read the catalog (needed for masking)',
+  },
   { name: 'database', help: 'database name for the decision (default: from --upstream, else postgres)' },
   { name: 'search-path', help: 'comma-separated search_path when no --upstream (default pg_catalog,public)' },
   { name: 'help', boolean: true, help: 'show this help' },
@@ -22,10 +33,14 @@ export function identityFromSubjects(subjects: string[]): Identity {
   const id: Identity = { groups: [], databaseUser: '' };
   for (const s of subjects) {
     const m = /^(serviceaccount|user|group|dbuser):(.+)$/i.exec(s);
-    if (!m) throw new UsageError(`--as ${JSON.stringify(s)}: expected serviceaccount:NS/NAME, user:NAME, group:NAME or dbuser:NAME`);
+    if (!m)
+      throw new UsageError(
+        `--as ${JSON.stringify(s)}: expected serviceaccount:NS/NAME, user:NAME, group:NAME or dbuser:NAME`,
+      );
     const [kind, value] = [m[1]!.toLowerCase(), m[2]!];
     if (kind === 'serviceaccount') {
-      if (!/^[^/]+\/[^/]+$/.test(value)) throw new UsageError(`--as ${s}: a service account is NAMESPACE/NAME`);
+      if (!/^[^/]+\/[^/]+$/.test(value))
+        throw new UsageError(`--as ${s}: a service account is NAMESPACE/NAME`);
       id.serviceAccount = value;
     } else if (kind === 'user') id.user = value;
     else if (kind === 'group') id.groups.push(value);
@@ -37,7 +52,9 @@ export function identityFromSubjects(subjects: string[]): Identity {
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, FLAGS);
   if (flags.has('help')) {
-    process.stdout.write(`${helpText('check', 'Judge one SQL text as the proxy would and print the decision as JSON.', FLAGS)}\n`);
+    process.stdout.write(
+      `${helpText('check', 'Judge one SQL text as the proxy would and print the decision as JSON.', FLAGS)}\n`,
+    );
     return 0;
   }
   const files = flags.all('policy-file');
@@ -58,7 +75,10 @@ export async function run(argv: string[]): Promise<number> {
   await engine.initParser();
   const identity = identityFromSubjects(flags.all('as'));
   let catalog: import('../policy/engine.js').CatalogSnapshot | undefined;
-  let searchPath = (flags.get('search-path') ?? 'pg_catalog,public').split(',').map((s) => s.trim()).filter(Boolean);
+  let searchPath = (flags.get('search-path') ?? 'pg_catalog,public')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   let database = flags.get('database') ?? 'postgres';
   const upstream = flags.get('upstream');
   if (upstream) {
@@ -67,7 +87,9 @@ export async function run(argv: string[]): Promise<number> {
     await client.connect();
     try {
       const rows = async (text: string) =>
-        (await client.query({ text, rowMode: 'array' })).rows.map((r: unknown[]) => r.map((v) => (v === null ? null : String(v))));
+        (await client.query({ text, rowMode: 'array' })).rows.map((r: unknown[]) =>
+          r.map((v) => (v === null ? null : String(v))),
+        );
       catalog = engine.parseCatalog(await rows(engine.catalogQuery(policy)));
       searchPath = engine.parseSearchPath((await rows(engine.searchPathQuery))[0]?.[0] ?? '[]');
       database = flags.get('database') ?? client.database ?? database;
@@ -76,7 +98,11 @@ export async function run(argv: string[]): Promise<number> {
       await client.end();
     }
   }
-  const d = engine.judge(sql, { identity, database, searchPath, catalog, tempSchema: catalog?.tempSchema }, policy);
+  const d = engine.judge(
+    sql,
+    { identity, database, searchPath, catalog, tempSchema: catalog?.tempSchema },
+    policy,
+  );
   const out = {
     policy: policy.policy,
     policyVersion: policy.version,
@@ -98,7 +124,7 @@ export async function run(argv: string[]): Promise<number> {
     rewrittenSql: d.kind === 'deny' ? null : d.sql,
     ...(d.tags ? { tags: d.tags } : {}),
     ...(!catalog && engine.isMaskedSubject(policy, identity)
-      ? { note: 'masking needs the tables\' column lists: pass --upstream to read them from the database' }
+      ? { note: "masking needs the tables' column lists: pass --upstream to read them from the database" }
       : {}),
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);

@@ -13,9 +13,20 @@ import type { CompiledPolicy } from '../api/compiled.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
-  { name: 'listen', default: '127.0.0.1:6432', help: 'where the proxy listens (a busy port falls back to a free one)' },
-  { name: 'audit-log', help: 'audit events file (default: a file in a temporary directory, printed at start)' },
-  { name: 'tour', boolean: true, help: 'run the three sample queries as both identities, print the results and exit' },
+  {
+    name: 'listen',
+    default: '127.0.0.1:6432',
+    help: 'where the proxy listens (a busy port falls back to a free one)',
+  },
+  {
+    name: 'audit-log',
+    help: 'audit events file (default: a file in a temporary directory, printed at start)',
+  },
+  {
+    name: 'tour',
+    boolean: true,
+    help: 'run the three sample queries as both identities, print the results and exit',
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
@@ -31,9 +42,15 @@ export function demoDir(): string {
 }
 
 export const TOUR = [
-  { label: 'masked for analyst, real for auditor', sql: 'SELECT name, email, ssn, card_number, birth_date FROM customers ORDER BY id LIMIT 3' },
+  {
+    label: 'masked for analyst, real for auditor',
+    sql: 'SELECT name, email, ssn, card_number, birth_date FROM customers ORDER BY id LIMIT 3',
+  },
   { label: 'blocked for everyone', sql: 'DROP TABLE orders' },
-  { label: 'allowed', sql: "SELECT status, count(*) AS orders, sum(total_cents) / 100.0 AS revenue FROM orders GROUP BY status ORDER BY status" },
+  {
+    label: 'allowed',
+    sql: 'SELECT status, count(*) AS orders, sum(total_cents) / 100.0 AS revenue FROM orders GROUP BY status ORDER BY status',
+  },
 ];
 
 async function portFree(host: string, port: number): Promise<boolean> {
@@ -53,7 +70,11 @@ export interface DemoHandle {
 }
 
 /** Start the embedded database, seed it and put the proxy in front. */
-export async function startDemo(opts: { listen: string; auditLog?: string; log?: (line: string) => void }): Promise<DemoHandle> {
+export async function startDemo(opts: {
+  listen: string;
+  auditLog?: string;
+  log?: (line: string) => void;
+}): Promise<DemoHandle> {
   const say = opts.log ?? (() => {});
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(opts.listen);
   if (!m) throw new UsageError(`--listen: expected HOST:PORT, got '${opts.listen}'`);
@@ -65,7 +86,9 @@ export async function startDemo(opts: { listen: string; auditLog?: string; log?:
   }
   const dir = demoDir();
   const { loadPolicyFiles } = await import('../policy/load.js');
-  const loaded = loadPolicyFiles([{ name: path.join(dir, 'policy.yaml'), text: fs.readFileSync(path.join(dir, 'policy.yaml'), 'utf8') }]);
+  const loaded = loadPolicyFiles([
+    { name: path.join(dir, 'policy.yaml'), text: fs.readFileSync(path.join(dir, 'policy.yaml'), 'utf8') },
+  ]);
   if (!loaded.ok) throw new Error(`demo policy is invalid: ${loaded.errors.join('; ')}`);
   const policy = loaded.compiled;
 
@@ -82,7 +105,8 @@ export async function startDemo(opts: { listen: string; auditLog?: string; log?:
   await engine.initParser();
   const { loadAuditParser, openAuditLog } = await import('../sidecar/audit/index.js');
   await loadAuditParser();
-  const auditFile = opts.auditLog ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-demo-')), 'audit.jsonl');
+  const auditFile =
+    opts.auditLog ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-demo-')), 'audit.jsonl');
   const audit = await openAuditLog(auditFile, {});
   const { Governor } = await import('../sidecar/governor.js');
   const { startProxy } = await import('../sidecar/proxy.js');
@@ -93,7 +117,9 @@ export async function startDemo(opts: { listen: string; auditLog?: string; log?:
     defaultDatabase: 'postgres',
     decisionPoint: governor,
     // The demo's own output is the tour; proxy logs only when asked for.
-    logger: process.env.DBGUARD_DEMO_LOG ? (await import('../sidecar/log.js')).jsonLogger() : { log: () => {} },
+    logger: process.env.DBGUARD_DEMO_LOG
+      ? (await import('../sidecar/log.js')).jsonLogger()
+      : { log: () => {} },
   });
   return {
     proxyHost: proxy.host,
@@ -133,7 +159,9 @@ async function runTour(h: DemoHandle): Promise<void> {
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, FLAGS);
   if (flags.has('help')) {
-    process.stdout.write(`${helpText('demo', 'An embedded database with sample data, a sample policy and a proxy in front.', FLAGS)}\n`);
+    process.stdout.write(
+      `${helpText('demo', 'An embedded database with sample data, a sample policy and a proxy in front.', FLAGS)}\n`,
+    );
     return 0;
   }
   const h = await startDemo({

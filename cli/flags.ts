@@ -70,7 +70,15 @@ export function parseFlags(
     if (values.has(spec.name)) continue;
     const fromEnv = env[envName(spec.name)];
     if (fromEnv !== undefined && fromEnv !== '') {
-      values.set(spec.name, spec.repeatable ? fromEnv.split(',').map((s) => s.trim()).filter(Boolean) : [fromEnv]);
+      values.set(
+        spec.name,
+        spec.repeatable
+          ? fromEnv
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : [fromEnv],
+      );
     } else if (spec.default !== undefined) {
       values.set(spec.name, [spec.default]);
     }
@@ -88,7 +96,9 @@ export function helpText(command: string, summary: string, specs: FlagSpec[]): s
   const lines = [`usage: dbguard ${command} [flags]`, '', summary, '', 'flags:'];
   for (const s of specs) {
     const def = s.default !== undefined ? ` (default ${s.default})` : '';
-    lines.push(`  --${s.name}${s.boolean ? '' : ' VALUE'}${s.repeatable ? ' (repeatable)' : ''}  ${s.help}${def}  [${envName(s.name)}]`);
+    lines.push(
+      `  --${s.name}${s.boolean ? '' : ' VALUE'}${s.repeatable ? ' (repeatable)' : ''}  ${s.help}${def}  [${envName(s.name)}]`,
+    );
   }
   return lines.join('\n');
 }

@@ -8,12 +8,27 @@ import { UsageError } from './flags.js';
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 
 const commands: Record<string, Command> = {
-  proxy: { summary: 'run the PostgreSQL protocol proxy in front of one upstream', load: () => import('./proxy.js') },
-  demo: { summary: 'an embedded database with sample data, a sample policy and a proxy in front', load: () => import('./demo.js') },
-  operator: { summary: 'watch DatabasePolicy and MaskingRule resources, compile and serve policies', load: () => import('./operator.js') },
-  check: { summary: 'judge one SQL text as the proxy would; prints decision, rule and rewritten SQL as JSON', load: () => import('./check.js') },
+  proxy: {
+    summary: 'run the PostgreSQL protocol proxy in front of one upstream',
+    load: () => import('./proxy.js'),
+  },
+  demo: {
+    summary: 'an embedded database with sample data, a sample policy and a proxy in front',
+    load: () => import('./demo.js'),
+  },
+  operator: {
+    summary: 'watch DatabasePolicy and MaskingRule resources, compile and serve policies',
+    load: () => import('./operator.js'),
+  },
+  check: {
+    summary: 'judge one SQL text as the proxy would; prints decision, rule and rewritten SQL as JSON',
+    load: () => import('./check.js'),
+  },
   crds: { summary: 'print the CustomResourceDefinitions', load: () => import('./crds.js') },
-  audit: { summary: "work with audit logs: 'dbguard audit verify FILE' checks the hash chain", load: () => import('./audit.js') },
+  audit: {
+    summary: "work with audit logs: 'dbguard audit verify FILE' checks the hash chain",
+    load: () => import('./audit.js'),
+  },
 };
 
 function usage(): string {

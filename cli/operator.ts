@@ -3,28 +3,66 @@ import * as k8s from '@kubernetes/client-node';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
-  { name: 'webhook-listen', default: '0.0.0.0:8443', help: 'HTTPS listener for webhooks and the policy API (/v1/policies)' },
+  {
+    name: 'webhook-listen',
+    default: '0.0.0.0:8443',
+    help: 'HTTPS listener for webhooks and the policy API (/v1/policies)',
+  },
   { name: 'metrics-listen', default: '0.0.0.0:9090', help: '/metrics, /healthz, /readyz' },
-  { name: 'leader-elect', boolean: true, help: 'elect a leader with a Lease; only the leader writes status and objects' },
-  { name: 'namespace', default: 'dbguard-system', help: "the operator's own namespace (Lease, certificates)" },
-  { name: 'tls-cert', help: 'serving certificate (PEM) for the webhook/policy listener, e.g. from cert-manager (implies --webhook-certs files)' },
+  {
+    name: 'leader-elect',
+    boolean: true,
+    help: 'elect a leader with a Lease; only the leader writes status and objects',
+  },
+  {
+    name: 'namespace',
+    default: 'dbguard-system',
+    help: "the operator's own namespace (Lease, certificates)",
+  },
+  {
+    name: 'tls-cert',
+    help: 'serving certificate (PEM) for the webhook/policy listener, e.g. from cert-manager (implies --webhook-certs files)',
+  },
   { name: 'tls-key', help: 'private key (PEM) for --tls-cert' },
-  { name: 'tls-ca', help: 'PEM CA that sidecars trust for the listener (cert-manager: ca.crt next to tls.crt)' },
-  { name: 'webhook-certs', help: 'self-managed (own CA in a Secret, caBundle patched, renewed) | files (--tls-cert/--tls-key, reloaded) | none (plain HTTP, development)' },
-  { name: 'webhook-cert-validity', default: '8760h', help: 'self-managed: lifetime of the serving certificate (renewed when a third is left)' },
+  {
+    name: 'tls-ca',
+    help: 'PEM CA that sidecars trust for the listener (cert-manager: ca.crt next to tls.crt)',
+  },
+  {
+    name: 'webhook-certs',
+    help: 'self-managed (own CA in a Secret, caBundle patched, renewed) | files (--tls-cert/--tls-key, reloaded) | none (plain HTTP, development)',
+  },
+  {
+    name: 'webhook-cert-validity',
+    default: '8760h',
+    help: 'self-managed: lifetime of the serving certificate (renewed when a third is left)',
+  },
   { name: 'webhook-ca-validity', default: '43800h', help: 'self-managed: lifetime of the CA' },
-  { name: 'manage-webhook-config', default: 'true', help: 'create the MutatingWebhookConfiguration for injection when missing (self-managed)' },
-  { name: 'webhook-failure-policy', default: 'Fail', help: 'failurePolicy of a created webhook configuration: Fail | Ignore' },
+  {
+    name: 'manage-webhook-config',
+    default: 'true',
+    help: 'create the MutatingWebhookConfiguration for injection when missing (self-managed)',
+  },
+  {
+    name: 'webhook-failure-policy',
+    default: 'Fail',
+    help: 'failurePolicy of a created webhook configuration: Fail | Ignore',
+  },
   { name: 'sidecar-image', help: 'image of the injected dbguard sidecar' },
   { name: 'native-sidecar', default: 'auto', help: 'auto (Kubernetes 1.29+ from /version) | true | false' },
-  { name: 'kubeconfig', help: 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)' },
+  {
+    name: 'kubeconfig',
+    help: 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)',
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, FLAGS);
   if (flags.has('help')) {
-    process.stdout.write(`${helpText('operator', 'Watch DatabasePolicy and MaskingRule resources, compile and serve policies.', FLAGS)}\n`);
+    process.stdout.write(
+      `${helpText('operator', 'Watch DatabasePolicy and MaskingRule resources, compile and serve policies.', FLAGS)}\n`,
+    );
     return 0;
   }
   const { runOperator } = await import('../operator/operator.js');
@@ -62,7 +100,11 @@ export async function run(argv: string[]): Promise<number> {
     namespace,
     identity: process.env.POD_NAME ?? process.env.DBGUARD_POD_NAME,
     certificates,
-    routes: injectionRoutes({ operatorNamespace: namespace, image: flags.get('sidecar-image'), nativeSidecar }),
+    routes: injectionRoutes({
+      operatorNamespace: namespace,
+      image: flags.get('sidecar-image'),
+      nativeSidecar,
+    }),
   });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

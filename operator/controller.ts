@@ -13,7 +13,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { CompiledPolicy } from '../api/compiled.js';
-import { GROUP, VERSION, type Condition, type DatabasePolicy, type MaskingRule } from '../api/types.js';
+import { type Condition, type DatabasePolicy, GROUP, type MaskingRule, VERSION } from '../api/types.js';
 import { compilePolicy, formatPolicyError, isBound, namespaceOf } from '../policy/compile.js';
 import { EventRecorder } from './events.js';
 import type { OperatorMetrics } from './metrics.js';
@@ -56,7 +56,11 @@ class ResourceWatch<T extends Obj> {
     const api = kc.makeApiClient(k8s.CustomObjectsApi);
     const path = `/apis/${GROUP}/${VERSION}/${plural}`;
     const list = async () => {
-      const res = (await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as k8s.KubernetesListObject<T>;
+      const res = (await api.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural,
+      })) as k8s.KubernetesListObject<T>;
       this.touch();
       return res;
     };
@@ -94,17 +98,20 @@ class ResourceWatch<T extends Obj> {
     await this.informer.start();
     this.synced = true;
     this.touch();
-    this.watchdog = setInterval(() => {
-      if (Date.now() - this.lastActivity < this.watchdogMs) return;
-      // Quiet or stalled: re-watch from the last resourceVersion (no relist unless the server says 410).
-      this.log?.({ msg: 'watch silent; restarting', plural: this.plural });
-      this.touch();
-      this.restarts++;
-      void this.informer
-        .stop()
-        .then(() => this.informer.start())
-        .catch(() => this.scheduleRestart(2000));
-    }, Math.max(250, Math.floor(this.watchdogMs / 4)));
+    this.watchdog = setInterval(
+      () => {
+        if (Date.now() - this.lastActivity < this.watchdogMs) return;
+        // Quiet or stalled: re-watch from the last resourceVersion (no relist unless the server says 410).
+        this.log?.({ msg: 'watch silent; restarting', plural: this.plural });
+        this.touch();
+        this.restarts++;
+        void this.informer
+          .stop()
+          .then(() => this.informer.start())
+          .catch(() => this.scheduleRestart(2000));
+      },
+      Math.max(250, Math.floor(this.watchdogMs / 4)),
+    );
     this.watchdog.unref?.();
   }
 
@@ -133,7 +140,10 @@ function withTransitionTimes(old: Condition[] | undefined, next: Condition[]): C
   const now = new Date().toISOString();
   return next.map((c) => {
     const o = old?.find((x) => x.type === c.type);
-    return { ...c, lastTransitionTime: o && o.status === c.status && o.lastTransitionTime ? o.lastTransitionTime : now };
+    return {
+      ...c,
+      lastTransitionTime: o && o.status === c.status && o.lastTransitionTime ? o.lastTransitionTime : now,
+    };
   });
 }
 
@@ -156,7 +166,13 @@ export class PolicyController {
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.events = new EventRecorder(kc, 'dbguard-operator', opts.log);
     const watchdogMs = (opts.watchdogSeconds ?? 300) * 1000;
-    this.policies = new ResourceWatch(kc, PLURALS.DatabasePolicy, (_t, o) => this.enqueue(keyOf(o)), watchdogMs, opts.log);
+    this.policies = new ResourceWatch(
+      kc,
+      PLURALS.DatabasePolicy,
+      (_t, o) => this.enqueue(keyOf(o)),
+      watchdogMs,
+      opts.log,
+    );
     this.maskingRules = new ResourceWatch(
       kc,
       PLURALS.MaskingRule,
@@ -221,9 +237,19 @@ export class PolicyController {
         if (kind === 'p') await this.reconcilePolicy(key);
         else await this.reconcileMaskingRule(key);
       } catch (err) {
-        this.opts.metrics?.reconcile.inc({ kind: kind === 'p' ? 'DatabasePolicy' : 'MaskingRule', result: 'error' });
-        this.opts.log?.({ msg: 'reconcile failed; will retry', key, error: String((err as Error)?.message ?? err) });
-        const retry = setTimeout(() => (kind === 'p' ? this.enqueue(key) : this.enqueueMaskingRule(key)), 2000);
+        this.opts.metrics?.reconcile.inc({
+          kind: kind === 'p' ? 'DatabasePolicy' : 'MaskingRule',
+          result: 'error',
+        });
+        this.opts.log?.({
+          msg: 'reconcile failed; will retry',
+          key,
+          error: String((err as Error)?.message ?? err),
+        });
+        const retry = setTimeout(
+          () => (kind === 'p' ? this.enqueue(key) : this.enqueueMaskingRule(key)),
+          2000,
+        );
         retry.unref?.();
       }
     }
@@ -233,13 +259,17 @@ export class PolicyController {
     for (const w of waiters) w();
   }
 
-  private async readSecrets(namespace: string, names: Set<string>): Promise<Map<string, Record<string, string>>> {
+  private async readSecrets(
+    namespace: string,
+    names: Set<string>,
+  ): Promise<Map<string, Record<string, string>>> {
     const out = new Map<string, Record<string, string>>();
     for (const name of names) {
       try {
         const s = await this.core.readNamespacedSecret({ name, namespace });
         const data: Record<string, string> = {};
-        for (const [k, v] of Object.entries(s.data ?? {})) data[k] = Buffer.from(v, 'base64').toString('utf8');
+        for (const [k, v] of Object.entries(s.data ?? {}))
+          data[k] = Buffer.from(v, 'base64').toString('utf8');
         for (const [k, v] of Object.entries(s.stringData ?? {})) data[k] = v;
         out.set(name, data);
       } catch (err) {
@@ -261,7 +291,8 @@ export class PolicyController {
     const secretNames = new Set<string>();
     if (policy.spec?.upstream?.caSecretRef?.name) secretNames.add(policy.spec.upstream.caSecretRef.name);
     for (const mr of bound)
-      for (const c of mr.spec?.columns ?? []) if (c?.hash?.saltSecretRef?.name) secretNames.add(c.hash.saltSecretRef.name);
+      for (const c of mr.spec?.columns ?? [])
+        if (c?.hash?.saltSecretRef?.name) secretNames.add(c.hash.saltSecretRef.name);
     const secrets = await this.readSecrets(namespace, secretNames);
     const result = compilePolicy(policy, bound, (n, k) => secrets.get(n)?.[k]);
     const generation = policy.metadata?.generation;
@@ -283,7 +314,12 @@ export class PolicyController {
           observedGeneration: generation,
         },
       ];
-      statusPatch = { observedGeneration: generation, policyVersion: c.version, maskingRules: bound.length, rules: c.rules.length };
+      statusPatch = {
+        observedGeneration: generation,
+        policyVersion: c.version,
+        maskingRules: bound.length,
+        rules: c.rules.length,
+      };
       if (previous?.version !== c.version && this.opts.isLeader()) {
         await this.events.record(policy, 'Normal', 'Compiled', `serving policy version ${c.version}`);
       }
@@ -328,7 +364,14 @@ export class PolicyController {
     const policyName = mr.spec?.policyRef?.name;
     const policy = policyName ? this.policies.informer.get(policyName, namespace) : undefined;
     const conditions: Condition[] = policy
-      ? [{ type: 'Ready', status: 'True', reason: 'Bound', message: `bound to DatabasePolicy ${namespace}/${policyName}` }]
+      ? [
+          {
+            type: 'Ready',
+            status: 'True',
+            reason: 'Bound',
+            message: `bound to DatabasePolicy ${namespace}/${policyName}`,
+          },
+        ]
       : [
           {
             type: 'Ready',
@@ -354,7 +397,12 @@ export class PolicyController {
     });
   }
 
-  private async patchStatus(kind: keyof typeof PLURALS, namespace: string, name: string, status: Record<string, unknown>) {
+  private async patchStatus(
+    kind: keyof typeof PLURALS,
+    namespace: string,
+    name: string,
+    status: Record<string, unknown>,
+  ) {
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
         { group: GROUP, version: VERSION, namespace, plural: PLURALS[kind], name, body: { status } },

@@ -5,7 +5,11 @@
  */
 import * as k8s from '@kubernetes/client-node';
 
-type Involved = { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string; uid?: string } };
+type Involved = {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; uid?: string };
+};
 
 export class EventRecorder {
   private readonly api: k8s.CoreV1Api;

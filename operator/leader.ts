@@ -56,6 +56,12 @@ export class LeaderElector {
     void this.tick();
   }
 
+  /** Stop renewing without releasing the lease, as a crashed replica would (tests, forced shutdown). */
+  abandon(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
   /** Stop campaigning; a leader releases the lease so a successor need not wait for expiry. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -66,7 +72,11 @@ export class LeaderElector {
         if (lease?.spec?.holderIdentity === this.opts.identity) {
           lease.spec.holderIdentity = undefined;
           lease.spec.renewTime = undefined;
-          await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease });
+          await this.api.replaceNamespacedLease({
+            name: this.opts.name,
+            namespace: this.opts.namespace,
+            body: lease,
+          });
         }
       } catch {
         /* the lease expires by itself */
@@ -133,7 +143,8 @@ export class LeaderElector {
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity;
     const expired =
-      !holder || timeOf(spec.renewTime) + (spec.leaseDurationSeconds ?? this.leaseDuration) * 1000 < now.getTime();
+      !holder ||
+      timeOf(spec.renewTime) + (spec.leaseDurationSeconds ?? this.leaseDuration) * 1000 < now.getTime();
     if (holder !== this.opts.identity && !expired) return false;
     const takingOver = holder !== this.opts.identity;
     lease.spec = {
@@ -141,10 +152,16 @@ export class LeaderElector {
       holderIdentity: this.opts.identity,
       leaseDurationSeconds: this.leaseDuration,
       renewTime: micro,
-      ...(takingOver ? { acquireTime: micro, leaseTransitions: (spec.leaseTransitions ?? 0) + (holder ? 1 : 0) } : {}),
+      ...(takingOver
+        ? { acquireTime: micro, leaseTransitions: (spec.leaseTransitions ?? 0) + (holder ? 1 : 0) }
+        : {}),
     };
     try {
-      await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease });
+      await this.api.replaceNamespacedLease({
+        name: this.opts.name,
+        namespace: this.opts.namespace,
+        body: lease,
+      });
       return true;
     } catch (err) {
       if (isStatus(err, 409)) return false;

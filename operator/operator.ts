@@ -8,15 +8,15 @@ import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
 import os from 'node:os';
-import * as k8s from '@kubernetes/client-node';
+import type * as k8s from '@kubernetes/client-node';
 import express from 'express';
+import type { TlsSource } from './certs/types.js';
 import { PolicyController } from './controller.js';
 import { LeaderElector } from './leader.js';
 import { OperatorMetrics } from './metrics.js';
 import { policyRouter, tuneForLongPoll } from './policy-server.js';
 import { PolicyStore } from './policy-store.js';
 import { type Authenticate, tokenReviewAuthenticator } from './sidecar-auth.js';
-import type { TlsSource } from './certs/types.js';
 
 export interface OperatorOptions {
   kubeConfig: k8s.KubeConfig;
@@ -76,7 +76,9 @@ function listenOn(server: net.Server, listen: string): Promise<number> {
 }
 
 export async function runOperator(opts: OperatorOptions): Promise<RunningOperator> {
-  const log = opts.log ?? ((f) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...f })}\n`));
+  const log =
+    opts.log ??
+    ((f) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...f })}\n`));
   const metrics = new OperatorMetrics();
   const store = new PolicyStore();
   let leader = !opts.leaderElect;

@@ -42,7 +42,9 @@ export function policyRouter(opts: PolicyServerOptions): express.Router {
     const token = /^Bearer\s+(.+)$/i.exec(auth)?.[1];
     if (!token) {
       count('unauthorized');
-      res.status(401).json({ error: 'a bearer token (projected ServiceAccount token, audience dbguard) is required' });
+      res
+        .status(401)
+        .json({ error: 'a bearer token (projected ServiceAccount token, audience dbguard) is required' });
       return;
     }
     let principal: Awaited<ReturnType<Authenticate>>;
@@ -61,7 +63,11 @@ export function policyRouter(opts: PolicyServerOptions): express.Router {
     }
     if (principal.namespace !== namespace) {
       count('forbidden');
-      res.status(403).json({ error: `service account ${principal.namespace}/${principal.serviceAccount} may only read policies of namespace ${principal.namespace}` });
+      res
+        .status(403)
+        .json({
+          error: `service account ${principal.namespace}/${principal.serviceAccount} may only read policies of namespace ${principal.namespace}`,
+        });
       return;
     }
     const key = `${namespace}/${name}`;
@@ -84,7 +90,9 @@ export function policyRouter(opts: PolicyServerOptions): express.Router {
     res.setHeader('Cache-Control', 'no-store');
     if (!policy) {
       count('not_found');
-      res.status(404).json({ error: `no compiled policy ${key} (does the DatabasePolicy exist and is it Ready?)` });
+      res
+        .status(404)
+        .json({ error: `no compiled policy ${key} (does the DatabasePolicy exist and is it Ready?)` });
       return;
     }
     res.setHeader('ETag', etagOf(policy.version));

@@ -41,7 +41,12 @@ export class PolicyStore {
    * Resolve when the policy for `key` differs from `knownVersion`, or after `timeoutMs` with the current
    * one. `abort` withdraws the wait (client went away) so no waiter leaks.
    */
-  waitForChange(key: string, knownVersion: string | undefined, timeoutMs: number, abort?: AbortSignal): Promise<CompiledPolicy | undefined> {
+  waitForChange(
+    key: string,
+    knownVersion: string | undefined,
+    timeoutMs: number,
+    abort?: AbortSignal,
+  ): Promise<CompiledPolicy | undefined> {
     const current = this.policies.get(key);
     if (current?.version !== knownVersion) return Promise.resolve(current);
     return new Promise((resolve) => {

@@ -24,7 +24,10 @@ export function principalFromUsername(username: string | undefined): SidecarPrin
  * TokenReview-backed authenticator with a short cache keyed by the token's hash, so a sidecar's
  * long-poll loop does not cost one TokenReview per request.
  */
-export function tokenReviewAuthenticator(kc: k8s.KubeConfig, opts: { cacheMs?: number; audience?: string } = {}): Authenticate {
+export function tokenReviewAuthenticator(
+  kc: k8s.KubeConfig,
+  opts: { cacheMs?: number; audience?: string } = {},
+): Authenticate {
   const api = kc.makeApiClient(k8s.AuthenticationV1Api);
   const cacheMs = opts.cacheMs ?? 60_000;
   const audience = opts.audience ?? POLICY_AUDIENCE;
@@ -35,7 +38,11 @@ export function tokenReviewAuthenticator(kc: k8s.KubeConfig, opts: { cacheMs?: n
     const now = Date.now();
     if (hit && hit.until > now) return hit.principal;
     const review = await api.createTokenReview({
-      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [audience] } },
+      body: {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenReview',
+        spec: { token, audiences: [audience] },
+      },
     });
     const st = review.status;
     const audOk = !st?.audiences || st.audiences.length === 0 || st.audiences.includes(audience);

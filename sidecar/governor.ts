@@ -103,7 +103,12 @@ export class Governor implements DecisionPoint {
 
   private auditContext(s: SessionHandle, st: SessionState): AuditContext {
     const p = this.opts.policy();
-    return { sessionId: s.id, policy: p?.policy ?? null, policyVersion: p?.version ?? null, identity: st.identity };
+    return {
+      sessionId: s.id,
+      policy: p?.policy ?? null,
+      policyVersion: p?.version ?? null,
+      identity: st.identity,
+    };
   }
 
   private writeAudit(st: SessionState, event: Parameters<AuditLog['write']>[0]): void {
@@ -164,12 +169,19 @@ export class Governor implements DecisionPoint {
     };
     s.state.set('dbguard.governor', st);
     this.opts.metrics?.connectionOpened();
-    this.writeAudit(st, sessionStartEvent(this.auditContext(s, st), { database: s.database, tls: s.clientTls }));
+    this.writeAudit(
+      st,
+      sessionStartEvent(this.auditContext(s, st), { database: s.database, tls: s.clientTls }),
+    );
     try {
       await this.refresh(s, st);
     } catch (err) {
       // Not fatal: statements that need the catalog are refused until a refresh succeeds.
-      this.opts.log?.({ msg: 'catalog read failed at session start', session: s.id, error: String((err as Error)?.message ?? err) });
+      this.opts.log?.({
+        msg: 'catalog read failed at session start',
+        session: s.id,
+        error: String((err as Error)?.message ?? err),
+      });
     }
   }
 
@@ -226,7 +238,16 @@ export class Governor implements DecisionPoint {
     if (st.auditWait) await st.auditWait; // backpressure from a slow audit sink, never dropping events
     const p = this.opts.policy();
     if (!p) {
-      const d: Decision = { kind: 'deny', message: NO_POLICY, sqlstate: '42501', statements: [], sql, maskedColumns: [], enforced: true, effects: [] };
+      const d: Decision = {
+        kind: 'deny',
+        message: NO_POLICY,
+        sqlstate: '42501',
+        statements: [],
+        sql,
+        maskedColumns: [],
+        enforced: true,
+        effects: [],
+      };
       st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
       return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
     }
@@ -243,7 +264,11 @@ export class Governor implements DecisionPoint {
     try {
       d = this.decide(sql, s, st, p);
     } catch (err) {
-      this.opts.log?.({ msg: 'policy engine error; statement refused', session: s.id, error: String((err as Error)?.message ?? err) });
+      this.opts.log?.({
+        msg: 'policy engine error; statement refused',
+        session: s.id,
+        error: String((err as Error)?.message ?? err),
+      });
       d = {
         kind: 'deny',
         message: 'dbguard: internal error while judging the statement; refused (fail closed)',
@@ -269,7 +294,11 @@ export class Governor implements DecisionPoint {
     if (via === 'query') st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
     const enforce = d.enforced;
     if (enforce && d.kind === 'deny') {
-      return { action: 'reject', sqlstate: d.sqlstate ?? '42501', message: d.message ?? 'dbguard: statement denied' };
+      return {
+        action: 'reject',
+        sqlstate: d.sqlstate ?? '42501',
+        message: d.message ?? 'dbguard: statement denied',
+      };
     }
     if (enforce && d.kind === 'approval') {
       return {
@@ -314,7 +343,11 @@ export class Governor implements DecisionPoint {
     try {
       await this.refresh(s, st);
     } catch (err) {
-      this.opts.log?.({ msg: 'session refresh failed', session: s.id, error: String((err as Error)?.message ?? err) });
+      this.opts.log?.({
+        msg: 'session refresh failed',
+        session: s.id,
+        error: String((err as Error)?.message ?? err),
+      });
     }
   }
 

@@ -70,7 +70,9 @@ function getJson(
       );
       res.on('error', reject);
     });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from the operator within ${timeoutMs} ms`)));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new Error(`no answer from the operator within ${timeoutMs} ms`)),
+    );
     req.on('error', reject);
     req.end();
   });
@@ -104,10 +106,15 @@ export class PolicyClient {
     if (!file || !fs.existsSync(file)) return;
     try {
       const p = checkCompiledPolicy(JSON.parse(fs.readFileSync(file, 'utf8')));
-      if (p.policy !== this.opts.policy) throw new PolicyError(`cached policy is ${p.policy}, not ${this.opts.policy}`);
+      if (p.policy !== this.opts.policy)
+        throw new PolicyError(`cached policy is ${p.policy}, not ${this.opts.policy}`);
       this.accept(p, 'cache');
     } catch (err) {
-      this.opts.log?.({ msg: 'ignoring last-known-good policy file', file, error: String((err as Error).message) });
+      this.opts.log?.({
+        msg: 'ignoring last-known-good policy file',
+        file,
+        error: String((err as Error).message),
+      });
     }
   }
 
@@ -120,7 +127,11 @@ export class PolicyClient {
       fs.writeFileSync(tmp, JSON.stringify(p), { mode: 0o600 });
       fs.renameSync(tmp, file);
     } catch (err) {
-      this.opts.log?.({ msg: 'cannot write last-known-good policy', file, error: String((err as Error).message) });
+      this.opts.log?.({
+        msg: 'cannot write last-known-good policy',
+        file,
+        error: String((err as Error).message),
+      });
     }
   }
 
@@ -132,14 +143,18 @@ export class PolicyClient {
 
   private async run(): Promise<void> {
     const [ns, name] = this.opts.policy.split('/');
-    const url = new URL(`/v1/policies/${encodeURIComponent(ns ?? '')}/${encodeURIComponent(name ?? '')}`, this.opts.operatorUrl);
+    const url = new URL(
+      `/v1/policies/${encodeURIComponent(ns ?? '')}/${encodeURIComponent(name ?? '')}`,
+      this.opts.operatorUrl,
+    );
     const ca = this.opts.caFile ? fs.readFileSync(this.opts.caFile, 'utf8') : undefined;
     const wait = this.opts.waitSeconds ?? 60;
     let backoff = 500;
     while (!this.abort.signal.aborted) {
       try {
         const headers: Record<string, string> = { Accept: 'application/json' };
-        if (this.opts.tokenFile) headers.Authorization = `Bearer ${fs.readFileSync(this.opts.tokenFile, 'utf8').trim()}`;
+        if (this.opts.tokenFile)
+          headers.Authorization = `Bearer ${fs.readFileSync(this.opts.tokenFile, 'utf8').trim()}`;
         if (this.policy) headers['If-None-Match'] = `"${this.policy.version}"`;
         // The first pull does not wait: a sidecar with no policy must get one as soon as possible.
         const w = this.policy ? wait : 0;
@@ -147,7 +162,8 @@ export class PolicyClient {
         const res = await getJson(url, headers, ca, (w + 15) * 1000, this.abort.signal);
         if (res.status === 200) {
           const p = checkCompiledPolicy(JSON.parse(res.body));
-          if (p.policy !== this.opts.policy) throw new PolicyError(`operator sent ${p.policy}, not ${this.opts.policy}`);
+          if (p.policy !== this.opts.policy)
+            throw new PolicyError(`operator sent ${p.policy}, not ${this.opts.policy}`);
           this.writeCache(p);
           this.accept(p, 'operator');
         } else if (res.status !== 304) {

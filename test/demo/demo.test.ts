@@ -1,7 +1,7 @@
 /** `dbguard demo` does what the README promises: masked for analyst, real for auditor, DROP blocked. */
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import fs from 'node:fs';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DemoHandle, startDemo } from '../../cli/demo.js';
@@ -27,7 +27,11 @@ describe('dbguard demo', () => {
 
   it('masks customer PII for the analyst and shows it to the auditor', async () => {
     const masked = await query('analyst', 'SELECT email, ssn, card_number FROM customers WHERE id = 1');
-    expect(masked.rows[0]).toEqual({ email: 'a***@example.org', ssn: '****', card_number: '************1111' });
+    expect(masked.rows[0]).toEqual({
+      email: 'a***@example.org',
+      ssn: '****',
+      card_number: '************1111',
+    });
     const real = await query('auditor', 'SELECT email, ssn FROM customers WHERE id = 1');
     expect(real.rows[0]).toEqual({ email: 'ada@example.org', ssn: '123-45-6789' });
   });
@@ -51,9 +55,15 @@ describe('dbguard demo', () => {
       `postgres://analyst@${demo.proxyHost}:${demo.proxyPort}/postgres`,
     ]);
     expect(stdout.trim()).toBe('****');
-    const lines = fs.readFileSync(demo.auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(demo.auditFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.some((e) => e.event === 'query' && e.decision === 'mask')).toBe(true);
-    expect(lines.some((e) => e.event === 'query' && e.decision === 'deny' && e.rule === 'no-destructive-ddl')).toBe(true);
+    expect(
+      lines.some((e) => e.event === 'query' && e.decision === 'deny' && e.rule === 'no-destructive-ddl'),
+    ).toBe(true);
     expect(fs.readFileSync(demo.auditFile, 'utf8')).not.toContain('123-45-6789');
   });
 });

@@ -39,7 +39,11 @@ function maskingRule(strategy = 'Redact') {
   };
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -57,7 +61,10 @@ describe('operator', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-op-'));
-    api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', NS, 'other', 'dbguard-system'] });
+    api = await startKubeApi({
+      crds: crdObjects() as any,
+      namespaces: ['default', NS, 'other', 'dbguard-system'],
+    });
     api.setTokenReview((token, audiences) => {
       const sa = /^sa:(.+):(.+)$/.exec(token);
       if (!sa || !audiences?.includes('dbguard')) return { authenticated: false, error: 'unknown token' };
@@ -68,7 +75,12 @@ describe('operator', () => {
       };
     });
     fs.writeFileSync(tokenFile(), `sa:${NS}:checkout\n`);
-    op = await runOperator({ kubeConfig: api.kubeConfig(), listen: '127.0.0.1:0', log: quiet, watchdogSeconds: 5 });
+    op = await runOperator({
+      kubeConfig: api.kubeConfig(),
+      listen: '127.0.0.1:0',
+      log: quiet,
+      watchdogSeconds: 5,
+    });
   });
 
   afterAll(async () => {
@@ -97,12 +109,19 @@ describe('operator', () => {
     });
     expect(mr.status.conditions[0].reason).toBe('Bound');
 
-    const res = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } });
+    const res = await fetch(`${url()}/v1/policies/${NS}/orders`, {
+      headers: { Authorization: `Bearer sa:${NS}:checkout` },
+    });
     expect(res.status).toBe(200);
     const body = (await res.json()) as CompiledPolicy;
     expect(body.version).toBe(ready.status.policyVersion);
     expect(res.headers.get('etag')).toBe(`"${body.version}"`);
-    expect(body.masking[0]!.columns[0]).toMatchObject({ schema: 'public', table: 'customers', column: 'ssn', strategy: 'Redact' });
+    expect(body.masking[0]!.columns[0]).toMatchObject({
+      schema: 'public',
+      table: 'customers',
+      column: 'ssn',
+      strategy: 'Redact',
+    });
 
     const again = await fetch(`${url()}/v1/policies/${NS}/orders`, {
       headers: { Authorization: `Bearer sa:${NS}:checkout`, 'If-None-Match': `"${body.version}"` },
@@ -113,13 +132,19 @@ describe('operator', () => {
   });
 
   it('refuses sidecars of other namespaces and requests without a valid token', async () => {
-    const other = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: 'Bearer sa:other:app' } });
+    const other = await fetch(`${url()}/v1/policies/${NS}/orders`, {
+      headers: { Authorization: 'Bearer sa:other:app' },
+    });
     expect(other.status).toBe(403);
     const none = await fetch(`${url()}/v1/policies/${NS}/orders`);
     expect(none.status).toBe(401);
-    const bad = await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: 'Bearer forged' } });
+    const bad = await fetch(`${url()}/v1/policies/${NS}/orders`, {
+      headers: { Authorization: 'Bearer forged' },
+    });
     expect(bad.status).toBe(401);
-    const missing = await fetch(`${url()}/v1/policies/${NS}/nope`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } });
+    const missing = await fetch(`${url()}/v1/policies/${NS}/nope`, {
+      headers: { Authorization: `Bearer sa:${NS}:checkout` },
+    });
     expect(missing.status).toBe(404);
   });
 
@@ -141,8 +166,15 @@ describe('operator', () => {
       await new Promise((r) => setTimeout(r, 200));
       const t0 = Date.now();
       const mr = stored('MaskingRule', 'customer-pii');
-      await api.store.put({ ...mr, spec: { ...mr.spec, columns: [{ table: 'customers', column: 'ssn', strategy: 'Nullify' }] } });
-      await until('changed policy', () => seen.find((p) => p.masking[0]?.columns[0]?.strategy === 'Nullify'), 2000);
+      await api.store.put({
+        ...mr,
+        spec: { ...mr.spec, columns: [{ table: 'customers', column: 'ssn', strategy: 'Nullify' }] },
+      });
+      await until(
+        'changed policy',
+        () => seen.find((p) => p.masking[0]?.columns[0]?.strategy === 'Nullify'),
+        2000,
+      );
       const elapsed = Date.now() - t0;
       expect(elapsed).toBeLessThan(2000);
       // the last-known-good file holds exactly what is enforced
@@ -177,44 +209,72 @@ describe('operator', () => {
     expect(broken.c.message).toMatch(/spec\.rules\[1\]\.name/);
     expect(broken.c.message).toContain(`still serving version ${before}`);
     const served = (await (
-      await fetch(`${url()}/v1/policies/${NS}/orders`, { headers: { Authorization: `Bearer sa:${NS}:checkout` } })
+      await fetch(`${url()}/v1/policies/${NS}/orders`, {
+        headers: { Authorization: `Bearer sa:${NS}:checkout` },
+      })
     ).json()) as CompiledPolicy;
     expect(served.version).toBe(before);
     const events = api.store.list<any>('v1', 'Event', NS);
     expect(events.some((e) => e.reason === 'InvalidSpec' && e.type === 'Warning')).toBe(true);
     // fixing it makes it Ready again
     await api.store.put({ ...broken.o, spec: policy().spec });
-    await until('Ready again', () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True');
+    await until(
+      'Ready again',
+      () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True',
+    );
   });
 
   it('reports a MaskingRule whose salt Secret is missing on the policy, naming the field', async () => {
     await api.store.put({
       ...maskingRule(),
       metadata: { name: 'hashed', namespace: NS },
-      spec: { policyRef: { name: 'orders' }, columns: [{ table: 'customers', column: 'ref', strategy: 'Hash', hash: { saltSecretRef: { name: 'pii-salt', key: 'salt' } } }] },
+      spec: {
+        policyRef: { name: 'orders' },
+        columns: [
+          {
+            table: 'customers',
+            column: 'ref',
+            strategy: 'Hash',
+            hash: { saltSecretRef: { name: 'pii-salt', key: 'salt' } },
+          },
+        ],
+      },
     } as any);
     const c = await until('Ready=False', () => {
       const c = stored('DatabasePolicy', 'orders')?.status?.conditions?.[0];
       return c?.status === 'False' ? c : undefined;
     });
     expect(c.message).toContain('spec.columns[0].hash.saltSecretRef');
-    await api.store.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'pii-salt', namespace: NS }, stringData: { salt: 's3cret' } } as any);
+    await api.store.put({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pii-salt', namespace: NS },
+      stringData: { salt: 's3cret' },
+    } as any);
     // Secrets are read, not watched: the MaskingRule change or the resync picks the Secret up; nudge it
     const mr = stored('MaskingRule', 'hashed');
     await api.store.put({ ...mr, metadata: { ...mr.metadata, labels: { nudge: '1' } } });
-    await until('Ready again', () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True');
+    await until(
+      'Ready again',
+      () => stored('DatabasePolicy', 'orders')?.status?.conditions?.[0]?.status === 'True',
+    );
     await api.store.delete('dbguard.io/v1alpha1', 'MaskingRule', NS, 'hashed');
   });
 
   it('marks a MaskingRule whose policy does not exist', async () => {
-    await api.store.put({ ...maskingRule(), metadata: { name: 'orphan', namespace: NS }, spec: { ...maskingRule().spec, policyRef: { name: 'typo' } } } as any);
+    await api.store.put({
+      ...maskingRule(),
+      metadata: { name: 'orphan', namespace: NS },
+      spec: { ...maskingRule().spec, policyRef: { name: 'typo' } },
+    } as any);
     const c = await until('orphan condition', () => stored('MaskingRule', 'orphan')?.status?.conditions?.[0]);
     expect(c).toMatchObject({ status: 'False', reason: 'PolicyNotFound' });
     expect(c.message).toContain('spec.policyRef.name');
   });
 
   it('relists after 410 Gone and still sees changes', async () => {
-    const lists = () => api.requests.filter((r) => r.verb === 'list' && r.resource === 'databasepolicies').length;
+    const lists = () =>
+      api.requests.filter((r) => r.verb === 'list' && r.resource === 'databasepolicies').length;
     const before = lists();
     api.compactHistory();
     const p = stored('DatabasePolicy', 'orders');
@@ -230,7 +290,14 @@ describe('operator', () => {
   it('sidecar keeps enforcing from disk when the operator is gone, and has nothing when it never had a policy', async () => {
     const cacheFile = path.join(tmp, 'lkg2', 'policy.json');
     const got: CompiledPolicy[] = [];
-    const first = new PolicyClient({ operatorUrl: url(), policy: `${NS}/orders`, tokenFile: tokenFile(), cacheFile, onPolicy: (p) => got.push(p), log: quiet });
+    const first = new PolicyClient({
+      operatorUrl: url(),
+      policy: `${NS}/orders`,
+      tokenFile: tokenFile(),
+      cacheFile,
+      onPolicy: (p) => got.push(p),
+      log: quiet,
+    });
     first.start();
     await until('policy', () => got.length > 0);
     await first.stop();
@@ -256,7 +323,13 @@ describe('operator', () => {
     edited.defaultAction = 'Allow';
     edited.rules = [];
     fs.writeFileSync(cacheFile, JSON.stringify(edited));
-    const third = new PolicyClient({ operatorUrl: 'http://127.0.0.1:9', policy: `${NS}/orders`, cacheFile, onPolicy: () => {}, log: quiet });
+    const third = new PolicyClient({
+      operatorUrl: 'http://127.0.0.1:9',
+      policy: `${NS}/orders`,
+      cacheFile,
+      onPolicy: () => {},
+      log: quiet,
+    });
     third.start();
     expect(third.current()).toBeUndefined();
     await third.stop();
@@ -265,7 +338,10 @@ describe('operator', () => {
 
 describe('leader election', () => {
   it('has one leader among two replicas; the other takes over within the lease duration', async () => {
-    const api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', 'dbguard-system', NS] });
+    const api = await startKubeApi({
+      crds: crdObjects() as any,
+      namespaces: ['default', 'dbguard-system', NS],
+    });
     const common = {
       kubeConfig: api.kubeConfig(),
       listen: '127.0.0.1:0',
@@ -285,16 +361,25 @@ describe('leader election', () => {
       const [leader, follower] = a.isLeader() ? [a, b] : [b, a];
       // both serve; only the leader writes status
       await api.store.put(policy() as any);
-      await until('status by leader', () => api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion);
+      await until(
+        'status by leader',
+        () =>
+          api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion,
+      );
       expect(follower.store.get(`${NS}/orders`)?.version).toBeDefined();
       // kill the leader without releasing the lease (a crash): the follower waits for expiry, then leads
-      leader.elector!['stopped'] = true;
+      leader.elector!.abandon();
       await leader.controller.stop();
       const t0 = Date.now();
       await until('takeover', () => follower.isLeader(), 6000);
       const took = Date.now() - t0;
       expect(took).toBeLessThan(2000 + 1500);
-      const lease = api.store.get<any>('coordination.k8s.io/v1', 'Lease', 'dbguard-system', 'dbguard-operator-leader');
+      const lease = api.store.get<any>(
+        'coordination.k8s.io/v1',
+        'Lease',
+        'dbguard-system',
+        'dbguard-operator-leader',
+      );
       expect(lease.spec.holderIdentity).toBe(follower === a ? 'replica-a' : 'replica-b');
       expect(lease.spec.leaseTransitions).toBeGreaterThanOrEqual(1);
     } finally {

@@ -213,7 +213,26 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
     ${opts.setupSql ?? ''}
   `;
   try {
-    runAs(psqlBin, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', sockDir, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-f', '-'], setup);
+    runAs(
+      psqlBin,
+      [
+        '-X',
+        '-q',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-h',
+        sockDir,
+        '-p',
+        String(port),
+        '-U',
+        'postgres',
+        '-d',
+        'postgres',
+        '-f',
+        '-',
+      ],
+      setup,
+    );
   } catch (err) {
     await shutdown();
     const e = err as { stderr?: Buffer };
