@@ -7,7 +7,11 @@
 import fs from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { type NativeSidecarSetting, parseNativeSidecarSetting } from '../operator/inject/cluster.js';
-import { DEFAULT_OPERATOR_NAMESPACE, DEFAULT_SIDECAR_IMAGE, defaultOperatorUrl } from '../operator/inject/constants.js';
+import {
+  DEFAULT_OPERATOR_NAMESPACE,
+  DEFAULT_SIDECAR_IMAGE,
+  defaultOperatorUrl,
+} from '../operator/inject/constants.js';
 import type { InjectOptions } from '../operator/inject/inject.js';
 import { injectManifests } from '../operator/inject/manifests.js';
 import { documentsPolicyLookup } from '../operator/inject/policy-lookup.js';
@@ -16,13 +20,31 @@ import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 const FLAGS: FlagSpec[] = [
   { name: 'f', help: "manifests to inject: a file, or '-' for standard input" },
   { name: 'filename', help: 'same as -f' },
-  { name: 'policy-file', repeatable: true, help: 'DatabasePolicy documents: warn about missing policies, mount credentials Secrets' },
+  {
+    name: 'policy-file',
+    repeatable: true,
+    help: 'DatabasePolicy documents: warn about missing policies, mount credentials Secrets',
+  },
   { name: 'sidecar-image', default: DEFAULT_SIDECAR_IMAGE, help: 'image of the dbguard sidecar' },
   { name: 'image-pull-policy', help: 'imagePullPolicy of the sidecar (default: the cluster default)' },
-  { name: 'native-sidecar', default: 'true', help: 'true: init container with restartPolicy Always (Kubernetes 1.29+); false: a regular container' },
-  { name: 'operator-namespace', default: DEFAULT_OPERATOR_NAMESPACE, help: "the operator's namespace (for the default --operator-url)" },
-  { name: 'operator-url', help: 'policy endpoint for the sidecar (default https://dbguard-operator.<operator-namespace>.svc:8443)' },
-  { name: 'operator-ca-file', help: "PEM CA of the operator's endpoint, embedded in the pod (the webhook fills it in otherwise)" },
+  {
+    name: 'native-sidecar',
+    default: 'true',
+    help: 'true: init container with restartPolicy Always (Kubernetes 1.29+); false: a regular container',
+  },
+  {
+    name: 'operator-namespace',
+    default: DEFAULT_OPERATOR_NAMESPACE,
+    help: "the operator's namespace (for the default --operator-url)",
+  },
+  {
+    name: 'operator-url',
+    help: 'policy endpoint for the sidecar (default https://dbguard-operator.<operator-namespace>.svc:8443)',
+  },
+  {
+    name: 'operator-ca-file',
+    help: "PEM CA of the operator's endpoint, embedded in the pod (the webhook fills it in otherwise)",
+  },
   { name: 'namespace', help: 'namespace of documents that have none (for policy lookups)' },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
@@ -42,11 +64,13 @@ const processIo: InjectIo = {
 export async function run(argv: string[], io: InjectIo = processIo): Promise<number> {
   const flags = parseFlags(argv, FLAGS);
   if (flags.has('help')) {
-    io.stdout(`${helpText('inject', 'Print manifests with the dbguard sidecar injected into labelled pod templates.', FLAGS)}\n`);
+    io.stdout(
+      `${helpText('inject', 'Print manifests with the dbguard sidecar injected into labelled pod templates.', FLAGS)}\n`,
+    );
     return 0;
   }
   const input = flags.get('f') ?? flags.get('filename') ?? flags.positionals[0];
-  if (!input) throw new UsageError("inject needs -f FILE (or -f - for standard input)");
+  if (!input) throw new UsageError('inject needs -f FILE (or -f - for standard input)');
   let native: NativeSidecarSetting;
   try {
     native = parseNativeSidecarSetting(flags.get('native-sidecar'));

@@ -1114,7 +1114,8 @@ function isPromise(v: unknown): v is Promise<void> {
 }
 
 function checkVerdict(v: Verdict): Verdict {
-  if (v && v.action === 'forward' && typeof v.sql === 'string') return v;
+  // A NUL would end the statement early on the wire: never forward such a text.
+  if (v && v.action === 'forward' && typeof v.sql === 'string' && !v.sql.includes('\0')) return v;
   if (v && v.action === 'reject' && typeof v.sqlstate === 'string' && /^[0-9A-Z]{5}$/.test(v.sqlstate))
     return v;
   return { action: 'reject', sqlstate: 'XX000', message: 'dbguard: invalid verdict from the decision point' };

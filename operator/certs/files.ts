@@ -48,14 +48,19 @@ export class FileCertificates implements TlsSource {
   private read(): TlsMaterial {
     const cert = fs.readFileSync(this.o.certFile, 'utf8');
     const key = fs.readFileSync(this.o.keyFile, 'utf8');
-    const caBundle = this.o.caFile && fs.existsSync(this.o.caFile) ? fs.readFileSync(this.o.caFile, 'utf8') : '';
+    const caBundle =
+      this.o.caFile && fs.existsSync(this.o.caFile) ? fs.readFileSync(this.o.caFile, 'utf8') : '';
     return { cert, key, caBundle, notAfter: certFacts(cert).notAfter };
   }
 
   private poll(): void {
     try {
       const next = this.read();
-      if (next.cert === this.material?.cert && next.key === this.material?.key && next.caBundle === this.material?.caBundle)
+      if (
+        next.cert === this.material?.cert &&
+        next.key === this.material?.key &&
+        next.caBundle === this.material?.caBundle
+      )
         return;
       this.material = next;
       this.o.metrics?.certExpiry.set(Math.floor(next.notAfter.getTime() / 1000));
@@ -63,7 +68,10 @@ export class FileCertificates implements TlsSource {
       for (const cb of this.listeners) cb(next);
     } catch (err) {
       // mid-rotation the key and certificate may briefly disagree: keep the old pair and try again later
-      this.o.log?.({ msg: 'serving certificate not reloaded', error: String((err as Error)?.message ?? err) });
+      this.o.log?.({
+        msg: 'serving certificate not reloaded',
+        error: String((err as Error)?.message ?? err),
+      });
     }
   }
 }

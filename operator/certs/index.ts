@@ -3,8 +3,12 @@
  * cert-manager or provided certificates), or none (plain HTTP for local development).
  */
 import { parsePositiveDuration } from '../../policy/duration.js';
-import { injectionWebhookConfiguration, CA_BUNDLE_LABEL, CA_BUNDLE_LABEL_VALUE } from '../inject/webhook-config.js';
 import { OPERATOR_SERVICE, WEBHOOK_CONFIG_NAME } from '../inject/constants.js';
+import {
+  CA_BUNDLE_LABEL,
+  CA_BUNDLE_LABEL_VALUE,
+  injectionWebhookConfiguration,
+} from '../inject/webhook-config.js';
 import type { OperatorContext } from '../operator.js';
 import { FileCertificates } from './files.js';
 import { SelfManagedCertificates } from './self-managed.js';
@@ -35,9 +39,16 @@ export function operatorTls(f: OperatorTlsFlags): ((ctx: OperatorContext) => Tls
   if (mode === 'files') {
     if (!f.certFile || !f.keyFile) throw new Error('--webhook-certs files needs --tls-cert and --tls-key');
     return (ctx) =>
-      new FileCertificates({ certFile: f.certFile!, keyFile: f.keyFile!, caFile: f.caFile, metrics: ctx.metrics, log: f.log });
+      new FileCertificates({
+        certFile: f.certFile!,
+        keyFile: f.keyFile!,
+        caFile: f.caFile,
+        metrics: ctx.metrics,
+        log: f.log,
+      });
   }
-  if (mode !== 'self-managed') throw new Error(`--webhook-certs must be self-managed, files or none, not ${JSON.stringify(mode)}`);
+  if (mode !== 'self-managed')
+    throw new Error(`--webhook-certs must be self-managed, files or none, not ${JSON.stringify(mode)}`);
   const failurePolicy = f.failurePolicy ?? 'Fail';
   if (failurePolicy !== 'Fail' && failurePolicy !== 'Ignore')
     throw new Error(`--webhook-failure-policy must be Fail or Ignore, not ${JSON.stringify(failurePolicy)}`);
@@ -61,7 +72,12 @@ export function operatorTls(f: OperatorTlsFlags): ((ctx: OperatorContext) => Tls
           create:
             f.manageWebhookConfig === false
               ? undefined
-              : (caBundlePem) => injectionWebhookConfiguration({ operatorNamespace: f.namespace, caBundlePem, failurePolicy }),
+              : (caBundlePem) =>
+                  injectionWebhookConfiguration({
+                    operatorNamespace: f.namespace,
+                    caBundlePem,
+                    failurePolicy,
+                  }),
         },
       ],
     });

@@ -37,7 +37,11 @@ export interface SelfManagedOptions {
    * webhook configurations to keep the caBundle of: by name (created from `create()` when missing, if given)
    * and every Mutating/ValidatingWebhookConfiguration labelled `label` (e.g. the approvals webhook)
    */
-  webhookConfigs?: { kind: 'Mutating' | 'Validating'; name: string; create?: (caBundlePem: string) => object }[];
+  webhookConfigs?: {
+    kind: 'Mutating' | 'Validating';
+    name: string;
+    create?: (caBundlePem: string) => object;
+  }[];
   label?: string;
 }
 
@@ -71,9 +75,11 @@ export class SelfManagedCertificates implements TlsSource {
     this.secretName = o.secretName ?? DEFAULT_SECRET_NAME;
     this.caValidityMs = o.caValidityMs ?? 5 * 365 * DAY;
     this.certValidityMs = o.certValidityMs ?? 365 * DAY;
-    if (this.certValidityMs > this.caValidityMs) throw new Error('the serving certificate cannot outlive its CA');
+    if (this.certValidityMs > this.caValidityMs)
+      throw new Error('the serving certificate cannot outlive its CA');
     this.fraction = o.renewBeforeFraction ?? 1 / 3;
-    if (!(this.fraction > 0 && this.fraction < 1)) throw new Error('renewBeforeFraction must be between 0 and 1');
+    if (!(this.fraction > 0 && this.fraction < 1))
+      throw new Error('renewBeforeFraction must be between 0 and 1');
     this.intervalMs = o.checkIntervalMs ?? Math.min(3600_000, Math.max(1000, this.certValidityMs / 10));
   }
 
@@ -96,7 +102,8 @@ export class SelfManagedCertificates implements TlsSource {
     for (let attempt = 0; !this.material; attempt++) {
       if (this.stopped) throw new Error('stopped before a certificate was available');
       await this.check();
-      if (!this.material) await new Promise((r) => setTimeout(r, Math.min(this.intervalMs, 500 * 2 ** Math.min(attempt, 4))));
+      if (!this.material)
+        await new Promise((r) => setTimeout(r, Math.min(this.intervalMs, 500 * 2 ** Math.min(attempt, 4))));
     }
     this.timer = setInterval(() => void this.check(), this.intervalMs);
     this.timer.unref();
@@ -113,7 +120,12 @@ export class SelfManagedCertificates implements TlsSource {
   check(): Promise<void> {
     if (!this.running)
       this.running = this.round()
-        .catch((err) => this.o.log?.({ msg: 'webhook certificate check failed', error: String((err as Error)?.message ?? err) }))
+        .catch((err) =>
+          this.o.log?.({
+            msg: 'webhook certificate check failed',
+            error: String((err as Error)?.message ?? err),
+          }),
+        )
         .finally(() => {
           this.running = undefined;
         });
@@ -152,10 +164,23 @@ export class SelfManagedCertificates implements TlsSource {
     const caBundle = unb64(d['ca-bundle.crt']) || ca.certPem;
     const resourceVersion = secret.metadata?.resourceVersion;
     try {
-      if (!leafMatches(cert, key, ca.certPem)) throw new Error('tls.crt is not signed by ca.crt or does not match tls.key');
+      if (!leafMatches(cert, key, ca.certPem))
+        throw new Error('tls.crt is not signed by ca.crt or does not match tls.key');
       const leafFacts = certFacts(cert);
       const caFacts = certFacts(ca.certPem);
-      return { state: 'ok', stored: { ca, cert, key, caBundle, notAfter: leafFacts.notAfter, resourceVersion, leafFacts, caFacts } };
+      return {
+        state: 'ok',
+        stored: {
+          ca,
+          cert,
+          key,
+          caBundle,
+          notAfter: leafFacts.notAfter,
+          resourceVersion,
+          leafFacts,
+          caFacts,
+        },
+      };
     } catch (err) {
       this.o.log?.({
         msg: 'webhook certificate Secret unusable',
@@ -170,32 +195,49 @@ export class SelfManagedCertificates implements TlsSource {
     const now = Date.now();
     const late = (f: { notBefore: Date; notAfter: Date }) =>
       f.notAfter.getTime() - now < this.fraction * (f.notAfter.getTime() - f.notBefore.getTime());
-    return late(s.leafFacts) || late(s.caFacts) || !this.dnsNames.every((n) => s.leafFacts.dnsNames.includes(n));
+    return (
+      late(s.leafFacts) || late(s.caFacts) || !this.dnsNames.every((n) => s.leafFacts.dnsNames.includes(n))
+    );
   }
 
-  private async generate(previous: Stored | undefined): Promise<{ ca: KeyPairPem; cert: KeyPairPem; bundle: string }> {
+  private async generate(
+    previous: Stored | undefined,
+  ): Promise<{ ca: KeyPairPem; cert: KeyPairPem; bundle: string }> {
     const now = new Date();
     const usable = (f?: { notBefore: Date; notAfter: Date }) =>
-      !!f && f.notAfter.getTime() - now.getTime() >= this.fraction * (f.notAfter.getTime() - f.notBefore.getTime());
+      !!f &&
+      f.notAfter.getTime() - now.getTime() >= this.fraction * (f.notAfter.getTime() - f.notBefore.getTime());
     const keepCa = previous?.ca?.keyPem && usable(previous.caFacts);
-    const ca = keepCa ? previous.ca : await createCa(`dbguard-webhook-ca@${Math.floor(now.getTime() / 1000)}`, this.caValidityMs, now);
+    const ca = keepCa
+      ? previous.ca
+      : await createCa(`dbguard-webhook-ca@${Math.floor(now.getTime() / 1000)}`, this.caValidityMs, now);
     const cert = await issueServing(ca, this.dnsNames, this.certValidityMs, now);
     // trust the new CA and every earlier one that has not expired yet
     const earlier = previous?.caBundle ? splitPemBundle(previous.caBundle) : [];
-    const bundle = [ca.certPem, ...earlier.filter((pem) => pem.trim() !== ca.certPem.trim() && stillValid(pem, now))].join('');
-    if (!keepCa) this.o.log?.({ msg: 'webhook CA created', secret: `${this.o.namespace}/${this.secretName}` });
+    const bundle = [
+      ca.certPem,
+      ...earlier.filter((pem) => pem.trim() !== ca.certPem.trim() && stillValid(pem, now)),
+    ].join('');
+    if (!keepCa)
+      this.o.log?.({ msg: 'webhook CA created', secret: `${this.o.namespace}/${this.secretName}` });
     return { ca, cert, bundle };
   }
 
   /** create (resourceVersion undefined) or replace the Secret, then read back what is stored */
-  private async write(resourceVersion: string | undefined, g: { ca: KeyPairPem; cert: KeyPairPem; bundle: string }): Promise<Stored | undefined> {
+  private async write(
+    resourceVersion: string | undefined,
+    g: { ca: KeyPairPem; cert: KeyPairPem; bundle: string },
+  ): Promise<Stored | undefined> {
     const body: k8s.V1Secret = {
       apiVersion: 'v1',
       kind: 'Secret',
       metadata: {
         name: this.secretName,
         namespace: this.o.namespace,
-        labels: { 'app.kubernetes.io/name': 'dbguard', 'app.kubernetes.io/component': 'webhook-certificates' },
+        labels: {
+          'app.kubernetes.io/name': 'dbguard',
+          'app.kubernetes.io/component': 'webhook-certificates',
+        },
         ...(resourceVersion ? { resourceVersion } : {}),
       },
       type: 'Opaque',
@@ -208,9 +250,13 @@ export class SelfManagedCertificates implements TlsSource {
       },
     };
     try {
-      if (resourceVersion) await this.core.replaceNamespacedSecret({ name: this.secretName, namespace: this.o.namespace, body });
+      if (resourceVersion)
+        await this.core.replaceNamespacedSecret({ name: this.secretName, namespace: this.o.namespace, body });
       else await this.core.createNamespacedSecret({ namespace: this.o.namespace, body });
-      this.o.log?.({ msg: resourceVersion ? 'webhook certificate renewed' : 'webhook certificate created', notAfter: certFacts(g.cert.certPem).notAfter });
+      this.o.log?.({
+        msg: resourceVersion ? 'webhook certificate renewed' : 'webhook certificate created',
+        notAfter: certFacts(g.cert.certPem).notAfter,
+      });
     } catch (err) {
       // another replica won the race: use what it wrote
       if ((err as { code?: number }).code !== 409) throw err;
@@ -260,7 +306,8 @@ export class SelfManagedCertificates implements TlsSource {
         kind === 'Mutating'
           ? await this.admission.listMutatingWebhookConfiguration({ labelSelector: this.o.label })
           : await this.admission.listValidatingWebhookConfiguration({ labelSelector: this.o.label });
-      for (const obj of list.items) if (!seen.has(`${kind}/${obj.metadata?.name}`)) await this.patchBundle(kind, obj, want);
+      for (const obj of list.items)
+        if (!seen.has(`${kind}/${obj.metadata?.name}`)) await this.patchBundle(kind, obj, want);
     }
   }
 

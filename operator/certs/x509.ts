@@ -4,7 +4,8 @@
  * Secret and handed to node:https as is.
  */
 // must run before @peculiar/x509 loads tsyringe
-import './reflect-polyfill.js';
+// @peculiar/x509 registers its algorithms through tsyringe, which needs the Reflect metadata API.
+import 'reflect-metadata';
 import { createPrivateKey, X509Certificate as NodeX509, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
@@ -18,7 +19,8 @@ const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 /** backdated so a node whose clock is slightly behind still accepts a certificate issued just now */
 const CLOCK_SKEW_MS = 5 * 60_000;
 /** the backdating never takes more than a tenth of the lifetime (renewal is computed from the lifetime) */
-const backdate = (now: Date, validityMs: number) => new Date(now.getTime() - Math.min(CLOCK_SKEW_MS, validityMs / 10));
+const backdate = (now: Date, validityMs: number) =>
+  new Date(now.getTime() - Math.min(CLOCK_SKEW_MS, validityMs / 10));
 
 export interface KeyPairPem {
   certPem: string;
@@ -26,7 +28,10 @@ export interface KeyPairPem {
 }
 
 function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = Buffer.from(der)
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
@@ -45,7 +50,11 @@ function serial(): string {
   return Buffer.from(b).toString('hex');
 }
 
-export async function createCa(commonName: string, validityMs: number, now = new Date()): Promise<KeyPairPem> {
+export async function createCa(
+  commonName: string,
+  validityMs: number,
+  now = new Date(),
+): Promise<KeyPairPem> {
   const keys = (await crypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -60,11 +69,19 @@ export async function createCa(commonName: string, validityMs: number, now = new
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { certPem: withNewline(cert.toString('pem')), keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+  return {
+    certPem: withNewline(cert.toString('pem')),
+    keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)),
+  };
 }
 
 /** A serverAuth certificate for `dnsNames`, signed by `ca`; never valid beyond the CA's own notAfter. */
-export async function issueServing(ca: KeyPairPem, dnsNames: string[], validityMs: number, now = new Date()): Promise<KeyPairPem> {
+export async function issueServing(
+  ca: KeyPairPem,
+  dnsNames: string[],
+  validityMs: number,
+  now = new Date(),
+): Promise<KeyPairPem> {
   if (dnsNames.length === 0) throw new Error('issueServing: at least one DNS name is needed');
   const caCert = new x509.X509Certificate(ca.certPem);
   const keys = (await crypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
@@ -87,7 +104,10 @@ export async function issueServing(ca: KeyPairPem, dnsNames: string[], validityM
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { certPem: withNewline(cert.toString('pem')), keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+  return {
+    certPem: withNewline(cert.toString('pem')),
+    keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)),
+  };
 }
 
 export interface CertFacts {
@@ -111,7 +131,9 @@ export function leafMatches(leafPem: string, keyPem: string, caPem: string): boo
   try {
     const leaf = new NodeX509(leafPem);
     const ca = new NodeX509(caPem);
-    return leaf.checkIssued(ca) && leaf.verify(ca.publicKey) && leaf.checkPrivateKey(createPrivateKey(keyPem));
+    return (
+      leaf.checkIssued(ca) && leaf.verify(ca.publicKey) && leaf.checkPrivateKey(createPrivateKey(keyPem))
+    );
   } catch {
     return false;
   }
@@ -119,5 +141,9 @@ export function leafMatches(leafPem: string, keyPem: string, caPem: string): boo
 
 /** splits a PEM bundle into its certificates */
 export function splitPemBundle(bundle: string): string[] {
-  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g)?.map((s) => (s.endsWith('\n') ? s : `${s}\n`)) ?? [];
+  return (
+    bundle
+      .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g)
+      ?.map((s) => (s.endsWith('\n') ? s : `${s}\n`)) ?? []
+  );
 }

@@ -60,7 +60,11 @@ export class NativeSidecarDetector {
       if (next !== this.value) this.log?.({ msg: 'sidecar mode', native: next, version: info.gitVersion });
       this.value = next;
     } catch (err) {
-      this.log?.({ msg: 'cannot read the API server version; keeping sidecar mode', native: this.value, error: String((err as Error)?.message ?? err) });
+      this.log?.({
+        msg: 'cannot read the API server version; keeping sidecar mode',
+        native: this.value,
+        error: String((err as Error)?.message ?? err),
+      });
     }
   }
 }

@@ -12,10 +12,16 @@ import { clusterPolicyLookup } from './policy-lookup.js';
 import { injectionWebhook } from './webhook.js';
 
 export * from './constants.js';
-export { type InjectionResult, type InjectOptions, injectPod, type PodLike, type PolicyInfo } from './inject.js';
+export {
+  type InjectionResult,
+  type InjectOptions,
+  injectPod,
+  type PodLike,
+  type PolicyInfo,
+} from './inject.js';
 export { injectManifests } from './manifests.js';
-export { injectionWebhookConfiguration } from './webhook-config.js';
 export { reviewPod } from './webhook.js';
+export { injectionWebhookConfiguration } from './webhook-config.js';
 
 export interface InjectionRoutesOptions {
   operatorNamespace: string;
@@ -28,7 +34,9 @@ export interface InjectionRoutesOptions {
   log?: (f: Record<string, unknown>) => void;
 }
 
-export function injectionRoutes(o: InjectionRoutesOptions): (app: express.Express, ctx: OperatorContext) => void {
+export function injectionRoutes(
+  o: InjectionRoutesOptions,
+): (app: express.Express, ctx: OperatorContext) => void {
   return (app, ctx) => {
     const detector = new NativeSidecarDetector(o.nativeSidecar ?? 'auto', ctx.kubeConfig, o.log);
     const detected = detector.start();
@@ -41,7 +49,11 @@ export function injectionRoutes(o: InjectionRoutesOptions): (app: express.Expres
       injectionWebhook({
         injectOptions: async (): Promise<InjectOptions> => {
           await detected;
-          return { ...base, nativeSidecar: detector.native, operatorCaPem: ctx.tls?.current()?.caBundle || undefined };
+          return {
+            ...base,
+            nativeSidecar: detector.native,
+            operatorCaPem: ctx.tls?.current()?.caBundle || undefined,
+          };
         },
         lookup: clusterPolicyLookup(ctx.kubeConfig, ctx.store, o.log),
         operatorNamespace: o.operatorNamespace,

@@ -20,13 +20,27 @@ import {
   SIDECAR_NAME,
   STATUS_ANNOTATION,
   STATUS_INJECTED,
+  VOLUME_CREDENTIALS,
 } from './constants.js';
 import { escapePointer, type JsonPatchOp } from './json-patch.js';
-import { type SidecarParams, sidecarContainer, sidecarVolumes } from './sidecar.js';
+import {
+  CREDENTIALS_ARG,
+  credentialsMount,
+  credentialsVolume,
+  type SidecarParams,
+  sidecarContainer,
+  sidecarVolumes,
+} from './sidecar.js';
 
 /** The parts of a pod the injector reads; anything else passes through untouched. */
 export interface PodLike {
-  metadata?: { name?: string; generateName?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  metadata?: {
+    name?: string;
+    generateName?: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
   spec?: {
     containers?: V1Container[];
     initContainers?: V1Container[];
@@ -88,7 +102,9 @@ export function policyNameOf(pod: PodLike): string | undefined {
 }
 
 export function hasSidecar(pod: PodLike): boolean {
-  return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some((c) => c?.name === SIDECAR_NAME);
+  return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some(
+    (c) => c?.name === SIDECAR_NAME,
+  );
 }
 
 function parsePort(raw: string | undefined, fallback: number, annotation: string): number | string {
@@ -128,7 +144,11 @@ export function injectPod(
   const annotations = pod.metadata?.annotations ?? {};
   const port = parsePort(annotations[PORT_ANNOTATION], DEFAULT_PROXY_PORT, PORT_ANNOTATION);
   if (typeof port === 'string') return refuse('invalid-annotation', port);
-  const metricsPort = parsePort(annotations[METRICS_PORT_ANNOTATION], DEFAULT_METRICS_PORT, METRICS_PORT_ANNOTATION);
+  const metricsPort = parsePort(
+    annotations[METRICS_PORT_ANNOTATION],
+    DEFAULT_METRICS_PORT,
+    METRICS_PORT_ANNOTATION,
+  );
   if (typeof metricsPort === 'string') return refuse('invalid-annotation', metricsPort);
   const pgEnv = annotations[PG_ENV_ANNOTATION] !== 'false';
 
@@ -138,6 +158,7 @@ export function injectPod(
     annotationOps(pod, opts, ops);
     const native = (pod.spec.initContainers ?? []).some((c) => c?.name === SIDECAR_NAME);
     if (pgEnv) pgEnvOps(pod, port, native, ops);
+    if (policy?.credentialsSecret) credentialsOps(pod, policy.credentialsSecret, ops);
     return result('skipped', 'already-injected', `container ${SIDECAR_NAME} is already present`, ops);
   }
 
@@ -167,7 +188,11 @@ export function injectPod(
   for (const c of all) {
     for (const p of c?.ports ?? []) {
       const hit =
-        p.containerPort === port ? ['proxy', port, PORT_ANNOTATION] : p.containerPort === metricsPort ? ['metrics', metricsPort, METRICS_PORT_ANNOTATION] : undefined;
+        p.containerPort === port
+          ? ['proxy', port, PORT_ANNOTATION]
+          : p.containerPort === metricsPort
+            ? ['metrics', metricsPort, METRICS_PORT_ANNOTATION]
+            : undefined;
       if (hit)
         return refuse(
           'port-conflict',
@@ -191,7 +216,10 @@ export function injectPod(
   const taken = new Set((pod.spec.volumes ?? []).map((v) => v?.name));
   const clash = volumes.find((v) => taken.has(v.name));
   if (clash)
-    return refuse('name-conflict', `the pod already has a volume named "${clash.name}", which the dbguard sidecar needs`);
+    return refuse(
+      'name-conflict',
+      `the pod already has a volume named "${clash.name}", which the dbguard sidecar needs`,
+    );
 
   const warnings: string[] = [];
   if (policy && !policy.exists)
@@ -212,7 +240,8 @@ export function injectPod(
   const sidecar = sidecarContainer(params);
   if (opts.nativeSidecar) {
     // first, so that init containers after it (migrations) already reach the database through it
-    if (pod.spec.initContainers?.length) ops.push({ op: 'add', path: '/spec/initContainers/0', value: sidecar });
+    if (pod.spec.initContainers?.length)
+      ops.push({ op: 'add', path: '/spec/initContainers/0', value: sidecar });
     else ops.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
   } else {
     // last, so `kubectl logs`/`exec` still default to the app's first container
@@ -241,7 +270,35 @@ function annotationOps(pod: PodLike, opts: InjectOptions, ops: JsonPatchOp[]): v
   } else if (!current) {
     ops.push({ op: 'add', path: '/metadata/annotations', value: Object.fromEntries(changes) });
   } else {
-    for (const [k, v] of changes) ops.push({ op: 'add', path: `/metadata/annotations/${escapePointer(k)}`, value: v });
+    for (const [k, v] of changes)
+      ops.push({ op: 'add', path: `/metadata/annotations/${escapePointer(k)}`, value: v });
+  }
+}
+
+/**
+ * A pod injected without knowing the policy (`dbguard inject` without policy documents) lacks the
+ * credentials mount; the webhook adds it when it learns the policy names a Secret.
+ */
+function credentialsOps(pod: PodLike, secretName: string, ops: JsonPatchOp[]): void {
+  if ((pod.spec?.volumes ?? []).some((v) => v?.name === VOLUME_CREDENTIALS)) return;
+  for (const field of ['initContainers', 'containers'] as const) {
+    const list = pod.spec?.[field] ?? [];
+    const i = list.findIndex((c) => c?.name === SIDECAR_NAME);
+    if (i < 0) continue;
+    const c = list[i]!;
+    const base = `/spec/${field}/${i}`;
+    const volume = credentialsVolume(secretName);
+    const mount = credentialsMount();
+    const arg = CREDENTIALS_ARG;
+    if (pod.spec?.volumes) ops.push({ op: 'add', path: '/spec/volumes/-', value: volume });
+    else ops.push({ op: 'add', path: '/spec/volumes', value: [volume] });
+    if (c.volumeMounts) ops.push({ op: 'add', path: `${base}/volumeMounts/-`, value: mount });
+    else ops.push({ op: 'add', path: `${base}/volumeMounts`, value: [mount] });
+    if (!(c.args ?? []).includes(arg)) {
+      if (c.args) ops.push({ op: 'add', path: `${base}/args/-`, value: arg });
+      else ops.push({ op: 'add', path: `${base}/args`, value: [arg] });
+    }
+    return;
   }
 }
 

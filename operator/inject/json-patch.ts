@@ -31,12 +31,14 @@ export function applyPatch<T>(doc: T, ops: readonly JsonPatchOp[]): T {
     const value = structuredClone(op.value);
     if (Array.isArray(parent)) {
       const i = key === '-' ? parent.length : Number(key);
-      if (!Number.isInteger(i) || i < 0 || i > parent.length) throw new Error(`patch path ${op.path}: bad index`);
+      if (!Number.isInteger(i) || i < 0 || i > parent.length)
+        throw new Error(`patch path ${op.path}: bad index`);
       if (op.op === 'add') parent.splice(i, 0, value);
       else if (i < parent.length) parent[i] = value;
       else throw new Error(`patch path ${op.path}: nothing to replace`);
     } else {
-      if (op.op === 'replace' && !(key in parent)) throw new Error(`patch path ${op.path}: nothing to replace`);
+      if (op.op === 'replace' && !(key in parent))
+        throw new Error(`patch path ${op.path}: nothing to replace`);
       parent[key] = value;
     }
   }

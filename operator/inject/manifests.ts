@@ -61,9 +61,14 @@ function splitDocuments(text: string): Chunk[] {
   return chunks;
 }
 
-const getIn = (obj: any, path: (string | number)[]) => path.reduce((o, k) => (o == null ? undefined : o[k]), obj);
+const getIn = (obj: any, path: (string | number)[]) =>
+  path.reduce((o, k) => (o == null ? undefined : o[k]), obj);
 
-export function injectManifests(text: string, opts: InjectOptions, mo: ManifestOptions = {}): ManifestInjection {
+export function injectManifests(
+  text: string,
+  opts: InjectOptions,
+  mo: ManifestOptions = {},
+): ManifestInjection {
   const reports: TemplateReport[] = [];
   const errors: string[] = [];
   let output = '';
@@ -81,7 +86,9 @@ export function injectManifests(text: string, opts: InjectOptions, mo: ManifestO
     const collect = (obj: any, prefix: (string | number)[]) => {
       if (!obj || typeof obj !== 'object') return;
       if (obj.kind === 'List' && Array.isArray(obj.items)) {
-        obj.items.forEach((item: any, i: number) => collect(item, [...prefix, 'items', i]));
+        obj.items.forEach((item: any, i: number) => {
+          collect(item, [...prefix, 'items', i]);
+        });
         return;
       }
       const path = TEMPLATE_PATHS[obj.kind];
@@ -95,10 +102,21 @@ export function injectManifests(text: string, opts: InjectOptions, mo: ManifestO
       const namespace = t.owner.metadata?.namespace ?? mo.namespace;
       const policyName = policyNameOf(template);
       const policy = policyName ? mo.lookup?.(namespace, policyName) : undefined;
-      const r = injectPod(template, opts, policy, { namespace, ownerKind: t.kind === 'Pod' ? undefined : t.kind });
+      const r = injectPod(template, opts, policy, {
+        namespace,
+        ownerKind: t.kind === 'Pod' ? undefined : t.kind,
+      });
       const name = `${t.owner.metadata?.name ?? '(unnamed)'}`;
       if (r.reason !== 'not-requested')
-        reports.push({ document: index, kind: t.kind, name, outcome: r.outcome, reason: r.reason, message: r.message, warnings: r.warnings });
+        reports.push({
+          document: index,
+          kind: t.kind,
+          name,
+          outcome: r.outcome,
+          reason: r.reason,
+          message: r.message,
+          warnings: r.warnings,
+        });
       if (r.outcome === 'refused') errors.push(`${t.kind} ${name}: ${r.message}`);
       if (r.patch.length === 0) continue;
       const injected = applyPatch(template, r.patch);

@@ -32,14 +32,24 @@ export function clusterPolicyLookup(
     // not compiled (yet, or broken): the resource itself still says which Secret to mount
     try {
       const obj = (await withTimeout(
-        api.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: 'databasepolicies', name }),
+        api.getNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: 'databasepolicies',
+          name,
+        }),
         timeoutMs,
       )) as { spec?: { upstream?: { credentialsSecretRef?: { name?: unknown } } } };
       const secret = obj?.spec?.upstream?.credentialsSecretRef?.name;
       return { exists: true, credentialsSecret: typeof secret === 'string' && secret ? secret : undefined };
     } catch (err) {
       if ((err as { code?: number })?.code === 404) return { exists: false };
-      log?.({ msg: 'policy lookup failed', policy: `${namespace}/${name}`, error: String((err as Error)?.message ?? err) });
+      log?.({
+        msg: 'policy lookup failed',
+        policy: `${namespace}/${name}`,
+        error: String((err as Error)?.message ?? err),
+      });
       return undefined;
     }
   };
@@ -55,7 +65,9 @@ type PolicyDoc = {
  * Lookup over DatabasePolicy documents (policy files, or the manifests being injected). A document without
  * a namespace matches any namespace, as `kubectl apply -n` would place it.
  */
-export function documentsPolicyLookup(docs: unknown[]): (namespace: string | undefined, name: string) => PolicyInfo {
+export function documentsPolicyLookup(
+  docs: unknown[],
+): (namespace: string | undefined, name: string) => PolicyInfo {
   const policies = docs.filter(
     (d): d is PolicyDoc => !!d && typeof d === 'object' && (d as PolicyDoc).kind === 'DatabasePolicy',
   );
@@ -63,7 +75,9 @@ export function documentsPolicyLookup(docs: unknown[]): (namespace: string | und
     const hit = policies.find(
       (p) =>
         p.metadata?.name === name &&
-        (p.metadata?.namespace === undefined || namespace === undefined || p.metadata.namespace === namespace),
+        (p.metadata?.namespace === undefined ||
+          namespace === undefined ||
+          p.metadata.namespace === namespace),
     );
     if (!hit) return { exists: false };
     const secret = hit.spec?.upstream?.credentialsSecretRef?.name;

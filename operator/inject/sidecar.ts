@@ -40,6 +40,17 @@ export interface SidecarParams {
   tokenExpirationSeconds?: number;
 }
 
+export const CREDENTIALS_ARG = `--upstream-credentials-file=${CREDENTIALS_DIR}`;
+
+/** the Secret with `username`/`password`; world-readable inside the volume because the sidecar is not root */
+export function credentialsVolume(secretName: string): V1Volume {
+  return { name: VOLUME_CREDENTIALS, secret: { secretName, defaultMode: 0o444 } };
+}
+
+export function credentialsMount() {
+  return { name: VOLUME_CREDENTIALS, mountPath: CREDENTIALS_DIR, readOnly: true };
+}
+
 export function sidecarContainer(p: SidecarParams): V1Container {
   const args = [
     'proxy',
@@ -54,7 +65,7 @@ export function sidecarContainer(p: SidecarParams): V1Container {
     `--operator-ca-file=${OPERATOR_DIR}/ca.crt`,
     `--policy-cache-file=${CACHE_DIR}/policy.json`,
   ];
-  if (p.credentialsSecret) args.push(`--upstream-credentials-file=${CREDENTIALS_DIR}`);
+  if (p.credentialsSecret) args.push(CREDENTIALS_ARG);
   const probe = (path: string, periodSeconds: number, failureThreshold: number) => ({
     httpGet: { path, port: METRICS_PORT_NAME },
     periodSeconds,
@@ -90,7 +101,9 @@ export function sidecarContainer(p: SidecarParams): V1Container {
     volumeMounts: [
       { name: VOLUME_OPERATOR, mountPath: OPERATOR_DIR, readOnly: true },
       { name: VOLUME_CACHE, mountPath: CACHE_DIR },
-      ...(p.credentialsSecret ? [{ name: VOLUME_CREDENTIALS, mountPath: CREDENTIALS_DIR, readOnly: true }] : []),
+      ...(p.credentialsSecret
+        ? [{ name: VOLUME_CREDENTIALS, mountPath: CREDENTIALS_DIR, readOnly: true }]
+        : []),
     ],
     terminationMessagePolicy: 'FallbackToLogsOnError',
   };
@@ -114,7 +127,12 @@ export function sidecarVolumes(p: SidecarParams): V1Volume[] {
           },
           {
             downwardAPI: {
-              items: [{ path: 'ca.crt', fieldRef: { fieldPath: `metadata.annotations['${OPERATOR_CA_ANNOTATION}']` } }],
+              items: [
+                {
+                  path: 'ca.crt',
+                  fieldRef: { fieldPath: `metadata.annotations['${OPERATOR_CA_ANNOTATION}']` },
+                },
+              ],
             },
           },
         ],
@@ -123,7 +141,6 @@ export function sidecarVolumes(p: SidecarParams): V1Volume[] {
     // the last-known-good policy survives container restarts (not pod restarts)
     { name: VOLUME_CACHE, emptyDir: { sizeLimit: '16Mi' } },
   ];
-  if (p.credentialsSecret)
-    volumes.push({ name: VOLUME_CREDENTIALS, secret: { secretName: p.credentialsSecret, defaultMode: 0o444 } });
+  if (p.credentialsSecret) volumes.push(credentialsVolume(p.credentialsSecret));
   return volumes;
 }

@@ -34,7 +34,9 @@ export function excludedNamespaces(operatorNamespace: string, extra: string[] = 
 }
 
 export function injectionWebhookConfiguration(o: WebhookConfigOptions) {
-  const annotations = o.certManagerCertificate ? { 'cert-manager.io/inject-ca-from': o.certManagerCertificate } : undefined;
+  const annotations = o.certManagerCertificate
+    ? { 'cert-manager.io/inject-ca-from': o.certManagerCertificate }
+    : undefined;
   return {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'MutatingWebhookConfiguration',
@@ -59,11 +61,22 @@ export function injectionWebhookConfiguration(o: WebhookConfigOptions) {
         matchPolicy: 'Equivalent',
         timeoutSeconds: o.timeoutSeconds ?? 10,
         clientConfig: {
-          service: { namespace: o.operatorNamespace, name: OPERATOR_SERVICE, path: WEBHOOK_PATH, port: OPERATOR_PORT },
+          service: {
+            namespace: o.operatorNamespace,
+            name: OPERATOR_SERVICE,
+            path: WEBHOOK_PATH,
+            port: OPERATOR_PORT,
+          },
           ...(o.caBundlePem ? { caBundle: Buffer.from(o.caBundlePem).toString('base64') } : {}),
         },
         rules: [
-          { operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' },
+          {
+            operations: ['CREATE'],
+            apiGroups: [''],
+            apiVersions: ['v1'],
+            resources: ['pods'],
+            scope: 'Namespaced',
+          },
         ],
         objectSelector: { matchExpressions: [{ key: INJECT_LABEL, operator: 'In', values: ['true'] }] },
         namespaceSelector: {

@@ -6,12 +6,16 @@
  */
 import express from 'express';
 import type { OperatorMetrics } from '../metrics.js';
-import { excludedNamespaces } from './webhook-config.js';
 import { INJECT_LABEL, WEBHOOK_PATH } from './constants.js';
-import { type InjectOptions, type InjectionResult, injectPod, type PodLike, policyNameOf } from './inject.js';
+import { type InjectionResult, type InjectOptions, injectPod, type PodLike, policyNameOf } from './inject.js';
 import type { PolicyLookup } from './policy-lookup.js';
+import { excludedNamespaces } from './webhook-config.js';
 
-type Involved = { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string; uid?: string } };
+type Involved = {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; uid?: string };
+};
 
 export interface EventSink {
   record(obj: Involved, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
@@ -61,7 +65,11 @@ function eventTarget(pod: PodLike, namespace: string | undefined): Involved {
   }[];
   const owner = owners.find((o) => o?.controller) ?? owners[0];
   if (owner?.kind && owner.name)
-    return { apiVersion: owner.apiVersion, kind: owner.kind, metadata: { name: owner.name, namespace, uid: owner.uid } };
+    return {
+      apiVersion: owner.apiVersion,
+      kind: owner.kind,
+      metadata: { name: owner.name, namespace, uid: owner.uid },
+    };
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -70,7 +78,10 @@ function eventTarget(pod: PodLike, namespace: string | undefined): Involved {
 }
 
 /** Decide one AdmissionRequest. Exported for tests that do not need HTTP. */
-export async function reviewPod(request: AdmissionRequest, o: InjectionWebhookOptions): Promise<AdmissionResponse> {
+export async function reviewPod(
+  request: AdmissionRequest,
+  o: InjectionWebhookOptions,
+): Promise<AdmissionResponse> {
   const uid = request.uid;
   const count = (result: string, reason: string) => o.metrics?.injections.inc({ result, reason });
   const isPodCreate =
@@ -86,7 +97,11 @@ export async function reviewPod(request: AdmissionRequest, o: InjectionWebhookOp
   const namespace = request.namespace ?? pod?.metadata?.namespace;
   if (!pod || typeof pod !== 'object') {
     count('refused', 'invalid-pod');
-    return { uid, allowed: false, status: { code: 400, reason: 'BadRequest', message: 'dbguard: the request has no pod object' } };
+    return {
+      uid,
+      allowed: false,
+      status: { code: 400, reason: 'BadRequest', message: 'dbguard: the request has no pod object' },
+    };
   }
   const target = eventTarget(pod, namespace);
   const event = (type: 'Normal' | 'Warning', reason: string, message: string) => {
@@ -97,20 +112,38 @@ export async function reviewPod(request: AdmissionRequest, o: InjectionWebhookOp
   if (namespace && excludedNamespaces(o.operatorNamespace, o.excludedNamespaces).includes(namespace)) {
     count('skipped', 'excluded-namespace');
     if (pod.metadata?.labels?.[INJECT_LABEL] === 'true')
-      event('Normal', 'InjectionSkipped', `dbguard does not inject pods in namespace ${namespace} (reason: excluded-namespace)`);
+      event(
+        'Normal',
+        'InjectionSkipped',
+        `dbguard does not inject pods in namespace ${namespace} (reason: excluded-namespace)`,
+      );
     return { uid, allowed: true };
   }
 
   const name = policyNameOf(pod);
   const policy = name && namespace && o.lookup ? await o.lookup(namespace, name) : undefined;
-  const r: InjectionResult = injectPod(pod, await o.injectOptions(), policy, { namespace, ownerKind: target.kind === 'Pod' ? undefined : target.kind });
+  const r: InjectionResult = injectPod(pod, await o.injectOptions(), policy, {
+    namespace,
+    ownerKind: target.kind === 'Pod' ? undefined : target.kind,
+  });
   const patch = r.patch;
   count(r.outcome, r.reason);
-  o.log?.({ msg: 'injection', outcome: r.outcome, reason: r.reason, namespace, pod: pod.metadata?.name ?? pod.metadata?.generateName, dryRun: !!request.dryRun });
+  o.log?.({
+    msg: 'injection',
+    outcome: r.outcome,
+    reason: r.reason,
+    namespace,
+    pod: pod.metadata?.name ?? pod.metadata?.generateName,
+    dryRun: !!request.dryRun,
+  });
 
   if (r.outcome === 'refused') {
     event('Warning', 'InjectionSkipped', `${r.message} (reason: ${r.reason})`);
-    return { uid, allowed: false, status: { code: 403, reason: 'Forbidden', message: `dbguard: ${r.message}` } };
+    return {
+      uid,
+      allowed: false,
+      status: { code: 403, reason: 'Forbidden', message: `dbguard: ${r.message}` },
+    };
   }
   if (r.outcome === 'injected') event('Normal', 'Injected', r.message);
   const response: AdmissionResponse = { uid, allowed: true };
@@ -127,7 +160,7 @@ export function injectionWebhook(o: InjectionWebhookOptions): express.Router {
   const router = express.Router();
   router.post(WEBHOOK_PATH, express.json({ limit: '8mb' }), async (req, res) => {
     const review = req.body as { apiVersion?: string; kind?: string; request?: AdmissionRequest } | undefined;
-    if (!review || review.kind !== 'AdmissionReview' || !review.request || typeof review.request.uid !== 'string') {
+    if (review?.kind !== 'AdmissionReview' || !review.request || typeof review.request.uid !== 'string') {
       res.status(400).json({ error: 'expected an AdmissionReview (admission.k8s.io/v1) with request.uid' });
       return;
     }
@@ -140,7 +173,11 @@ export function injectionWebhook(o: InjectionWebhookOptions): express.Router {
       response = {
         uid: review.request.uid,
         allowed: false,
-        status: { code: 500, reason: 'InternalError', message: `dbguard: injection failed: ${(err as Error)?.message ?? err}` },
+        status: {
+          code: 500,
+          reason: 'InternalError',
+          message: `dbguard: injection failed: ${(err as Error)?.message ?? err}`,
+        },
       };
     }
     res.json({ apiVersion: review.apiVersion ?? 'admission.k8s.io/v1', kind: 'AdmissionReview', response });

@@ -18,7 +18,11 @@ import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
 const NS = 'dbguard-system';
 const quiet = () => {};
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -29,16 +33,23 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
 }
 
 /** Serve with the pair, connect trusting `caPem` for `servername`: resolves to the peer's serial. */
-async function handshake(pair: { cert: string; key: string }, caPem: string, servername: string): Promise<string> {
+async function handshake(
+  pair: { cert: string; key: string },
+  caPem: string,
+  servername: string,
+): Promise<string> {
   const server = https.createServer({ cert: pair.cert, key: pair.key }, (_q, s) => s.end('ok'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   try {
     return await new Promise<string>((resolve, reject) => {
-      const sock = tls.connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, ca: caPem, servername }, () => {
-        const serial = sock.getPeerCertificate().serialNumber;
-        sock.end();
-        resolve(serial);
-      });
+      const sock = tls.connect(
+        { host: '127.0.0.1', port: (server.address() as AddressInfo).port, ca: caPem, servername },
+        () => {
+          const serial = sock.getPeerCertificate().serialNumber;
+          sock.end();
+          resolve(serial);
+        },
+      );
       sock.on('error', reject);
     });
   } finally {
@@ -56,17 +67,25 @@ describe('x509', () => {
     expect(facts.dnsNames).toEqual(['dbguard-operator.dbguard-system.svc', 'dbguard-operator']);
     expect(facts.notAfter.getTime() - Date.now()).toBeLessThanOrEqual(600_000);
     expect(facts.notAfter.getTime() - Date.now()).toBeGreaterThan(590_000);
-    await expect(handshake({ cert: leaf.certPem, key: leaf.keyPem }, ca.certPem, 'dbguard-operator.dbguard-system.svc')).resolves.toMatch(/^[0-9A-F]+$/);
-    await expect(handshake({ cert: leaf.certPem, key: leaf.keyPem }, ca.certPem, 'other.dbguard-system.svc')).rejects.toThrow(/altnames|match/i);
+    await expect(
+      handshake({ cert: leaf.certPem, key: leaf.keyPem }, ca.certPem, 'dbguard-operator.dbguard-system.svc'),
+    ).resolves.toMatch(/^[0-9A-F]+$/);
+    await expect(
+      handshake({ cert: leaf.certPem, key: leaf.keyPem }, ca.certPem, 'other.dbguard-system.svc'),
+    ).rejects.toThrow(/altnames|match/i);
     const stranger = await createCa('other-ca', 3600_000);
     expect(leafMatches(leaf.certPem, leaf.keyPem, stranger.certPem)).toBe(false);
-    await expect(handshake({ cert: leaf.certPem, key: leaf.keyPem }, stranger.certPem, 'dbguard-operator')).rejects.toThrow();
+    await expect(
+      handshake({ cert: leaf.certPem, key: leaf.keyPem }, stranger.certPem, 'dbguard-operator'),
+    ).rejects.toThrow();
   });
 
   it('never issues a certificate that outlives its CA', async () => {
     const ca = await createCa('short-ca', 10_000);
     const leaf = await issueServing(ca, ['a.b.svc'], 3600_000);
-    expect(certFacts(leaf.certPem).notAfter.getTime()).toBeLessThanOrEqual(certFacts(ca.certPem).notAfter.getTime());
+    expect(certFacts(leaf.certPem).notAfter.getTime()).toBeLessThanOrEqual(
+      certFacts(ca.certPem).notAfter.getTime(),
+    );
   });
 });
 
@@ -117,7 +136,9 @@ describe('self-managed certificates', () => {
     expect(Object.keys(s.data).sort()).toEqual(['ca-bundle.crt', 'ca.crt', 'ca.key', 'tls.crt', 'tls.key']);
     expect(certFacts(ma.cert).dnsNames).toContain('dbguard-operator.dbguard-system.svc');
     await expect(handshake(ma, ma.caBundle, 'dbguard-operator.dbguard-system.svc')).resolves.toBeTruthy();
-    expect(api.requests.filter((r) => r.verb === 'create' && r.resource === 'secrets').length).toBeGreaterThanOrEqual(1);
+    expect(
+      api.requests.filter((r) => r.verb === 'create' && r.resource === 'secrets').length,
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it('renews before expiry (leader), followers pick it up, and the caBundle is written to the webhook configuration', async () => {
@@ -127,10 +148,21 @@ describe('self-managed certificates', () => {
       certValidityMs: 6000,
       checkIntervalMs: 300,
       metrics,
-      webhookConfigs: [{ kind: 'Mutating', name: 'dbguard-sidecar-injector', create: (ca) => injectionWebhookConfiguration({ operatorNamespace: NS, caBundlePem: ca }) }],
+      webhookConfigs: [
+        {
+          kind: 'Mutating',
+          name: 'dbguard-sidecar-injector',
+          create: (ca) => injectionWebhookConfiguration({ operatorNamespace: NS, caBundlePem: ca }),
+        },
+      ],
     });
     let followerChanges = 0;
-    const follower = make({ secretName: 'rotate-tls', isLeader: () => false, certValidityMs: 6000, checkIntervalMs: 300 });
+    const follower = make({
+      secretName: 'rotate-tls',
+      isLeader: () => false,
+      certValidityMs: 6000,
+      checkIntervalMs: 300,
+    });
     const first = await leader.start();
     await follower.start();
     follower.onChange(() => followerChanges++);
@@ -138,27 +170,50 @@ describe('self-managed certificates', () => {
     expect(firstExpiry).toBe(Math.floor(first.notAfter.getTime() / 1000));
 
     const cfg = await until('webhook configuration', () =>
-      api.store.get<any>('admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', undefined, 'dbguard-sidecar-injector'),
+      api.store.get<any>(
+        'admissionregistration.k8s.io/v1',
+        'MutatingWebhookConfiguration',
+        undefined,
+        'dbguard-sidecar-injector',
+      ),
     );
     expect(Buffer.from(cfg.webhooks[0].clientConfig.caBundle, 'base64').toString()).toBe(first.caBundle);
 
     // renewal once less than a third of the 6 s is left: a new serving certificate from the same CA
-    const renewed = await until('renewal', () => (leader.current()!.cert !== first.cert ? leader.current() : undefined), 10_000);
+    const renewed = await until(
+      'renewal',
+      () => (leader.current()!.cert !== first.cert ? leader.current() : undefined),
+      10_000,
+    );
     expect(renewed.caBundle).toBe(first.caBundle);
     expect(certFacts(renewed.cert).notAfter.getTime()).toBeGreaterThan(first.notAfter.getTime());
     expect(leafMatches(renewed.cert, renewed.key, first.caBundle)).toBe(true);
     expect((await metrics.certExpiry.get()).values[0]!.value).toBeGreaterThan(firstExpiry);
-    await until('follower adopts', () => follower.current()!.cert === leader.current()!.cert || undefined, 5000);
+    await until(
+      'follower adopts',
+      () => follower.current()!.cert === leader.current()!.cert || undefined,
+      5000,
+    );
     expect(followerChanges).toBeGreaterThanOrEqual(1);
   });
 
   it('a follower never renews, even a certificate close to expiry', async () => {
-    const seed = make({ secretName: 'follower-tls', certValidityMs: 60_000, caValidityMs: 120_000, checkIntervalMs: 200 });
+    const seed = make({
+      secretName: 'follower-tls',
+      certValidityMs: 60_000,
+      caValidityMs: 120_000,
+      checkIntervalMs: 200,
+    });
     const m = await seed.start();
     await seed.stop();
     const rv = secret('follower-tls').metadata.resourceVersion;
     // with a renewal threshold of 99.9% the certificate is "due" at once; only a leader may act on it
-    const follower = make({ secretName: 'follower-tls', isLeader: () => false, renewBeforeFraction: 0.999, checkIntervalMs: 200 });
+    const follower = make({
+      secretName: 'follower-tls',
+      isLeader: () => false,
+      renewBeforeFraction: 0.999,
+      checkIntervalMs: 200,
+    });
     expect((await follower.start()).cert).toBe(m.cert);
     await new Promise((r) => setTimeout(r, 800));
     expect(secret('follower-tls').metadata.resourceVersion).toBe(rv);
@@ -183,21 +238,39 @@ describe('self-managed certificates', () => {
           admissionReviewVersions: ['v1'],
           sideEffects: 'None',
           clientConfig: { service: { namespace: NS, name: 'dbguard-operator', path: '/approvals' } },
-          rules: [{ operations: ['UPDATE'], apiGroups: ['dbguard.io'], apiVersions: ['*'], resources: ['approvalrequests'] }],
+          rules: [
+            {
+              operations: ['UPDATE'],
+              apiGroups: ['dbguard.io'],
+              apiVersions: ['*'],
+              resources: ['approvalrequests'],
+            },
+          ],
         },
       ],
     } as any);
     const first = await leader.start();
     const oldCa = splitPemBundle(first.caBundle);
     expect(oldCa).toHaveLength(1);
-    const rotated = await until('CA rotation', () => (splitPemBundle(leader.current()!.caBundle).length === 2 ? leader.current() : undefined), 10_000);
+    const rotated = await until(
+      'CA rotation',
+      () => (splitPemBundle(leader.current()!.caBundle).length === 2 ? leader.current() : undefined),
+      10_000,
+    );
     const [newCa, keptOld] = splitPemBundle(rotated.caBundle);
     expect(keptOld).toBe(oldCa[0]);
     expect(newCa).not.toBe(oldCa[0]);
     expect(leafMatches(rotated.cert, rotated.key, newCa!)).toBe(true);
-    await expect(handshake(rotated, rotated.caBundle, 'dbguard-operator.dbguard-system.svc')).resolves.toBeTruthy();
+    await expect(
+      handshake(rotated, rotated.caBundle, 'dbguard-operator.dbguard-system.svc'),
+    ).resolves.toBeTruthy();
     const approvals = await until('caBundle on the labelled configuration', () => {
-      const v = api.store.get<any>('admissionregistration.k8s.io/v1', 'ValidatingWebhookConfiguration', undefined, 'dbguard-approvals');
+      const v = api.store.get<any>(
+        'admissionregistration.k8s.io/v1',
+        'ValidatingWebhookConfiguration',
+        undefined,
+        'dbguard-approvals',
+      );
       const b = v?.webhooks?.[0]?.clientConfig?.caBundle;
       return b && splitPemBundle(Buffer.from(b, 'base64').toString()).length === 2 ? b : undefined;
     });

@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { run } from '../../cli/inject.js';
 import { reviewPod } from '../../operator/inject/webhook.js';
 import { applyResponse, review, sidecarOf, validatePod } from './helpers.js';
@@ -21,13 +21,18 @@ const BASE = ['--sidecar-image', 'ghcr.io/dbguard/dbguard:golden'];
 async function inject(args: string[], stdin = ''): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await run([...BASE, ...args], { stdin: () => stdin, stdout: (s) => (out += s), stderr: (s) => (err += s) });
+  const code = await run([...BASE, ...args], {
+    stdin: () => stdin,
+    stdout: (s) => (out += s),
+    stderr: (s) => (err += s),
+  });
   return { code, out, err };
 }
 
 function expectGolden(name: string, actual: string) {
   const file = golden(name);
-  if (process.env.UPDATE_GOLDEN === '1' || !fs.existsSync(file)) fs.writeFileSync(file, actual);
+  if (process.env.UPDATE_GOLDEN === '1') fs.writeFileSync(file, actual);
+  if (!fs.existsSync(file)) throw new Error(`golden file ${file} is missing: run with UPDATE_GOLDEN=1 once`);
   expect(actual).toBe(fs.readFileSync(file, 'utf8'));
 }
 
@@ -39,7 +44,12 @@ function podsOf(text: string): { kind: string; name: string; pod: any }[] {
     if (!o) continue;
     const t =
       o.kind === 'Pod' ? o : o.kind === 'CronJob' ? o.spec.jobTemplate.spec.template : o.spec?.template;
-    if (t) out.push({ kind: o.kind, name: o.metadata.name, pod: { apiVersion: 'v1', kind: 'Pod', metadata: t.metadata ?? {}, spec: t.spec } });
+    if (t)
+      out.push({
+        kind: o.kind,
+        name: o.metadata.name,
+        pod: { apiVersion: 'v1', kind: 'Pod', metadata: t.metadata ?? {}, spec: t.spec },
+      });
   }
   return out;
 }
@@ -47,13 +57,18 @@ function podsOf(text: string): { kind: string; name: string; pod: any }[] {
 const splitDocs = (text: string) => text.split(/^---\n/m);
 
 describe('dbguard inject', () => {
-  const input = fs.readFileSync(golden('workloads.yaml'), 'utf8');
+  const input = fs.readFileSync(golden('workloads.input.yaml.txt'), 'utf8');
 
   it('injects every labelled template (native sidecars) and matches the golden file', async () => {
-    const r = await inject(['-f', golden('workloads.yaml')]);
+    const r = await inject(['-f', golden('workloads.input.yaml.txt')]);
     expect(r.code, r.err).toBe(0);
-    expectGolden('workloads.native.golden.yaml', r.out);
-    expect(r.err.split('\n').filter((l) => l.endsWith(' injected')).sort()).toEqual([
+    expectGolden('workloads.native.output.yaml.txt', r.out);
+    expect(
+      r.err
+        .split('\n')
+        .filter((l) => l.endsWith(' injected'))
+        .sort(),
+    ).toEqual([
       'cronjob "cleanup" injected',
       'deployment "checkout" injected',
       'job "nightly-report" injected',
@@ -61,14 +76,19 @@ describe('dbguard inject', () => {
       'statefulset "ledger" injected',
     ]);
     // the CronJob names a policy that is not among the documents
-    expect(r.err).toContain('warning: cronjob "cleanup": dbguard: DatabasePolicy "reports" does not exist in namespace "shop"');
+    expect(r.err).toContain(
+      'warning: cronjob "cleanup": dbguard: DatabasePolicy "reports" does not exist in namespace "shop"',
+    );
 
     const pods = podsOf(r.out);
     for (const p of pods) validatePod(p.pod);
     const byName = Object.fromEntries(pods.map((p) => [p.name, p.pod]));
     expect(sidecarOf(byName.legacy)).toBeUndefined();
     for (const n of ['checkout', 'ledger', 'nightly-report', 'cleanup', 'debug']) {
-      expect(byName[n].spec.initContainers[0]).toMatchObject({ name: 'dbguard-proxy', restartPolicy: 'Always' });
+      expect(byName[n].spec.initContainers[0]).toMatchObject({
+        name: 'dbguard-proxy',
+        restartPolicy: 'Always',
+      });
       expect(byName[n].metadata.annotations['dbguard.io/status']).toBe('injected');
     }
     // the policy document names a credentials Secret: mounted for pods that use that policy only
@@ -83,7 +103,7 @@ describe('dbguard inject', () => {
   });
 
   it('leaves every other document byte for byte as it was', async () => {
-    const r = await inject(['-f', golden('workloads.yaml')]);
+    const r = await inject(['-f', golden('workloads.input.yaml.txt')]);
     const inDocs = splitDocs(input);
     const outDocs = splitDocs(r.out);
     expect(outDocs).toHaveLength(inDocs.length);
@@ -93,7 +113,7 @@ describe('dbguard inject', () => {
   });
 
   it('changes nothing when run on its own output (injecting twice = once)', async () => {
-    const once = await inject(['-f', golden('workloads.yaml')]);
+    const once = await inject(['-f', golden('workloads.input.yaml.txt')]);
     const twice = await inject(['-f', '-'], once.out);
     expect(twice.code).toBe(0);
     expect(twice.out).toBe(once.out);
@@ -101,23 +121,30 @@ describe('dbguard inject', () => {
   });
 
   it('injects a regular container where native sidecars are off, and warns for Jobs', async () => {
-    const r = await inject(['-f', golden('bare-pod.yaml'), '--native-sidecar', 'false', '--operator-namespace', 'governance']);
+    const r = await inject([
+      '-f',
+      golden('bare-pod.input.yaml.txt'),
+      '--native-sidecar',
+      'false',
+      '--operator-namespace',
+      'governance',
+    ]);
     expect(r.code, r.err).toBe(0);
-    expectGolden('bare-pod.container.golden.yaml', r.out);
+    expectGolden('bare-pod.container.output.yaml.txt', r.out);
     const [p] = podsOf(r.out);
     validatePod(p!.pod);
     expect(p!.pod.spec.containers.map((c: any) => c.name)).toEqual(['worker', 'dbguard-proxy']);
     expect(sidecarOf(p!.pod).args).toContain('--operator-url=https://dbguard-operator.governance.svc:8443');
 
-    const job = await inject(['-f', golden('workloads.yaml'), '--native-sidecar', 'false']);
+    const job = await inject(['-f', golden('workloads.input.yaml.txt'), '--native-sidecar', 'false']);
     expect(job.err).toMatch(/warning: job "nightly-report": .*keeps this Job's pod running/);
     expect(job.err).toMatch(/warning: cronjob "cleanup": .*keeps this Job's pod running/);
     expect(job.err).not.toMatch(/warning: deployment .*Job/);
   });
 
   it('prints exactly what the webhook patches in', async () => {
-    const cli = await inject(['-f', golden('bare-pod.yaml'), '--native-sidecar', 'true']);
-    const pod = parseAllDocuments(fs.readFileSync(golden('bare-pod.yaml'), 'utf8'))[0]!.toJS();
+    const cli = await inject(['-f', golden('bare-pod.input.yaml.txt'), '--native-sidecar', 'true']);
+    const pod = parseAllDocuments(fs.readFileSync(golden('bare-pod.input.yaml.txt'), 'utf8'))[0]!.toJS();
     const response = await reviewPod(review({ ...pod, metadata: { ...pod.metadata } }).request as any, {
       injectOptions: () => ({
         image: 'ghcr.io/dbguard/dbguard:golden',
@@ -130,9 +157,11 @@ describe('dbguard inject', () => {
   });
 
   it('embeds the operator CA when given, so pods work without the webhook', async () => {
-    const ca = path.join(here, 'golden', 'bare-pod.yaml'); // any file: the content is copied verbatim
-    const r = await inject(['-f', golden('bare-pod.yaml'), '--operator-ca-file', ca]);
-    expect(podsOf(r.out)[0]!.pod.metadata.annotations['dbguard.io/operator-ca']).toBe(fs.readFileSync(ca, 'utf8'));
+    const ca = golden('bare-pod.input.yaml.txt'); // any file: the content is copied verbatim
+    const r = await inject(['-f', golden('bare-pod.input.yaml.txt'), '--operator-ca-file', ca]);
+    expect(podsOf(r.out)[0]!.pod.metadata.annotations['dbguard.io/operator-ca']).toBe(
+      fs.readFileSync(ca, 'utf8'),
+    );
   });
 
   it('prints nothing and exits 1 when a labelled template cannot be injected', async () => {
@@ -141,7 +170,12 @@ describe('dbguard inject', () => {
     expect(r.code).toBe(1);
     expect(r.out).toBe('');
     expect(r.err).toContain('error: Deployment checkout: container "app" declares containerPort 5432');
-    const noPolicy = await inject(['-f', '-'], fs.readFileSync(golden('bare-pod.yaml'), 'utf8').replace('dbguard.io/policy: orders', 'other: x'));
+    const noPolicy = await inject(
+      ['-f', '-'],
+      fs
+        .readFileSync(golden('bare-pod.input.yaml.txt'), 'utf8')
+        .replace('dbguard.io/policy: orders', 'other: x'),
+    );
     expect(noPolicy.code).toBe(1);
     expect(noPolicy.err).toContain('has no annotation dbguard.io/policy');
   });
@@ -151,7 +185,9 @@ describe('dbguard inject', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/document 0: not valid YAML/);
     await expect(inject([])).rejects.toThrow(/needs -f FILE/);
-    await expect(inject(['-f', '/nonexistent/file.yaml'])).rejects.toThrow(/cannot read \/nonexistent\/file.yaml/);
+    await expect(inject(['-f', '/nonexistent/file.yaml'])).rejects.toThrow(
+      /cannot read \/nonexistent\/file.yaml/,
+    );
     await expect(inject(['-f', '-', '--native-sidecar', 'auto'])).rejects.toThrow(/true or false/);
   });
 });

@@ -17,7 +17,9 @@ export function options(extra: Partial<InjectOptions> = {}): InjectOptions {
 }
 
 /** A pod as a ReplicaSet controller creates it: generateName, owner, defaulted fields. */
-export function appPod(extra: { labels?: Record<string, string>; annotations?: Record<string, string>; spec?: any } = {}): any {
+export function appPod(
+  extra: { labels?: Record<string, string>; annotations?: Record<string, string>; spec?: any } = {},
+): any {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -27,7 +29,14 @@ export function appPod(extra: { labels?: Record<string, string>; annotations?: R
       labels: { app: 'checkout', 'dbguard.io/inject': 'true', ...(extra.labels ?? {}) },
       annotations: { 'dbguard.io/policy': 'orders', ...(extra.annotations ?? {}) },
       ownerReferences: [
-        { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'checkout-5d9f', uid: 'rs-uid-1', controller: true, blockOwnerDeletion: true },
+        {
+          apiVersion: 'apps/v1',
+          kind: 'ReplicaSet',
+          name: 'checkout-5d9f',
+          uid: 'rs-uid-1',
+          controller: true,
+          blockOwnerDeletion: true,
+        },
       ],
     },
     spec: {
@@ -67,7 +76,10 @@ export function review(pod: any, extra: Record<string, unknown> = {}) {
       name: pod?.metadata?.name ?? '',
       namespace: pod?.metadata?.namespace ?? 'shop',
       operation: 'CREATE',
-      userInfo: { username: 'system:serviceaccount:kube-system:replicaset-controller', groups: ['system:serviceaccounts'] },
+      userInfo: {
+        username: 'system:serviceaccount:kube-system:replicaset-controller',
+        groups: ['system:serviceaccounts'],
+      },
       object: pod,
       oldObject: null,
       dryRun: false,
@@ -90,7 +102,10 @@ export function applyResponse(pod: any, response: { patch?: string; patchType?: 
 /** Validates a pod against the Kubernetes OpenAPI schema (throws with the offending path). */
 export function validatePod(pod: any): void {
   // kubernetes-models wants a name; a generateName pod gets one from the API server
-  const named = { ...pod, metadata: { ...pod.metadata, name: pod.metadata?.name ?? `${pod.metadata?.generateName ?? 'pod-'}x1` } };
+  const named = {
+    ...pod,
+    metadata: { ...pod.metadata, name: pod.metadata?.name ?? `${pod.metadata?.generateName ?? 'pod-'}x1` },
+  };
   new Pod(named).validate();
 }
 

@@ -26,7 +26,11 @@ function bare(extra: Parameters<typeof appPod>[0] = {}) {
   return p;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -42,12 +46,18 @@ describe('injection through the Kubernetes API', () => {
   let core: CoreV1Api;
 
   beforeAll(async () => {
-    api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', 'shop', OP_NS, 'kube-system'] });
+    api = await startKubeApi({
+      crds: crdObjects() as any,
+      namespaces: ['default', 'shop', OP_NS, 'kube-system'],
+    });
     await api.store.put({
       apiVersion: 'dbguard.io/v1alpha1',
       kind: 'DatabasePolicy',
       metadata: { name: 'orders', namespace: 'shop' },
-      spec: { upstream: { host: 'orders-db.shop.svc', credentialsSecretRef: { name: 'orders-db-app' } }, defaultAction: 'Allow' },
+      spec: {
+        upstream: { host: 'orders-db.shop.svc', credentialsSecretRef: { name: 'orders-db-app' } },
+        defaultAction: 'Allow',
+      },
     } as any);
     op = await runOperator({
       kubeConfig: api.kubeConfig(),
@@ -73,12 +83,24 @@ describe('injection through the Kubernetes API', () => {
             },
           ],
         }),
-      routes: injectionRoutes({ operatorNamespace: OP_NS, image: 'ghcr.io/dbguard/dbguard:e2e', nativeSidecar: 'auto' }),
+      routes: injectionRoutes({
+        operatorNamespace: OP_NS,
+        image: 'ghcr.io/dbguard/dbguard:e2e',
+        nativeSidecar: 'auto',
+      }),
     });
-    api.setServiceResolver((ns, name) => (ns === OP_NS && name === 'dbguard-operator' ? { host: '127.0.0.1', port: op.port } : undefined));
-    await until('webhook configuration with caBundle', () =>
-      api.store.get<any>('admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', undefined, 'dbguard-sidecar-injector')
-        ?.webhooks?.[0]?.clientConfig?.caBundle,
+    api.setServiceResolver((ns, name) =>
+      ns === OP_NS && name === 'dbguard-operator' ? { host: '127.0.0.1', port: op.port } : undefined,
+    );
+    await until(
+      'webhook configuration with caBundle',
+      () =>
+        api.store.get<any>(
+          'admissionregistration.k8s.io/v1',
+          'MutatingWebhookConfiguration',
+          undefined,
+          'dbguard-sidecar-injector',
+        )?.webhooks?.[0]?.clientConfig?.caBundle,
     );
     core = api.kubeConfig().makeApiClient(CoreV1Api);
   });
@@ -89,7 +111,9 @@ describe('injection through the Kubernetes API', () => {
   });
 
   const injected = async (result: string, reason: string) =>
-    (await op.metrics.injections.get()).values.find((v) => v.labels.result === result && v.labels.reason === reason)?.value ?? 0;
+    (await op.metrics.injections.get()).values.find(
+      (v) => v.labels.result === result && v.labels.reason === reason,
+    )?.value ?? 0;
 
   async function createReplicaSet(name: string) {
     const apps = api.kubeConfig().makeApiClient(AppsV1Api);
@@ -99,7 +123,10 @@ describe('injection through the Kubernetes API', () => {
         metadata: { name },
         spec: {
           selector: { matchLabels: { app: name } },
-          template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'app', image: 'x' }] } },
+          template: {
+            metadata: { labels: { app: name } },
+            spec: { containers: [{ name: 'app', image: 'x' }] },
+          },
         },
       },
     });
@@ -113,15 +140,30 @@ describe('injection through the Kubernetes API', () => {
     const stored = api.store.get<any>('v1', 'Pod', 'shop', created.metadata!.name!);
     validatePod(stored);
     const sc = stored.spec.initContainers[0];
-    expect(sc).toMatchObject({ name: 'dbguard-proxy', restartPolicy: 'Always', image: 'ghcr.io/dbguard/dbguard:e2e' });
+    expect(sc).toMatchObject({
+      name: 'dbguard-proxy',
+      restartPolicy: 'Always',
+      image: 'ghcr.io/dbguard/dbguard:e2e',
+    });
     expect(sc.args).toContain('--upstream-credentials-file=/var/run/secrets/dbguard.io/credentials');
-    expect(stored.spec.volumes.find((v: any) => v.name === 'dbguard-credentials').secret.secretName).toBe('orders-db-app');
+    expect(stored.spec.volumes.find((v: any) => v.name === 'dbguard-credentials').secret.secretName).toBe(
+      'orders-db-app',
+    );
     expect(stored.metadata.annotations['dbguard.io/status']).toBe('injected');
     // the CA the sidecar will trust is the one the API server trusts for the webhook
-    const cfg = api.store.get<any>('admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', undefined, 'dbguard-sidecar-injector');
-    expect(Buffer.from(stored.metadata.annotations['dbguard.io/operator-ca']).toString('base64')).toBe(cfg.webhooks[0].clientConfig.caBundle);
+    const cfg = api.store.get<any>(
+      'admissionregistration.k8s.io/v1',
+      'MutatingWebhookConfiguration',
+      undefined,
+      'dbguard-sidecar-injector',
+    );
+    expect(Buffer.from(stored.metadata.annotations['dbguard.io/operator-ca']).toString('base64')).toBe(
+      cfg.webhooks[0].clientConfig.caBundle,
+    );
     const ev = await until('Injected Event', () =>
-      api.store.list<any>('v1', 'Event', 'shop').find((e) => e.reason === 'Injected' && e.involvedObject.name === 'checkout-5d9f'),
+      api.store
+        .list<any>('v1', 'Event', 'shop')
+        .find((e) => e.reason === 'Injected' && e.involvedObject.name === 'checkout-5d9f'),
     );
     expect(ev.involvedObject).toMatchObject({ kind: 'ReplicaSet', uid: rs.metadata!.uid });
     expect(await injected('injected', 'native-sidecar')).toBe(1);
@@ -156,7 +198,9 @@ describe('injection through the Kubernetes API', () => {
     }
     expect(err).toBeInstanceOf(ApiException);
     expect((err as ApiException<unknown>).code).toBe(403);
-    expect(JSON.parse(String((err as ApiException<unknown>).body)).message).toMatch(/admission webhook "inject.dbguard.io" denied the request: dbguard: container "app" declares containerPort 5432/);
+    expect(JSON.parse(String((err as ApiException<unknown>).body)).message).toMatch(
+      /admission webhook "inject.dbguard.io" denied the request: dbguard: container "app" declares containerPort 5432/,
+    );
 
     // warnings travel as Warning headers: read them with a raw request
     const missing = bare({ annotations: { 'dbguard.io/policy': 'not-there' } });
@@ -164,7 +208,14 @@ describe('injection through the Kubernetes API', () => {
     const res = await new Promise<{ status: number; warning: string }>((resolve, reject) => {
       const u = new URL(`${api.url}/api/v1/namespaces/shop/pods`);
       const req = https.request(
-        { host: u.hostname, port: u.port, path: u.pathname, method: 'POST', ca: api.caPem, headers: { Authorization: `Bearer ${api.adminToken}`, 'Content-Type': 'application/json' } },
+        {
+          host: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'POST',
+          ca: api.caPem,
+          headers: { Authorization: `Bearer ${api.adminToken}`, 'Content-Type': 'application/json' },
+        },
         (r) => {
           r.resume();
           r.on('end', () => resolve({ status: r.statusCode ?? 0, warning: String(r.headers.warning ?? '') }));

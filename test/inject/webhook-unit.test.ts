@@ -2,18 +2,22 @@
  * The webhook handler without a cluster: AdmissionReview requests as kube-apiserver sends them, the
  * returned JSONPatch applied with fast-json-patch, the result validated against the Kubernetes schema.
  */
-import type { AddressInfo } from 'node:net';
+
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OperatorMetrics } from '../../operator/metrics.js';
 import type { PolicyInfo } from '../../operator/inject/inject.js';
 import { type InjectionWebhookOptions, injectionWebhook, reviewPod } from '../../operator/inject/webhook.js';
-import { appPod, applyResponse, CA_PEM, options, review, sidecarOf, validatePod } from './helpers.js';
+import { OperatorMetrics } from '../../operator/metrics.js';
+import { applyResponse, appPod, CA_PEM, options, review, sidecarOf, validatePod } from './helpers.js';
 
 type Recorded = { kind?: string; name?: string; type: string; reason: string; message: string };
 
-function setup(policies: Record<string, PolicyInfo> = { 'shop/orders': { exists: true } }, extra: Partial<InjectionWebhookOptions> = {}) {
+function setup(
+  policies: Record<string, PolicyInfo> = { 'shop/orders': { exists: true } },
+  extra: Partial<InjectionWebhookOptions> = {},
+) {
   const events: Recorded[] = [];
   const metrics = new OperatorMetrics({ defaultMetrics: false });
   const o: InjectionWebhookOptions = {
@@ -35,7 +39,9 @@ function setup(policies: Record<string, PolicyInfo> = { 'shop/orders': { exists:
     return response;
   };
   const counted = async (result: string, reason: string) =>
-    (await metrics.injections.get()).values.find((v) => v.labels.result === result && v.labels.reason === reason)?.value ?? 0;
+    (await metrics.injections.get()).values.find(
+      (v) => v.labels.result === result && v.labels.reason === reason,
+    )?.value ?? 0;
   return { o, events, metrics, decide, counted };
 }
 
@@ -92,7 +98,9 @@ describe('webhook decisions', () => {
 
     const token = out.spec.volumes.find((v: any) => v.name === 'dbguard-operator').projected.sources;
     expect(token[0].serviceAccountToken).toMatchObject({ audience: 'dbguard', path: 'token' });
-    expect(token[1].downwardAPI.items[0].fieldRef.fieldPath).toBe("metadata.annotations['dbguard.io/operator-ca']");
+    expect(token[1].downwardAPI.items[0].fieldRef.fieldPath).toBe(
+      "metadata.annotations['dbguard.io/operator-ca']",
+    );
     expect(out.spec.volumes.find((v: any) => v.name === 'dbguard-cache').emptyDir).toBeDefined();
     expect(out.spec.volumes.some((v: any) => v.name === 'dbguard-credentials')).toBe(false);
 
@@ -107,7 +115,12 @@ describe('webhook decisions', () => {
     expect(out.metadata.annotations['dbguard.io/policy']).toBe('orders');
 
     expect(events).toEqual([
-      expect.objectContaining({ kind: 'ReplicaSet', name: 'checkout-5d9f', type: 'Normal', reason: 'Injected' }),
+      expect.objectContaining({
+        kind: 'ReplicaSet',
+        name: 'checkout-5d9f',
+        type: 'Normal',
+        reason: 'Injected',
+      }),
     ]);
     expect(await counted('injected', 'native-sidecar')).toBe(1);
   });
@@ -120,8 +133,12 @@ describe('webhook decisions', () => {
     const sc = sidecarOf(out);
     expect(sc.args).toContain('--upstream-credentials-file=/var/run/secrets/dbguard.io/credentials');
     expect(sc.args).toContain('--listen=127.0.0.1:6543');
-    expect(sc.volumeMounts.find((m: any) => m.name === 'dbguard-credentials')).toMatchObject({ readOnly: true });
-    expect(out.spec.volumes.find((v: any) => v.name === 'dbguard-credentials').secret.secretName).toBe('orders-db-app');
+    expect(sc.volumeMounts.find((m: any) => m.name === 'dbguard-credentials')).toMatchObject({
+      readOnly: true,
+    });
+    expect(out.spec.volumes.find((v: any) => v.name === 'dbguard-credentials').secret.secretName).toBe(
+      'orders-db-app',
+    );
     expect(out.spec.containers[0].volumeMounts ?? []).toEqual([]);
     expect(out.spec.containers[0].env).toContainEqual({ name: 'PGPORT', value: '6543' });
   });
@@ -142,7 +159,13 @@ describe('webhook decisions', () => {
 
   it('puts the native sidecar before existing init containers, which then also get PGHOST', async () => {
     const { decide } = setup();
-    const pod = appPod({ spec: { initContainers: [{ name: 'migrate', image: 'shop/migrate:1', env: [{ name: 'PGHOST', value: 'db' }] }] } });
+    const pod = appPod({
+      spec: {
+        initContainers: [
+          { name: 'migrate', image: 'shop/migrate:1', env: [{ name: 'PGHOST', value: 'db' }] },
+        ],
+      },
+    });
     const out = applyResponse(pod, await decide(pod));
     validatePod(out);
     expect(out.spec.initContainers.map((c: any) => c.name)).toEqual(['dbguard-proxy', 'migrate']);
@@ -183,12 +206,32 @@ describe('webhook decisions', () => {
     expect(out.spec.initContainers.filter((c: any) => c.name === 'dbguard-proxy')).toHaveLength(1);
   });
 
+  it('adds the credentials mount to a pod injected offline without knowing the policy, once', async () => {
+    const offline = setup({});
+    const pod = appPod();
+    const injected = applyResponse(pod, await offline.decide(pod)); // policy unknown: no credentials
+    expect(sidecarOf(injected).args.some((a: string) => a.startsWith('--upstream-credentials-file'))).toBe(
+      false,
+    );
+    const { decide } = setup({ 'shop/orders': { exists: true, credentialsSecret: 'orders-db-app' } });
+    const fixed = applyResponse(injected, await decide(injected));
+    validatePod(fixed);
+    expect(sidecarOf(fixed).args).toContain(
+      '--upstream-credentials-file=/var/run/secrets/dbguard.io/credentials',
+    );
+    expect(sidecarOf(fixed).volumeMounts.map((m: any) => m.name)).toContain('dbguard-credentials');
+    expect(fixed.spec.volumes.filter((v: any) => v.name === 'dbguard-credentials')).toHaveLength(1);
+    expect((await decide(fixed)).patch).toBeUndefined();
+  });
+
   it('injects, with an admission warning, when the named DatabasePolicy does not exist', async () => {
     const { decide } = setup({});
     const pod = appPod({ annotations: { 'dbguard.io/policy': 'missing' } });
     const res = await decide(pod);
     expect(res.allowed).toBe(true);
-    expect(res.warnings).toEqual([expect.stringContaining('DatabasePolicy "missing" does not exist in namespace "shop"')]);
+    expect(res.warnings).toEqual([
+      expect.stringContaining('DatabasePolicy "missing" does not exist in namespace "shop"'),
+    ]);
     expect(sidecarOf(applyResponse(pod, res))).toBeDefined();
   });
 
@@ -202,7 +245,12 @@ describe('webhook decisions', () => {
     expect(res.status?.message).toMatch(/container "app" declares containerPort 5432.*dbguard\.io\/port/);
     expect(res.patch).toBeUndefined();
     expect(events).toEqual([
-      expect.objectContaining({ kind: 'ReplicaSet', type: 'Warning', reason: 'InjectionSkipped', message: expect.stringContaining('reason: port-conflict') }),
+      expect.objectContaining({
+        kind: 'ReplicaSet',
+        type: 'Warning',
+        reason: 'InjectionSkipped',
+        message: expect.stringContaining('reason: port-conflict'),
+      }),
     ]);
     expect(await counted('refused', 'port-conflict')).toBe(1);
 
@@ -284,27 +332,42 @@ describe('webhook over HTTP', () => {
   });
 
   const post = (body: unknown) =>
-    fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   it('answers an AdmissionReview with an AdmissionReview carrying the same uid', async () => {
     const r = review(appPod());
     const res = await post(r);
     expect(res.status).toBe(200);
     const body = (await res.json()) as any;
-    expect(body).toMatchObject({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: r.request.uid, allowed: true } });
+    expect(body).toMatchObject({
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      response: { uid: r.request.uid, allowed: true },
+    });
     validatePod(applyResponse(appPod(), body.response));
   });
 
   it('rejects a body that is not an AdmissionReview with 400, and a lookup failure with allowed: false', async () => {
     expect((await post({ hello: 'world' })).status).toBe(400);
-    const bad = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' });
+    const bad = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{not json',
+    });
     expect(bad.status).toBe(400);
     state.o.lookup = async () => {
       throw new Error('boom');
     };
     const res = await post(review(appPod()));
     const body = (await res.json()) as any;
-    expect(body.response).toMatchObject({ allowed: false, status: { code: 500, message: expect.stringContaining('boom') } });
+    expect(body.response).toMatchObject({
+      allowed: false,
+      status: { code: 500, message: expect.stringContaining('boom') },
+    });
     expect(await state.counted('error', 'internal')).toBe(1);
   });
 });
@@ -312,7 +375,9 @@ describe('webhook over HTTP', () => {
 describe('the schema check itself', () => {
   it('rejects a pod the API server would reject (so the checks above can fail)', () => {
     const pod = appPod();
-    pod.spec.initContainers = [{ name: 'dbguard-proxy', image: 'x', restartPolicy: 'Always', ports: [{ containerPort: 'http' }] }];
+    pod.spec.initContainers = [
+      { name: 'dbguard-proxy', image: 'x', restartPolicy: 'Always', ports: [{ containerPort: 'http' }] },
+    ];
     expect(() => validatePod(pod)).toThrow();
     const noImage = appPod();
     noImage.spec.containers.push({ image: 'x' });

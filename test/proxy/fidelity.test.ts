@@ -208,7 +208,12 @@ describe('raw protocol details', () => {
       const { conn } = await RawConn.login(t);
       const out: string[] = [];
       // int4abs(-5) (oid 1251), text argument and result
-      conn.send(msg('F', Buffer.concat([int32(1251), int16(1), int16(0), int16(1), int32(2), Buffer.from('-5'), int16(0)])));
+      conn.send(
+        msg(
+          'F',
+          Buffer.concat([int32(1251), int16(1), int16(0), int16(1), int32(2), Buffer.from('-5'), int16(0)]),
+        ),
+      );
       const f = await conn.readUntil('Z');
       out.push(f.map((m) => m.type).join(''), f[0]!.body.toString('latin1', 4));
       conn.send(msg('Q', cstring(`set application_name = 'dbguard-test'`)));

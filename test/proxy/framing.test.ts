@@ -26,42 +26,57 @@ const arbMessage = fc.record({
 describe('Framer', () => {
   it('reassembles any message sequence split at any points', () => {
     fc.assert(
-      fc.property(fc.array(arbMessage, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), (msgs, cuts) => {
-        const stream = Buffer.concat(msgs.map((m) => message(m.type, m.body)));
-        const points = [...new Set(cuts.map((c) => (stream.length ? c % stream.length : 0)))].sort((a, b) => a - b);
-        const chunks: Buffer[] = [];
-        let prev = 0;
-        for (const p of [...points, stream.length]) {
-          if (p > prev) chunks.push(stream.subarray(prev, p));
-          prev = Math.max(prev, p);
-        }
-        const framer = new Framer({ side: 'test', streamed: (t) => t === STREAMED, maxBodyLength: 1 << 20 });
-        const frames: Frame[] = [];
-        for (const c of chunks) framer.push(c, frames);
-        // Rebuild messages from frames.
-        const rebuilt: Buffer[] = [];
-        let parts: Buffer[] = [];
-        for (const f of frames) {
-          if (f.kind === 'msg') {
-            expect(f.raw.subarray(5)).toEqual(f.body);
-            rebuilt.push(Buffer.from(f.raw));
-          } else {
-            expect(f.type).toBe(STREAMED);
-            if (f.first) parts = [];
-            parts.push(Buffer.from(f.bytes));
-            if (f.last) rebuilt.push(Buffer.concat(parts));
+      fc.property(
+        fc.array(arbMessage, { maxLength: 20 }),
+        fc.array(fc.nat(), { maxLength: 30 }),
+        (msgs, cuts) => {
+          const stream = Buffer.concat(msgs.map((m) => message(m.type, m.body)));
+          const points = [...new Set(cuts.map((c) => (stream.length ? c % stream.length : 0)))].sort(
+            (a, b) => a - b,
+          );
+          const chunks: Buffer[] = [];
+          let prev = 0;
+          for (const p of [...points, stream.length]) {
+            if (p > prev) chunks.push(stream.subarray(prev, p));
+            prev = Math.max(prev, p);
           }
-        }
-        expect(rebuilt).toEqual(msgs.map((m) => message(m.type, m.body)));
-        expect(framer.atBoundary).toBe(true);
-      }),
+          const framer = new Framer({
+            side: 'test',
+            streamed: (t) => t === STREAMED,
+            maxBodyLength: 1 << 20,
+          });
+          const frames: Frame[] = [];
+          for (const c of chunks) framer.push(c, frames);
+          // Rebuild messages from frames.
+          const rebuilt: Buffer[] = [];
+          let parts: Buffer[] = [];
+          for (const f of frames) {
+            if (f.kind === 'msg') {
+              expect(f.raw.subarray(5)).toEqual(f.body);
+              rebuilt.push(Buffer.from(f.raw));
+            } else {
+              expect(f.type).toBe(STREAMED);
+              if (f.first) parts = [];
+              parts.push(Buffer.from(f.bytes));
+              if (f.last) rebuilt.push(Buffer.concat(parts));
+            }
+          }
+          expect(rebuilt).toEqual(msgs.map((m) => message(m.type, m.body)));
+          expect(framer.atBoundary).toBe(true);
+        },
+      ),
       { numRuns: 300 },
     );
   });
 
   it('refuses bad lengths, oversized messages and unknown types from the header', () => {
     const framer = () =>
-      new Framer({ side: 'frontend', streamed: () => false, maxBodyLength: 100, validType: (t) => t === 0x51 });
+      new Framer({
+        side: 'frontend',
+        streamed: () => false,
+        maxBodyLength: 100,
+        validType: (t) => t === 0x51,
+      });
     expect(() => framer().push(Buffer.from([0x51, 0, 0, 0, 3]), [])).toThrow(ProtocolViolation);
     expect(() => framer().push(Buffer.from([0x51, 0, 0, 1, 0]), [])).toThrow(/too large/);
     expect(() => framer().push(Buffer.from([0x5a, 0, 0, 0, 4]), [])).toThrow(/invalid frontend message type/);

@@ -32,7 +32,7 @@ describe('shutdown', () => {
     await new Promise((r) => setTimeout(r, 200));
     const t0 = Date.now();
     const stopping = p.shutdown(10_000);
-    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 60 && idle.errors.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
     expect(idle.errors[0]).toBe('57P01');
     await expect(pgConfigConnect(via(p))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     const r = await running;

@@ -161,7 +161,9 @@ describe('upstream sslmode', () => {
   });
 
   it('cancel requests reach the server over TLS too', async () => {
-    const p = await startTestProxy({ upstream: { host: '127.0.0.1', port: cluster.port, sslmode: 'require' } });
+    const p = await startTestProxy({
+      upstream: { host: '127.0.0.1', port: cluster.port, sslmode: 'require' },
+    });
     const sql = postgres({ ...via(p), user: 'app', password: 'app', database: 'app', max: 1 });
     await sql`select 1`;
     const q = sql`select pg_sleep(20)`;

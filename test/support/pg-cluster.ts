@@ -190,12 +190,18 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
     await waitForPort(port, child, logFile);
   };
   const shutdown = async () => {
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    // SIGINT = fast shutdown. runuser forwards signals to the server.
-    child.kill('SIGINT');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-    if (child.exitCode === null) child.kill('SIGKILL');
+    if (!child) return;
+    // pg_ctl waits until the postmaster is gone (runuser may exit before it); SIGKILL only as a last resort.
+    try {
+      runAs(path.join(bindir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '30']);
+    } catch {
+      /* not running, or did not stop in time */
+    }
+    if (child.exitCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGKILL');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+    }
   };
   await launch();
 
