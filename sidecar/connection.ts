@@ -33,12 +33,29 @@ import { ReadTimeout, SocketClosed, SocketReader } from './protocol/socket-reade
 import { newSessionId, Session } from './session.js';
 import { connectUpstream, type UpstreamTarget } from './upstream.js';
 
+export type ClientAuth = (
+  password: string,
+  info: { user: string; database: string; clientAddr: string; tls: boolean },
+) => Promise<Map<string, unknown>>;
+
+/** Loopback clients may send a cleartext password without TLS: it never leaves the pod. */
+export function isLoopback(addr: string | undefined): boolean {
+  const a = (addr ?? '').replace(/^::ffff:/, '');
+  return a === '::1' || a.startsWith('127.');
+}
+
 export interface ProxyContext {
   upstream: UpstreamTarget;
   /** database when the client names none (else PostgreSQL's default: the user name) */
   defaultDatabase?: string;
   decisionPoint: DecisionPoint;
   credentials?: Credentials;
+  /**
+   * With credentials: ask the client for a password (cleartext, over TLS or loopback only) and verify it
+   * as a token; the facts it yields become the session's identity (`initialState`). Throws to refuse,
+   * with `reason` (expired, bad_audience, ...) on the error when known.
+   */
+  clientAuth?: ClientAuth;
   secureContext?: tls.SecureContext;
   maxMessageSize: number;
   authTimeoutMs: number;
@@ -132,6 +149,28 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     };
 
     // ---- authentication
+    let initialState: Map<string, unknown> | undefined;
+    if (ctx.credentials && ctx.clientAuth) {
+      if (!hello.tls && !isLoopback(raw.remoteAddress)) {
+        authFailed(undefined, 'token over a non-TLS, non-loopback connection');
+        fatal('28000', 'dbguard: token authentication needs TLS (sslmode=require) from non-loopback clients');
+        return;
+      }
+      client.write(encodeAuth(AUTH.cleartext));
+      const answer = await hello.reader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
+      if (answer.type !== T.Password) {
+        throw new ProtocolViolation(`expected password response, got message type ${typeName(answer.type)}`);
+      }
+      const password = new BodyReader(answer.body, 'PasswordMessage').cstring().toString('utf8');
+      try {
+        initialState = await ctx.clientAuth(password, { user, database, clientAddr, tls: hello.tls });
+      } catch (err) {
+        const reason = (err as { reason?: string }).reason ?? 'invalid_token';
+        authFailed(new Map([['C', '28000']]), `token refused: ${reason}`);
+        fatal('28000', `dbguard: token authentication failed for user "${user}" (${reason})`);
+        return;
+      }
+    }
     if (ctx.credentials) {
       const res = await loginUpstream(upReader, up, ctx.credentials, ctx.authTimeoutMs);
       for (const m of res.ok ? res.relay : []) {
@@ -259,6 +298,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       upstreamLeftover: upReader.detach(),
       ...(proxyKey ? { cancelPid: proxyKey.pid } : {}),
       decisionPoint: ctx.decisionPoint,
+      ...(initialState ? { initialState } : {}),
       cancels: ctx.cancels,
       logger: ctx.logger,
       maxMessageSize: ctx.maxMessageSize,

@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Credentials } from './auth/upstream-login.js';
 import { CancelRegistry } from './cancel-registry.js';
-import { handleConnection, type ProxyContext } from './connection.js';
+import { type ClientAuth, handleConnection, type ProxyContext } from './connection.js';
 import { allowAll, type DecisionPoint } from './decision-point.js';
 import { jsonLogger, type Logger } from './log.js';
 import type { Session } from './session.js';
@@ -28,6 +28,8 @@ export interface ProxyOptions {
    * told AuthenticationOk by the proxy (loopback trust).
    */
   upstreamCredentials?: Credentials;
+  /** with upstreamCredentials: verify the client's password as a token (see ProxyContext.clientAuth) */
+  clientAuth?: ClientAuth;
   /** TLS to clients (answers SSLRequest with 'S'); PEM */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** largest frontend message accepted, in bytes (default 1 GB) */
@@ -73,6 +75,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   };
   if (opts.defaultDatabase) ctx.defaultDatabase = opts.defaultDatabase;
   if (opts.upstreamCredentials) ctx.credentials = opts.upstreamCredentials;
+  if (opts.clientAuth) {
+    if (!opts.upstreamCredentials) throw new Error('token authentication needs upstream credentials held by the proxy');
+    ctx.clientAuth = opts.clientAuth;
+  }
   if (opts.tls) ctx.secureContext = tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key });
 
   const server = net.createServer((sock) => {

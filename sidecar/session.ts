@@ -150,6 +150,8 @@ export interface SessionInit {
   /** the proxy's key given to the client, released at the end */
   cancelPid?: number;
   decisionPoint: DecisionPoint;
+  /** facts established at start-up (a verified token's identity) for the decision point */
+  initialState?: Map<string, unknown>;
   cancels: CancelRegistry;
   logger: Logger;
   maxMessageSize: number;
@@ -225,6 +227,7 @@ export class Session implements SessionHandle {
     this.protocolVersion = init.protocolVersion;
     this.txStatus = init.txStatus;
     this.dp = init.decisionPoint;
+    for (const [k, v] of init.initialState ?? []) this.state.set(k, v);
     this.log = init.logger;
     this.updateEncoding();
     this.fe = new Framer({
