@@ -5,10 +5,11 @@
 import fs from 'node:fs';
 import type { SslMode } from '../api/types.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
-import { allowAll } from '../sidecar/decision-point.js';
+import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import { jsonLogger } from '../sidecar/log.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
-import { DEFAULT_MAX_MESSAGE_SIZE, startProxy } from '../sidecar/proxy.js';
+import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
+import { startSidecar } from '../sidecar/runtime.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
@@ -44,8 +45,34 @@ export const FLAGS: FlagSpec[] = [
     help: 'largest client message in bytes',
   },
   { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
+  { name: 'operator-token-file', help: 'projected ServiceAccount token (audience dbguard) presented to the operator' },
+  { name: 'operator-ca-file', help: "PEM CA of the operator's serving certificate (empty file: system roots)" },
+  { name: 'policy-cache-file', help: 'last-known-good policy file, enforced at start when the operator is away' },
+  { name: 'upstream-credentials-file', help: 'directory (mounted Secret) with username and password files, or a file with user:password' },
+  { name: 'token-auth', help: 'clients log in with a token as password: jwt | tokenreview (needs upstream credentials)' },
+  { name: 'token-issuer', help: 'JWT: expected issuer (OIDC discovery finds the keys when --token-jwks-url is absent)' },
+  { name: 'token-audience', repeatable: true, help: 'accepted token audience (repeatable)' },
+  { name: 'token-jwks-url', help: 'JWT: JWKS URL' },
+  { name: 'token-user-claim', help: 'JWT: claim naming the user (default email, then sub)' },
+  { name: 'token-groups-claim', help: 'JWT: claim listing groups (default groups)' },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
+
+/** A mounted Secret directory (username, password files) or a `user:password` file. */
+function readCredentials(file: string): Credentials {
+  try {
+    if (fs.statSync(file).isDirectory()) {
+      const read = (k: string) => fs.readFileSync(`${file}/${k}`, 'utf8').replace(/\r?\n$/, '');
+      return { username: read('username'), password: read('password') };
+    }
+    const text = fs.readFileSync(file, 'utf8').trim();
+    const i = text.indexOf(':');
+    if (i <= 0) throw new Error('expected user:password');
+    return { username: text.slice(0, i), password: text.slice(i + 1) };
+  } catch (err) {
+    throw new StartupError(`--upstream-credentials-file ${file}: ${(err as Error).message}`);
+  }
+}
 
 /** `30s`, `5m`, `1h`, `250ms` or plain seconds → milliseconds. */
 export function parseDurationMs(v: string, flag: string): number {
@@ -151,21 +178,71 @@ export async function run(argv: string[]): Promise<number> {
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
     const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
 
-    // The policy engine, audit log, metrics and identity plug in through the decision point; until
-    // they are wired here the proxy forwards every statement unchanged and says so.
-    logger.log('warn', 'decision point: allow-all (policy enforcement not wired into this build)', {
-      policy: policy?.policy,
-    });
-
-    const proxy = await startProxy({
+    const credFile = flags.get('upstream-credentials-file');
+    if (credFile) credentials = readCredentials(credFile);
+    if (operatorUrl && !flags.get('policy')) throw new UsageError('--policy NAMESPACE/NAME is required with --operator-url');
+    let tokenAuth: TokenAuthConfig | undefined;
+    const tokenMode = flags.get('token-auth');
+    if (tokenMode) {
+      if (!credentials) throw new UsageError('--token-auth needs upstream credentials (policy credentialsSecretRef or --upstream-credentials-file)');
+      if (tokenMode === 'jwt') {
+        const issuer = flags.get('token-issuer');
+        if (!issuer) throw new UsageError('--token-auth jwt needs --token-issuer');
+        tokenAuth = {
+          type: 'jwt',
+          issuer,
+          audiences: flags.all('token-audience'),
+          ...(flags.get('token-jwks-url') ? { jwksUrl: flags.get('token-jwks-url') } : {}),
+          ...(flags.get('token-user-claim') ? { userClaim: flags.get('token-user-claim') } : {}),
+          ...(flags.get('token-groups-claim') ? { groupsClaim: flags.get('token-groups-claim') } : {}),
+        };
+        if (!tokenAuth.audiences.length) throw new UsageError('--token-auth jwt needs --token-audience');
+      } else if (tokenMode === 'tokenreview') {
+        tokenAuth = { type: 'tokenreview', ...(flags.all('token-audience').length ? { audiences: flags.all('token-audience') } : {}) };
+      } else {
+        throw new UsageError(`--token-auth: '${tokenMode}' is not jwt or tokenreview`);
+      }
+    }
+    let workload: ReturnType<typeof workloadIdentity>;
+    try {
+      workload = workloadIdentity({
+        serviceAccount: flags.get('identity-service-account'),
+        pod: flags.get('identity-pod'),
+      });
+    } catch (err) {
+      throw new StartupError((err as Error).message);
+    }
+    const operatorCa = flags.get('operator-ca-file');
+    const sidecar = await startSidecar({
       listen,
       upstream: target,
       ...(defaultDatabase ? { defaultDatabase } : {}),
-      decisionPoint: allowAll,
-      ...(credentials ? { upstreamCredentials: credentials } : {}),
+      ...(credentials ? { credentials } : {}),
       ...(tlsOpts ? { tls: tlsOpts } : {}),
       maxMessageSize,
+      ...(policyFiles.length ? { policyFiles, initialPolicy: policy } : {}),
+      policyName: flags.get('policy'),
+      ...(operatorUrl && !policyFiles.length
+        ? {
+            operator: {
+              url: operatorUrl,
+              tokenFile: flags.get('operator-token-file'),
+              // an empty CA file means the system roots
+              caFile: operatorCa && fs.existsSync(operatorCa) && fs.statSync(operatorCa).size > 0 ? operatorCa : undefined,
+              cacheFile: flags.get('policy-cache-file'),
+            },
+          }
+        : {}),
+      metricsListen: flags.get('metrics-listen'),
+      auditLog: flags.get('audit-log') ?? '-',
+      workload,
+      ...(tokenAuth ? { tokenAuth } : {}),
       logger,
+    });
+    const proxy = sidecar;
+    process.on('SIGHUP', () => {
+      sidecar.reload();
+      void sidecar.audit?.reopen().catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
     });
 
     // Last line of defence: a bug in one connection's handling must not end every session.

@@ -1,0 +1,165 @@
+/**
+ * The real `dbguard proxy` process (built CLI) in front of the real server: a policy file with rules and
+ * masking, the audit trail, metrics and health, reload on change, and clear start-up errors.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../support/pg-cluster.js';
+
+const CLI = path.resolve('dist/cli/main.js');
+const run = promisify(execFile);
+
+function policyYaml(upstreamPort: number, denyMessage = 'Schema changes go through migrations.'): string {
+  return `
+apiVersion: dbguard.io/v1alpha1
+kind: DatabasePolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  upstream: {host: 127.0.0.1, port: ${upstreamPort}, sslmode: disable}
+  defaultAction: Allow
+  rules:
+    - name: no-drops
+      action: Deny
+      match: {commands: ["DROP *"]}
+      message: "${denyMessage}"
+  audit: {statements: All}
+---
+apiVersion: dbguard.io/v1alpha1
+kind: MaskingRule
+metadata: {name: pii, namespace: shop}
+spec:
+  policyRef: {name: orders}
+  columns:
+    - {table: cli_customers, column: ssn, strategy: Redact}
+    - {table: cli_customers, column: email, strategy: Email}
+  exemptSubjects: [{kind: DatabaseUser, name: postgres}]
+`;
+}
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('dbguard proxy (CLI process)', () => {
+  const server = inject('pg');
+  let dir: string;
+  let proc: ChildProcess;
+  let port: number;
+  let metricsPort: number;
+  let stderr = '';
+  const policyFile = () => path.join(dir, 'policy.yaml');
+  const auditFile = () => path.join(dir, 'audit.jsonl');
+
+  beforeAll(async () => {
+    if (!fs.existsSync(CLI)) throw new Error('run `npm run build` first: the test drives the built CLI');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-cli-'));
+    fs.writeFileSync(policyFile(), policyYaml(server.port));
+    const admin = new pg.Client({ host: server.host, port: server.port, user: 'postgres', password: 'postgres', database: 'app' });
+    await admin.connect();
+    await admin.query(`DROP TABLE IF EXISTS cli_customers;
+      CREATE TABLE cli_customers (id int PRIMARY KEY, email text, ssn text);
+      INSERT INTO cli_customers VALUES (1, 'ada@example.org', '123-45-6789');
+      GRANT ALL ON cli_customers TO app;`);
+    await admin.end();
+    port = await freePort();
+    metricsPort = await freePort();
+    proc = spawn(
+      process.execPath,
+      [CLI, 'proxy', '--listen', `127.0.0.1:${port}`, '--policy-file', policyFile(), '--metrics-listen', `127.0.0.1:${metricsPort}`, '--audit-log', auditFile()],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    proc.stderr!.on('data', (d) => {
+      stderr += d;
+    });
+    await until('proxy listening', () => stderr.includes('"listening"'));
+  });
+
+  afterAll(async () => {
+    proc?.kill('SIGTERM');
+    await new Promise((r) => proc?.once('exit', r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const connect = async (user = 'app', password = 'app') => {
+    const c = new pg.Client({ host: '127.0.0.1', port, user, password, database: 'app' });
+    await c.connect();
+    return c;
+  };
+
+  it('masks for a masked subject, not for an exempt one, and blocks DROP', async () => {
+    const app = await connect();
+    const r = await app.query('SELECT email, ssn FROM cli_customers WHERE id = $1', [1]);
+    expect(r.rows).toEqual([{ email: 'a***@example.org', ssn: '****' }]);
+    await expect(app.query('DROP TABLE cli_customers')).rejects.toMatchObject({ code: '42501' });
+    await app.end();
+    const admin = await connect('postgres', 'postgres');
+    const real = await admin.query('SELECT ssn FROM cli_customers');
+    expect(real.rows[0].ssn).toBe('123-45-6789');
+    await admin.end();
+  });
+
+  it('writes the audit trail without values and counts in /metrics', async () => {
+    const events = await until('audit events', () => {
+      if (!fs.existsSync(auditFile())) return undefined;
+      const lines = fs.readFileSync(auditFile(), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      return lines.some((e) => e.decision === 'deny') ? lines : undefined;
+    });
+    expect(events[0].event).toBe('policy.loaded');
+    const masked = events.find((e) => e.event === 'query' && e.decision === 'mask');
+    expect(masked.statement.objects).toEqual(['public.cli_customers']);
+    expect(masked.identity.databaseUser).toBe('app');
+    expect(masked.maskedColumns).toContain('public.cli_customers.ssn');
+    const denied = events.find((e) => e.decision === 'deny');
+    expect(denied).toMatchObject({ rule: 'no-drops', sqlstate: '42501', enforced: true });
+    expect(fs.readFileSync(auditFile(), 'utf8')).not.toMatch(/123-45-6789|ada@example/);
+    const { stdout } = await run(process.execPath, [CLI, 'audit', 'verify', auditFile()]);
+    expect(stdout).toMatch(/^ok:/);
+
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/dbguard_denied_queries_total\{policy="shop\/orders",rule="no-drops"\} 1/);
+    expect(metrics).toMatch(/dbguard_masked_queries_total\{policy="shop\/orders"\} [1-9]/);
+    expect(metrics).toMatch(/dbguard_policy_info\{policy="shop\/orders",version="sha256:[0-9a-f]+"\} 1/);
+    const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+    expect(ready.status).toBe(200);
+  });
+
+  it('reloads a changed policy file, and keeps the last good one when the new one is broken', async () => {
+    fs.writeFileSync(policyFile(), policyYaml(server.port, 'Changed message.'));
+    const app = await connect();
+    await until('new policy', async () => {
+      try {
+        await app.query('DROP TABLE cli_customers');
+      } catch (e) {
+        return (e as Error).message.includes('Changed message.');
+      }
+      return false;
+    });
+    fs.writeFileSync(policyFile(), 'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: orders, namespace: shop}\nspec: {}\n');
+    await until('reload error logged', () => stderr.includes('policy reload failed'));
+    await expect(app.query('DROP TABLE cli_customers')).rejects.toThrow('Changed message.');
+    await app.end();
+  });
+
+  it('refuses to start on an invalid policy file with one clear line', async () => {
+    const bad = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(bad, 'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: x, namespace: y}\nspec: {upstream: {host: h}, rules: [{name: r, action: Maybe}]}\n');
+    const res = await run(process.execPath, [CLI, 'proxy', '--policy-file', bad, '--listen', '127.0.0.1:0']).catch((e) => e);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(bad);
+    expect(res.stderr).toContain('spec.rules[0].action');
+    const missing = await run(process.execPath, [CLI, 'proxy', '--policy-file', path.join(dir, 'nope.yaml')]).catch((e) => e);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('no such file');
+  });
+});
