@@ -45,12 +45,30 @@ export const FLAGS: FlagSpec[] = [
     help: 'largest client message in bytes',
   },
   { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
-  { name: 'operator-token-file', help: 'projected ServiceAccount token (audience dbguard) presented to the operator' },
-  { name: 'operator-ca-file', help: "PEM CA of the operator's serving certificate (empty file: system roots)" },
-  { name: 'policy-cache-file', help: 'last-known-good policy file, enforced at start when the operator is away' },
-  { name: 'upstream-credentials-file', help: 'directory (mounted Secret) with username and password files, or a file with user:password' },
-  { name: 'token-auth', help: 'clients log in with a token as password: jwt | tokenreview (needs upstream credentials)' },
-  { name: 'token-issuer', help: 'JWT: expected issuer (OIDC discovery finds the keys when --token-jwks-url is absent)' },
+  {
+    name: 'operator-token-file',
+    help: 'projected ServiceAccount token (audience dbguard) presented to the operator',
+  },
+  {
+    name: 'operator-ca-file',
+    help: "PEM CA of the operator's serving certificate (empty file: system roots)",
+  },
+  {
+    name: 'policy-cache-file',
+    help: 'last-known-good policy file, enforced at start when the operator is away',
+  },
+  {
+    name: 'upstream-credentials-file',
+    help: 'directory (mounted Secret) with username and password files, or a file with user:password',
+  },
+  {
+    name: 'token-auth',
+    help: 'clients log in with a token as password: jwt | tokenreview (needs upstream credentials)',
+  },
+  {
+    name: 'token-issuer',
+    help: 'JWT: expected issuer (OIDC discovery finds the keys when --token-jwks-url is absent)',
+  },
   { name: 'token-audience', repeatable: true, help: 'accepted token audience (repeatable)' },
   { name: 'token-jwks-url', help: 'JWT: JWKS URL' },
   { name: 'token-user-claim', help: 'JWT: claim naming the user (default email, then sub)' },
@@ -180,11 +198,15 @@ export async function run(argv: string[]): Promise<number> {
 
     const credFile = flags.get('upstream-credentials-file');
     if (credFile) credentials = readCredentials(credFile);
-    if (operatorUrl && !flags.get('policy')) throw new UsageError('--policy NAMESPACE/NAME is required with --operator-url');
+    if (operatorUrl && !flags.get('policy'))
+      throw new UsageError('--policy NAMESPACE/NAME is required with --operator-url');
     let tokenAuth: TokenAuthConfig | undefined;
     const tokenMode = flags.get('token-auth');
     if (tokenMode) {
-      if (!credentials) throw new UsageError('--token-auth needs upstream credentials (policy credentialsSecretRef or --upstream-credentials-file)');
+      if (!credentials)
+        throw new UsageError(
+          '--token-auth needs upstream credentials (policy credentialsSecretRef or --upstream-credentials-file)',
+        );
       if (tokenMode === 'jwt') {
         const issuer = flags.get('token-issuer');
         if (!issuer) throw new UsageError('--token-auth jwt needs --token-issuer');
@@ -198,7 +220,10 @@ export async function run(argv: string[]): Promise<number> {
         };
         if (!tokenAuth.audiences.length) throw new UsageError('--token-auth jwt needs --token-audience');
       } else if (tokenMode === 'tokenreview') {
-        tokenAuth = { type: 'tokenreview', ...(flags.all('token-audience').length ? { audiences: flags.all('token-audience') } : {}) };
+        tokenAuth = {
+          type: 'tokenreview',
+          ...(flags.all('token-audience').length ? { audiences: flags.all('token-audience') } : {}),
+        };
       } else {
         throw new UsageError(`--token-auth: '${tokenMode}' is not jwt or tokenreview`);
       }
@@ -228,7 +253,10 @@ export async function run(argv: string[]): Promise<number> {
               url: operatorUrl,
               tokenFile: flags.get('operator-token-file'),
               // an empty CA file means the system roots
-              caFile: operatorCa && fs.existsSync(operatorCa) && fs.statSync(operatorCa).size > 0 ? operatorCa : undefined,
+              caFile:
+                operatorCa && fs.existsSync(operatorCa) && fs.statSync(operatorCa).size > 0
+                  ? operatorCa
+                  : undefined,
               cacheFile: flags.get('policy-cache-file'),
             },
           }
@@ -242,7 +270,9 @@ export async function run(argv: string[]): Promise<number> {
     const proxy = sidecar;
     process.on('SIGHUP', () => {
       sidecar.reload();
-      void sidecar.audit?.reopen().catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
+      void sidecar.audit
+        ?.reopen()
+        .catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
     });
 
     // Last line of defence: a bug in one connection's handling must not end every session.

@@ -37,7 +37,13 @@ import {
   sessionStartEvent,
   shouldAuditQuery,
 } from './audit/index.js';
-import type { AuthFailureEvent, CompletedEvent, DecisionPoint, SessionHandle, Verdict } from './decision-point.js';
+import type {
+  AuthFailureEvent,
+  CompletedEvent,
+  DecisionPoint,
+  SessionHandle,
+  Verdict,
+} from './decision-point.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export interface GovernorOptions {
@@ -429,11 +435,23 @@ export class Governor implements DecisionPoint {
     const reason = token ? token[1]! : 'upstream_rejected';
     this.opts.metrics?.authFailure(reason);
     const p = this.opts.policy();
-    const identity = { databaseUser: e.user, applicationName: e.applicationName, clientAddr: e.clientAddr, groups: [] };
-    const ctx: AuditContext = { sessionId: null, policy: p?.policy ?? null, policyVersion: p?.version ?? null, identity };
+    const identity = {
+      databaseUser: e.user,
+      applicationName: e.applicationName,
+      clientAddr: e.clientAddr,
+      groups: [],
+    };
+    const ctx: AuditContext = {
+      sessionId: null,
+      policy: p?.policy ?? null,
+      policyVersion: p?.version ?? null,
+      identity,
+    };
     // Not tied to a session: no backpressure to apply, and the write is already ordered in the log.
     void this.opts.audit
-      ?.write(authFailureEvent(ctx, { reason, method: token ? 'token' : 'upstream', message: e.sqlstate ?? null }))
+      ?.write(
+        authFailureEvent(ctx, { reason, method: token ? 'token' : 'upstream', message: e.sqlstate ?? null }),
+      )
       .catch(() => undefined);
   }
 

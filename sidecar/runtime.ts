@@ -76,7 +76,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   await initParser();
   await loadAuditParser();
   const metrics = new SidecarMetrics();
-  const audit = opts.auditLog ? await openAuditLog(opts.auditLog, { observer: metrics.auditObserver() }) : undefined;
+  const audit = opts.auditLog
+    ? await openAuditLog(opts.auditLog, { observer: metrics.auditObserver() })
+    : undefined;
 
   let current: CompiledPolicy | undefined;
   const swap = (p: CompiledPolicy, source: 'file' | 'operator' | 'cache') => {
@@ -84,7 +86,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     if (previous?.version === p.version) return;
     current = p; // atomic: the next statement judged sees the new version
     metrics.policyLoaded(p.policy, p.version);
-    log.log('info', 'policy loaded', { policy: p.policy, version: p.version, source, previous: previous?.version });
+    log.log('info', 'policy loaded', {
+      policy: p.policy,
+      version: p.version,
+      source,
+      previous: previous?.version,
+    });
     void audit
       ?.write(
         policyLoadedEvent(
@@ -119,10 +126,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       });
     }
   };
+  if (opts.initialPolicy) swap(opts.initialPolicy, 'file');
   if (files.length) {
-    if (opts.initialPolicy) swap(opts.initialPolicy, 'file');
-    else reload();
-    const stamp = () => files.map((f) => { try { const st = fs.statSync(f); return `${st.mtimeMs}:${st.size}:${st.ino}`; } catch { return 'missing'; } }).join('|');
+    if (!opts.initialPolicy) reload();
+    const stamp = () =>
+      files
+        .map((f) => {
+          try {
+            const st = fs.statSync(f);
+            return `${st.mtimeMs}:${st.size}:${st.ino}`;
+          } catch {
+            return 'missing';
+          }
+        })
+        .join('|');
     let last = stamp();
     reloadTimer = setInterval(() => {
       const now = stamp();
@@ -183,7 +200,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       ready: async () => {
         const reasons: string[] = [];
         if (!current) reasons.push('no policy loaded: every statement is refused');
-        if (!(await reachable(opts.upstream))) reasons.push(`upstream ${opts.upstream.host}:${opts.upstream.port} does not answer`);
+        if (!(await reachable(opts.upstream)))
+          reasons.push(`upstream ${opts.upstream.host}:${opts.upstream.port} does not answer`);
         const st = audit?.status();
         if (st?.failed) reasons.push('audit log failed');
         return { ok: reasons.length === 0, reasons };

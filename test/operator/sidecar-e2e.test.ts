@@ -16,7 +16,11 @@ import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
 const NS = 'shop';
 const silent = { log: () => {} };
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -45,7 +49,13 @@ describe('operator to sidecar', () => {
     return s;
   };
   const query = async (s: Sidecar, sql: string) => {
-    const c = new pg.Client({ host: s.proxy.host, port: s.proxy.port, user: 'app', password: 'app', database: 'app' });
+    const c = new pg.Client({
+      host: s.proxy.host,
+      port: s.proxy.port,
+      user: 'app',
+      password: 'app',
+      database: 'app',
+    });
     await c.connect();
     try {
       return await c.query(sql);
@@ -61,10 +71,20 @@ describe('operator to sidecar', () => {
     api.setTokenReview((token) => {
       const m = /^sa:(.+):(.+)$/.exec(token);
       return m
-        ? { authenticated: true, user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] }, audiences: ['dbguard'] }
+        ? {
+            authenticated: true,
+            user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] },
+            audiences: ['dbguard'],
+          }
         : { authenticated: false };
     });
-    const admin = new pg.Client({ host: server.host, port: server.port, user: 'postgres', password: 'postgres', database: 'app' });
+    const admin = new pg.Client({
+      host: server.host,
+      port: server.port,
+      user: 'postgres',
+      password: 'postgres',
+      database: 'app',
+    });
     await admin.connect();
     await admin.query(`DROP TABLE IF EXISTS e2e_customers;
       CREATE TABLE e2e_customers (id int PRIMARY KEY, ssn text, card text);
@@ -83,7 +103,10 @@ describe('operator to sidecar', () => {
 
   it('a sidecar with no policy refuses every statement with a clear error', async () => {
     const s = await sidecar('http://127.0.0.1:9', path.join(tmp, 'none.json'));
-    await expect(query(s, 'SELECT 1')).rejects.toMatchObject({ code: '42501', message: expect.stringContaining('no policy is loaded') });
+    await expect(query(s, 'SELECT 1')).rejects.toMatchObject({
+      code: '42501',
+      message: expect.stringContaining('no policy is loaded'),
+    });
   });
 
   it('applies, masks, follows a change to the next statement, and survives the operator going away', async () => {
@@ -97,13 +120,22 @@ describe('operator to sidecar', () => {
       apiVersion: 'dbguard.io/v1alpha1',
       kind: 'MaskingRule',
       metadata: { name: 'pii', namespace: NS },
-      spec: { policyRef: { name: 'orders' }, columns: [{ table: 'e2e_customers', column: 'ssn', strategy: 'Redact' }] },
+      spec: {
+        policyRef: { name: 'orders' },
+        columns: [{ table: 'e2e_customers', column: 'ssn', strategy: 'Redact' }],
+      },
     } as any);
-    await until('Ready', () => api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion);
+    await until(
+      'Ready',
+      () => api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion,
+    );
     const cache = path.join(tmp, 'lkg.json');
     const s = await sidecar(`http://127.0.0.1:${op!.port}`, cache);
     await until('policy in sidecar', () => s.policy());
-    expect((await query(s, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({ ssn: '****', card: '4111111111111111' });
+    expect((await query(s, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({
+      ssn: '****',
+      card: '4111111111111111',
+    });
 
     // mask the card too: the running sidecar gets it within 2 s and the next statement sees it
     const mr = api.store.get<any>('dbguard.io/v1alpha1', 'MaskingRule', NS, 'pii');
@@ -112,19 +144,32 @@ describe('operator to sidecar', () => {
       ...mr,
       spec: {
         ...mr.spec,
-        columns: [...mr.spec.columns, { table: 'e2e_customers', column: 'card', strategy: 'Partial', partial: { keepLast: 4 } }],
+        columns: [
+          ...mr.spec.columns,
+          { table: 'e2e_customers', column: 'card', strategy: 'Partial', partial: { keepLast: 4 } },
+        ],
       },
     });
-    await until('card masked', async () => (await query(s, 'SELECT card FROM e2e_customers')).rows[0].card === '************1111', 2000);
+    await until(
+      'card masked',
+      async () => (await query(s, 'SELECT card FROM e2e_customers')).rows[0].card === '************1111',
+      2000,
+    );
     expect(Date.now() - t0).toBeLessThan(2000);
 
     // the operator goes away: the sidecar keeps enforcing
     await op!.close();
     op = undefined;
-    expect((await query(s, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({ ssn: '****', card: '************1111' });
+    expect((await query(s, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({
+      ssn: '****',
+      card: '************1111',
+    });
     // a restarted sidecar enforces its last-known-good policy from disk
     await s.close();
     const restarted = await sidecar('http://127.0.0.1:9', cache);
-    expect((await query(restarted, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({ ssn: '****', card: '************1111' });
+    expect((await query(restarted, 'SELECT ssn, card FROM e2e_customers')).rows[0]).toEqual({
+      ssn: '****',
+      card: '************1111',
+    });
   });
 });

@@ -41,7 +41,11 @@ spec:
 `;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -65,7 +69,13 @@ describe('dbguard proxy (CLI process)', () => {
     if (!fs.existsSync(CLI)) throw new Error('run `npm run build` first: the test drives the built CLI');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-cli-'));
     fs.writeFileSync(policyFile(), policyYaml(server.port));
-    const admin = new pg.Client({ host: server.host, port: server.port, user: 'postgres', password: 'postgres', database: 'app' });
+    const admin = new pg.Client({
+      host: server.host,
+      port: server.port,
+      user: 'postgres',
+      password: 'postgres',
+      database: 'app',
+    });
     await admin.connect();
     await admin.query(`DROP TABLE IF EXISTS cli_customers;
       CREATE TABLE cli_customers (id int PRIMARY KEY, email text, ssn text);
@@ -76,7 +86,18 @@ describe('dbguard proxy (CLI process)', () => {
     metricsPort = await freePort();
     proc = spawn(
       process.execPath,
-      [CLI, 'proxy', '--listen', `127.0.0.1:${port}`, '--policy-file', policyFile(), '--metrics-listen', `127.0.0.1:${metricsPort}`, '--audit-log', auditFile()],
+      [
+        CLI,
+        'proxy',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--policy-file',
+        policyFile(),
+        '--metrics-listen',
+        `127.0.0.1:${metricsPort}`,
+        '--audit-log',
+        auditFile(),
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     proc.stderr!.on('data', (d) => {
@@ -112,7 +133,12 @@ describe('dbguard proxy (CLI process)', () => {
   it('writes the audit trail without values and counts in /metrics', async () => {
     const events = await until('audit events', () => {
       if (!fs.existsSync(auditFile())) return undefined;
-      const lines = fs.readFileSync(auditFile(), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const lines = fs
+        .readFileSync(auditFile(), 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
       return lines.some((e) => e.decision === 'deny') ? lines : undefined;
     });
     expect(events[0].event).toBe('policy.loaded');
@@ -145,7 +171,10 @@ describe('dbguard proxy (CLI process)', () => {
       }
       return false;
     });
-    fs.writeFileSync(policyFile(), 'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: orders, namespace: shop}\nspec: {}\n');
+    fs.writeFileSync(
+      policyFile(),
+      'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: orders, namespace: shop}\nspec: {}\n',
+    );
     await until('reload error logged', () => stderr.includes('policy reload failed'));
     await expect(app.query('DROP TABLE cli_customers')).rejects.toThrow('Changed message.');
     await app.end();
@@ -153,12 +182,27 @@ describe('dbguard proxy (CLI process)', () => {
 
   it('refuses to start on an invalid policy file with one clear line', async () => {
     const bad = path.join(dir, 'bad.yaml');
-    fs.writeFileSync(bad, 'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: x, namespace: y}\nspec: {upstream: {host: h}, rules: [{name: r, action: Maybe}]}\n');
-    const res = await run(process.execPath, [CLI, 'proxy', '--policy-file', bad, '--listen', '127.0.0.1:0']).catch((e) => e);
+    fs.writeFileSync(
+      bad,
+      'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: x, namespace: y}\nspec: {upstream: {host: h}, rules: [{name: r, action: Maybe}]}\n',
+    );
+    const res = await run(process.execPath, [
+      CLI,
+      'proxy',
+      '--policy-file',
+      bad,
+      '--listen',
+      '127.0.0.1:0',
+    ]).catch((e) => e);
     expect(res.code).toBe(1);
     expect(res.stderr).toContain(bad);
     expect(res.stderr).toContain('spec.rules[0].action');
-    const missing = await run(process.execPath, [CLI, 'proxy', '--policy-file', path.join(dir, 'nope.yaml')]).catch((e) => e);
+    const missing = await run(process.execPath, [
+      CLI,
+      'proxy',
+      '--policy-file',
+      path.join(dir, 'nope.yaml'),
+    ]).catch((e) => e);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('no such file');
   });
