@@ -1,17 +1,20 @@
 /**
  * Cost of judging: µs per judge() for typical statements (unmasked and masked subject, cold), and
- * through a DecisionCache (hit/miss counts). Pure CPU, no server: the catalog is a hand-made
- * snapshot. Run: `npm run build && node dist/bench/policy-bench.js [iterations]`.
+ * through a DecisionCache (hit/miss counts), plus the time to load and compile a policy with many
+ * rules. Pure CPU, no server: the catalog is a hand-made snapshot. Run:
+ * `npm run build && node dist/bench/policy-bench.js [iterations]`; `bench/run.ts` calls
+ * `measurePolicyCost` for its report.
  */
+import { pathToFileURL } from 'node:url';
 import { COMPILED_FORMAT, type CompiledPolicy } from '../api/compiled.js';
 import { DecisionCache } from '../policy/cache.js';
 import { parseCatalog } from '../policy/catalog.js';
 import type { Identity } from '../policy/identity.js';
 import { judge } from '../policy/judge.js';
+import { loadPolicyFiles } from '../policy/load.js';
 import { initParser, parseText } from '../policy/parser.js';
 import type { SessionContext } from '../policy/resolve.js';
-
-const iterations = Math.max(10, Math.min(1_000_000, Number(process.argv[2] ?? 2000) || 2000));
+import { manyRulesPolicy } from './policy.js';
 
 const cols = [
   'id int4 N',
@@ -88,37 +91,103 @@ function time(fn: () => void, n: number): number {
   return Number(process.hrtime.bigint() - t0) / 1000 / n;
 }
 
-await initParser();
-console.log(`policy bench: ${iterations} iterations per row (µs per call)`);
-console.log(
-  'statement'.padEnd(24),
-  'parse'.padStart(8),
-  'judge'.padStart(8),
-  'judge(masked)'.padStart(14),
-  'cached'.padStart(8),
-);
-for (const [label, sql] of Object.entries(STATEMENTS)) {
-  const parse = time(() => parseText(sql), iterations);
-  const j = time(() => judge(sql, ctx(plain), policy), iterations);
-  const jm = time(() => judge(sql, ctx(masked), policy), iterations);
-  const cache = new DecisionCache(1000);
-  cache.judge(sql, ctx(masked), policy);
-  const cached = time(() => cache.judge(sql, ctx(masked), policy), iterations);
+export interface StatementCost {
+  label: string;
+  /** µs per call */
+  parse: number;
+  judge: number;
+  judgeMasked: number;
+  cached: number;
+}
+
+export interface PolicyCost {
+  iterations: number;
+  statements: StatementCost[];
+  /** a workload of 50 texts repeated 20 times through one cache */
+  workload: { usPerLookup: number; hits: number; misses: number };
+  /** load + validate + compile a DatabasePolicy of `rules` rules, ms (median of `repeats`) */
+  compile: { rules: number; ms: number; repeats: number };
+  /** judge() cost (cache miss) against the many-rules policy, masked subject, µs */
+  judgeManyRules: number;
+}
+
+function medianOf(xs: number[]): number {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Promise<PolicyCost> {
+  await initParser();
+  const statements: StatementCost[] = [];
+  for (const [label, sql] of Object.entries(STATEMENTS)) {
+    const parse = time(() => parseText(sql), iterations);
+    const j = time(() => judge(sql, ctx(plain), policy), iterations);
+    const jm = time(() => judge(sql, ctx(masked), policy), iterations);
+    const cache = new DecisionCache(1000);
+    cache.judge(sql, ctx(masked), policy);
+    const cached = time(() => cache.judge(sql, ctx(masked), policy), iterations);
+    statements.push({ label, parse, judge: j, judgeMasked: jm, cached });
+  }
+  // cache behaviour over a workload with repeats: 50 distinct texts, 20 rounds
+  const cache = new DecisionCache(10_000);
+  const texts = Array.from({ length: 50 }, (_, i) => `SELECT * FROM customers WHERE id = ${i}`);
+  const t = time(() => {
+    for (const s of texts) cache.judge(s, ctx(masked), policy);
+  }, 20);
+
+  const text = manyRulesPolicy(manyRules);
+  const repeats = 5;
+  const compileMs: number[] = [];
+  let big: CompiledPolicy | undefined;
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    const res = loadPolicyFiles([{ name: 'many-rules.yaml', text }], 'bench/big');
+    compileMs.push(performance.now() - t0);
+    if (!res.ok) throw new Error(`the ${manyRules}-rule policy does not compile: ${res.errors[0]}`);
+    big = res.compiled;
+  }
+  const bigPolicy = { ...big!, masking: policy.masking };
+  const judgeManyRules = time(
+    () => judge(STATEMENTS['join + masked table']!, ctx(masked), bigPolicy),
+    Math.max(10, iterations >> 2),
+  );
+  return {
+    iterations,
+    statements,
+    workload: { usPerLookup: t / texts.length, hits: cache.hits, misses: cache.misses },
+    compile: { rules: manyRules, ms: medianOf(compileMs), repeats },
+    judgeManyRules,
+  };
+}
+
+async function main(): Promise<void> {
+  const iterations = Math.max(10, Math.min(1_000_000, Number(process.argv[2] ?? 2000) || 2000));
+  const r = await measurePolicyCost(iterations);
+  console.log(`policy bench: ${iterations} iterations per row (µs per call)`);
   console.log(
-    label.padEnd(24),
-    parse.toFixed(1).padStart(8),
-    j.toFixed(1).padStart(8),
-    jm.toFixed(1).padStart(14),
-    cached.toFixed(2).padStart(8),
+    'statement'.padEnd(24),
+    'parse'.padStart(8),
+    'judge'.padStart(8),
+    'judge(masked)'.padStart(14),
+    'cached'.padStart(8),
+  );
+  for (const s of r.statements) {
+    console.log(
+      s.label.padEnd(24),
+      s.parse.toFixed(1).padStart(8),
+      s.judge.toFixed(1).padStart(8),
+      s.judgeMasked.toFixed(1).padStart(14),
+      s.cached.toFixed(2).padStart(8),
+    );
+  }
+  console.log(
+    `workload: 50 texts x 20 rounds: ${r.workload.usPerLookup.toFixed(2)} µs/lookup, hits ${r.workload.hits}, misses ${r.workload.misses}`,
+  );
+  console.log(
+    `compile: ${r.compile.rules} rules in ${r.compile.ms.toFixed(1)} ms (median of ${r.compile.repeats}); ` +
+      `judge against them: ${r.judgeManyRules.toFixed(1)} µs`,
   );
 }
 
-// cache behaviour over a workload with repeats: 50 distinct texts, 20 subjects' worth of lookups
-const cache = new DecisionCache(10_000);
-const texts = Array.from({ length: 50 }, (_, i) => `SELECT * FROM customers WHERE id = ${i}`);
-const t = time(() => {
-  for (const s of texts) cache.judge(s, ctx(masked), policy);
-}, 20);
-console.log(
-  `workload: 50 texts x 20 rounds: ${(t / texts.length).toFixed(2)} µs/lookup, hits ${cache.hits}, misses ${cache.misses}`,
-);
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await main();

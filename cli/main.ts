@@ -24,7 +24,10 @@ const commands: Record<string, Command> = {
     summary: 'judge one SQL text as the proxy would; prints decision, rule and rewritten SQL as JSON',
     load: () => import('./check.js'),
   },
-  inject: { summary: 'print manifests with the sidecar injected into every labelled pod template', load: () => import('./inject.js') },
+  inject: {
+    summary: 'print manifests with the sidecar injected into every labelled pod template',
+    load: () => import('./inject.js'),
+  },
   crds: { summary: 'print the CustomResourceDefinitions', load: () => import('./crds.js') },
   audit: {
     summary: "work with audit logs: 'dbguard audit verify FILE' checks the hash chain",

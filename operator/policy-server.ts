@@ -63,11 +63,9 @@ export function policyRouter(opts: PolicyServerOptions): express.Router {
     }
     if (principal.namespace !== namespace) {
       count('forbidden');
-      res
-        .status(403)
-        .json({
-          error: `service account ${principal.namespace}/${principal.serviceAccount} may only read policies of namespace ${principal.namespace}`,
-        });
+      res.status(403).json({
+        error: `service account ${principal.namespace}/${principal.serviceAccount} may only read policies of namespace ${principal.namespace}`,
+      });
       return;
     }
     const key = `${namespace}/${name}`;

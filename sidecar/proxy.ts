@@ -76,7 +76,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   if (opts.defaultDatabase) ctx.defaultDatabase = opts.defaultDatabase;
   if (opts.upstreamCredentials) ctx.credentials = opts.upstreamCredentials;
   if (opts.clientAuth) {
-    if (!opts.upstreamCredentials) throw new Error('token authentication needs upstream credentials held by the proxy');
+    if (!opts.upstreamCredentials)
+      throw new Error('token authentication needs upstream credentials held by the proxy');
     ctx.clientAuth = opts.clientAuth;
   }
   if (opts.tls) ctx.secureContext = tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key });

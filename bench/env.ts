@@ -1,0 +1,162 @@
+/**
+ * Everything the benchmark measures against, started by the benchmark itself on this machine:
+ * a throwaway PostgreSQL with pgbench's tables and a 1,000,000-row `customers` table, pgbouncer
+ * (session mode), the dbguard proxy as its own process with the realistic policy (audit All, and a
+ * second one with audit None), and a bare Node pipe (the runtime's floor).
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, type RunningCluster, startCluster } from '../test/support/pg-cluster.js';
+import { ensurePgbouncer, startPgbouncer } from './pgbouncer.js';
+import { type AuditStatements, realisticPolicy } from './policy.js';
+import { type Service, startService } from './procs.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** dist/bench → dist/cli/main.js */
+export const CLI = path.resolve(here, '../cli/main.js');
+const PIPE = path.resolve(here, 'pipe-process.js');
+
+export type TargetName = 'direct' | 'pgbouncer' | 'dbguard' | 'dbguard-audit-none' | 'node-pipe';
+
+export interface BenchEnv {
+  pg: RunningCluster;
+  dir: string;
+  targets: Map<TargetName, { port: number; pid?: number; service?: Service }>;
+  /** audit file of each dbguard process */
+  auditFiles: Map<TargetName, string>;
+  stop(): Promise<void>;
+}
+
+export interface EnvOptions {
+  log: (line: string) => void;
+  /** rows in the masked table */
+  maskedRows: number;
+  /** pgbench scale factor */
+  scale: number;
+  /** extra connections the server must accept (idle-connection test) */
+  idleConnections: number;
+  /** write CPU profiles of the dbguard process here (node --cpu-prof) */
+  cpuProfDir?: string;
+}
+
+function psql(pg: RunningCluster, db: string, sql: string): void {
+  const bin = fs.existsSync(path.join(pg.bindir, 'psql')) ? path.join(pg.bindir, 'psql') : 'psql';
+  execFileSync(bin, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-d', db, '-c', sql], {
+    env: { ...process.env, PGPASSWORD: 'postgres' },
+    stdio: 'pipe',
+  });
+}
+
+export async function startDbguard(
+  name: TargetName,
+  pg: RunningCluster,
+  dir: string,
+  audit: AuditStatements,
+  cpuProfDir?: string,
+): Promise<{ service: Service; auditFile: string }> {
+  if (!fs.existsSync(CLI)) throw new Error(`${CLI} not found: run \`npm run build\` first`);
+  const policyFile = path.join(dir, `${name}.policy.yaml`);
+  const auditFile = path.join(dir, `${name}.audit.jsonl`);
+  fs.writeFileSync(policyFile, realisticPolicy(pg.port, audit));
+  const port = await freePort();
+  const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+  const service = await startService(
+    name,
+    process.execPath,
+    [
+      ...nodeArgs,
+      CLI,
+      'proxy',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstream',
+      `postgres://127.0.0.1:${pg.port}/app`,
+      '--upstream-sslmode',
+      'disable',
+      '--policy-file',
+      policyFile,
+      '--audit-log',
+      auditFile,
+      '--identity-service-account',
+      'bench/app',
+    ],
+    port,
+  );
+  return { service, auditFile };
+}
+
+export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
+  const pgbouncerBin = ensurePgbouncer(o.log);
+  o.log('starting PostgreSQL ...');
+  const pg = await startCluster({
+    settings: { max_connections: Math.max(200, o.idleConnections + 100), log_min_messages: 'fatal' },
+  });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-bench-'));
+  const services: Service[] = [];
+  const stop = async () => {
+    for (const s of services.reverse()) await s.stop().catch(() => undefined);
+    await pg.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    o.log(`pgbench -i -s ${o.scale} (database app, owner app) ...`);
+    const pgbench = fs.existsSync(path.join(pg.bindir, 'pgbench')) ? path.join(pg.bindir, 'pgbench') : 'pgbench';
+    execFileSync(pgbench, ['-i', '-q', '-s', String(o.scale), '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'app', 'app'], {
+      env: { ...process.env, PGPASSWORD: 'app' },
+      stdio: 'pipe',
+    });
+    o.log(`creating public.customers with ${o.maskedRows} rows (masked columns: email, ssn, card_number, salary, birth_date) ...`);
+    psql(
+      pg,
+      'app',
+      `CREATE TABLE public.customers (id int PRIMARY KEY, name text, email text, ssn text, card_number text,
+         salary numeric, birth_date date, country text);
+       INSERT INTO public.customers
+         SELECT g, 'Customer ' || g, 'user' || g || '@example.org', lpad((g % 1000)::text, 3, '0') || '-45-6789',
+                '4111 1111 1111 ' || lpad((g % 10000)::text, 4, '0'), 30000 + (g % 70000),
+                date '1950-01-01' + (g % 20000), 'NL'
+         FROM generate_series(1, ${o.maskedRows}) g;
+       ALTER TABLE public.customers OWNER TO app;
+       GRANT SELECT ON public.customers TO trustuser, md5user;
+       GRANT USAGE ON SCHEMA public TO trustuser, md5user;
+       VACUUM ANALYZE public.customers;`,
+    );
+    const targets: BenchEnv['targets'] = new Map();
+    const auditFiles: BenchEnv['auditFiles'] = new Map();
+    targets.set('direct', { port: pg.port });
+
+    o.log('starting pgbouncer (session mode) ...');
+    const bouncer = await startPgbouncer({
+      bin: pgbouncerBin,
+      port: await freePort(),
+      upstreamPort: pg.port,
+      users: { app: 'app', md5user: 'md5pass', postgres: 'postgres', trustuser: '' },
+    });
+    services.push(bouncer);
+    targets.set('pgbouncer', { port: bouncer.port, pid: bouncer.pid, service: bouncer });
+
+    for (const [name, audit] of [
+      ['dbguard', 'All'],
+      ['dbguard-audit-none', 'None'],
+    ] as const) {
+      o.log(`starting ${name} (dbguard proxy process, audit statements: ${audit}) ...`);
+      const { service, auditFile } = await startDbguard(name, pg, dir, audit, name === 'dbguard' ? o.cpuProfDir : undefined);
+      services.push(service);
+      targets.set(name, { port: service.port, pid: service.pid, service });
+      auditFiles.set(name, auditFile);
+    }
+
+    o.log('starting the bare Node pipe ...');
+    const pipePort = await freePort();
+    const pipe = await startService('node-pipe', process.execPath, [PIPE, String(pipePort), String(pg.port)], pipePort);
+    services.push(pipe);
+    targets.set('node-pipe', { port: pipe.port, pid: pipe.pid, service: pipe });
+    return { pg, dir, targets, auditFiles, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,266 @@
+/**
+ * Shared pieces of the reliability runs (soak, faults, fuzz) and their tests: a governed proxy (policy
+ * files → Governor → audit trail → proxy), a TCP relay that can stall, and process measurements
+ * (RSS, open file descriptors).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { CompiledPolicy } from '../../api/compiled.js';
+import { initParser } from '../../policy/engine.js';
+import { loadPolicyFiles } from '../../policy/load.js';
+import { type AuditLog, loadAuditParser, openAuditLog } from '../../sidecar/audit/index.js';
+import { Governor } from '../../sidecar/governor.js';
+import type { Logger, LogLevel } from '../../sidecar/log.js';
+import { SidecarMetrics } from '../../sidecar/metrics.js';
+import { type ProxyHandle, type ProxyOptions, startProxy } from '../../sidecar/proxy.js';
+
+export interface LogLine {
+  level: LogLevel;
+  msg: string;
+  fields?: Record<string, unknown>;
+}
+
+/** A logger that keeps every line (debug included) in memory, as the JSON the real logger writes. */
+export function memoryLogger(): Logger & { lines: LogLine[]; text(): string } {
+  const lines: LogLine[] = [];
+  return {
+    lines,
+    log: (level, msg, fields) => {
+      lines.push({ level, msg, ...(fields ? { fields } : {}) });
+    },
+    text: () => lines.map((l) => JSON.stringify(l)).join('\n'),
+  };
+}
+
+/**
+ * The policy the reliability runs enforce, for tables in `schema`: DROP and unqualified DELETE are
+ * denied, `customers.email`/`ssn` are masked (Email, Redact), `customer_ref` is hashed with `salt`,
+ * and the database user `exemptUser` sees real values.
+ */
+export function reliabilityPolicyYaml(opts: {
+  schema: string;
+  upstreamPort: number;
+  salt?: string;
+  exemptUser?: string;
+  audit?: 'All' | 'Writes' | 'Denied' | 'None';
+}): string {
+  const salt = opts.salt ?? 'reliability-salt';
+  return `
+apiVersion: dbguard.io/v1alpha1
+kind: DatabasePolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  upstream: {host: 127.0.0.1, port: ${opts.upstreamPort}, sslmode: disable}
+  defaultAction: Allow
+  rules:
+    - name: no-drops
+      action: Deny
+      match: {commands: ["DROP *", "TRUNCATE TABLE"]}
+      message: "Schema changes go through migrations."
+    - name: no-bulk-delete
+      action: Deny
+      match: {commands: ["DELETE", "UPDATE"], withoutWhere: true}
+  audit: {statements: ${opts.audit ?? 'All'}}
+---
+apiVersion: dbguard.io/v1alpha1
+kind: MaskingRule
+metadata: {name: pii, namespace: shop}
+spec:
+  policyRef: {name: orders}
+  columns:
+    - {table: ${opts.schema}.customers, column: email, strategy: Email}
+    - {table: ${opts.schema}.customers, column: ssn, strategy: Redact}
+    - {table: ${opts.schema}.customers, column: customer_ref, strategy: Hash, hash: {saltSecretRef: {name: pii-salt, key: salt}}}
+  exemptSubjects: [{kind: DatabaseUser, name: ${opts.exemptUser ?? 'postgres'}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: pii-salt, namespace: shop}
+stringData: {salt: "${salt}"}
+`;
+}
+
+export function compilePolicy(yaml: string): CompiledPolicy {
+  const r = loadPolicyFiles([{ name: 'reliability.yaml', text: yaml }], 'shop/orders');
+  if (!r.ok) throw new Error(`reliability policy does not compile: ${r.errors.join('; ')}`);
+  return r.compiled;
+}
+
+/** SQL (run as a superuser in database `app`) creating the schema the policy masks, readable by `app`. */
+export function reliabilitySchemaSql(schema: string, rows = 100): string {
+  return `
+    DROP SCHEMA IF EXISTS ${schema} CASCADE;
+    CREATE SCHEMA ${schema};
+    CREATE TABLE ${schema}.customers (id int PRIMARY KEY, name text, email text, ssn text, customer_ref text);
+    INSERT INTO ${schema}.customers
+      SELECT i, 'name' || i, 'user' || i || '@example.org', '123-45-' || lpad(i::text, 4, '0'), 'ref-' || i
+      FROM generate_series(1, ${rows}) i;
+    CREATE TABLE ${schema}.events (id bigserial PRIMARY KEY, client int, payload text, at timestamptz DEFAULT now());
+    GRANT USAGE ON SCHEMA ${schema} TO app;
+    GRANT ALL ON ALL TABLES IN SCHEMA ${schema} TO app;
+    GRANT ALL ON ALL SEQUENCES IN SCHEMA ${schema} TO app;
+  `;
+}
+
+export interface GovernedProxy {
+  proxy: ProxyHandle;
+  governor: Governor;
+  metrics: SidecarMetrics;
+  audit: AuditLog;
+  auditFile: string;
+  /** every audit line written so far (after flush) */
+  auditEvents(): Promise<Record<string, unknown>[]>;
+  close(): Promise<void>;
+}
+
+/** startProxy + Governor + a file audit trail, as `dbguard proxy --policy-file --audit-log FILE` runs them. */
+export async function startGovernedProxy(
+  opts: {
+    policy: CompiledPolicy | (() => CompiledPolicy | undefined);
+    auditFile?: string;
+    workload?: { serviceAccount?: string; pod?: string };
+  } & Partial<ProxyOptions> &
+    Pick<ProxyOptions, 'upstream'>,
+): Promise<GovernedProxy> {
+  await initParser();
+  await loadAuditParser();
+  const { policy, auditFile: given, workload, ...proxyOpts } = opts;
+  const auditFile =
+    given ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-rel-audit-')), 'audit.jsonl');
+  const metrics = new SidecarMetrics();
+  const audit = await openAuditLog(auditFile, { observer: metrics.auditObserver() });
+  const current = typeof policy === 'function' ? policy : () => policy;
+  const logger = proxyOpts.logger;
+  const governor = new Governor({
+    policy: current,
+    audit,
+    metrics,
+    ...(workload ? { workload } : {}),
+    log: (f) => logger?.log('warn', String(f.msg ?? 'governor'), f),
+  });
+  const proxy = await startProxy({ decisionPoint: governor, ...proxyOpts });
+  return {
+    proxy,
+    governor,
+    metrics,
+    audit,
+    auditFile,
+    async auditEvents() {
+      await audit.flush();
+      return fs
+        .readFileSync(auditFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    },
+    async close() {
+      await proxy.close();
+      await audit.close();
+    },
+  };
+}
+
+/**
+ * A TCP relay between the proxy and the upstream that can stop forwarding (a network stall: packets
+ * are neither delivered nor refused, as behind a dead router) and start again.
+ */
+export class TcpRelay {
+  private server!: net.Server;
+  private readonly pairs = new Set<{ a: net.Socket; b: net.Socket }>();
+  private stalled = false;
+  port = 0;
+
+  constructor(private readonly target: { host: string; port: number }) {}
+
+  async start(): Promise<this> {
+    this.server = net.createServer((a) => {
+      // While stalled, new connections are accepted by the kernel but nothing flows.
+      const b = net.connect(this.target.port, this.target.host);
+      const pair = { a, b };
+      this.pairs.add(pair);
+      const done = () => {
+        a.destroy();
+        b.destroy();
+        this.pairs.delete(pair);
+      };
+      a.on('error', done).on('close', done);
+      b.on('error', done).on('close', done);
+      a.pipe(b);
+      b.pipe(a);
+      if (this.stalled) {
+        a.pause();
+        b.pause();
+      }
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this;
+  }
+
+  get connections(): number {
+    return this.pairs.size;
+  }
+
+  /** Stop reading either side: bytes in flight stay in kernel buffers, nothing is delivered. */
+  stall(): void {
+    this.stalled = true;
+    for (const { a, b } of this.pairs) {
+      a.unpipe(b);
+      b.unpipe(a);
+      a.pause();
+      b.pause();
+    }
+  }
+
+  resume(): void {
+    this.stalled = false;
+    for (const { a, b } of this.pairs) {
+      a.pipe(b);
+      b.pipe(a);
+      a.resume();
+      b.resume();
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const { a, b } of this.pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** Open file descriptors of this process (Linux), or -1 where /proc is missing. */
+export function openFds(): number {
+  try {
+    return fs.readdirSync('/proc/self/fd').length;
+  } catch {
+    return -1;
+  }
+}
+
+/** Resident set size of this process in MiB. */
+export function rssMb(): number {
+  return process.memoryUsage().rss / (1024 * 1024);
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value, or throws after `timeoutMs`. */
+export async function until<T>(
+  what: string,
+  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
