@@ -44,10 +44,16 @@ export interface EnvOptions {
 
 function psql(pg: RunningCluster, db: string, sql: string): void {
   const bin = fs.existsSync(path.join(pg.bindir, 'psql')) ? path.join(pg.bindir, 'psql') : 'psql';
-  execFileSync(bin, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-d', db, '-c', sql], {
-    env: { ...process.env, PGPASSWORD: 'postgres' },
-    stdio: 'pipe',
-  });
+  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres'];
+  try {
+    execFileSync(bin, [...args, '-d', db, '-c', sql], {
+      env: { ...process.env, PGPASSWORD: 'postgres' },
+      stdio: 'pipe',
+    });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    throw new Error(`setup SQL failed: ${stderr || (err as Error).message}`);
+  }
 }
 
 export async function startDbguard(
@@ -121,9 +127,9 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
          FROM generate_series(1, ${o.maskedRows}) g;
        ALTER TABLE public.customers OWNER TO app;
        GRANT SELECT ON public.customers TO trustuser, md5user;
-       GRANT USAGE ON SCHEMA public TO trustuser, md5user;
-       VACUUM ANALYZE public.customers;`,
+       GRANT USAGE ON SCHEMA public TO trustuser, md5user;`,
     );
+    psql(pg, 'app', 'VACUUM ANALYZE public.customers'); // not inside the block above: VACUUM refuses transactions
     const targets: BenchEnv['targets'] = new Map();
     const auditFiles: BenchEnv['auditFiles'] = new Map();
     targets.set('direct', { port: pg.port });
