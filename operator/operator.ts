@@ -37,9 +37,17 @@ export interface OperatorOptions {
   resyncSeconds?: number;
   watchdogSeconds?: number;
   log?: (fields: Record<string, unknown>) => void;
-  /** extra routes (webhooks) mounted on the API listener */
-  routes?: (app: express.Express, ctx: OperatorContext) => void;
+  /** extra routes (webhooks, approvals) mounted on the API listener, in order */
+  routes?: RoutesFn | RoutesFn[];
 }
+
+/** What a routes function may return: something to await before serving, and to close on shutdown. */
+export interface RoutesCloser {
+  ready?: Promise<void>;
+  close?(): Promise<void>;
+}
+
+export type RoutesFn = (app: express.Express, ctx: OperatorContext) => void | RoutesCloser;
 
 export interface OperatorContext {
   store: PolicyStore;
@@ -48,6 +56,8 @@ export interface OperatorContext {
   kubeConfig: k8s.KubeConfig;
   /** the serving certificate's source when `certificates` was given (its caBundle is what clients trust) */
   tls?: TlsSource;
+  /** how sidecars are authenticated (bearer token → ServiceAccount) */
+  authenticate?: Authenticate;
 }
 
 export interface RunningOperator extends OperatorContext {
@@ -116,7 +126,8 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
   } else {
     metrics.leader.set(1);
   }
-  const ctx: OperatorContext = { store, metrics, isLeader, kubeConfig: opts.kubeConfig };
+  const authenticate = opts.authenticate ?? tokenReviewAuthenticator(opts.kubeConfig);
+  const ctx: OperatorContext = { store, metrics, isLeader, kubeConfig: opts.kubeConfig, authenticate };
   let tls = opts.tls;
   if (opts.certificates) {
     ctx.tls = opts.certificates(ctx);
@@ -131,10 +142,14 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
       store,
       metrics,
       log,
-      authenticate: opts.authenticate ?? tokenReviewAuthenticator(opts.kubeConfig),
+      authenticate,
     }),
   );
-  opts.routes?.(app, ctx);
+  const closers: RoutesCloser[] = [];
+  for (const r of Array.isArray(opts.routes) ? opts.routes : opts.routes ? [opts.routes] : []) {
+    const c = r(app, ctx);
+    if (c) closers.push(c);
+  }
   const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, app) : http.createServer(app);
   // a renewed certificate is used for new connections without a restart
   ctx.tls?.onChange((m) => (server as https.Server).setSecureContext({ cert: m.cert, key: m.key }));
@@ -158,6 +173,7 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
   }
 
   await controller.start();
+  await Promise.all(closers.map((c) => c.ready));
   elector?.start();
   const port = await listenOn(server, opts.listen);
   log({ msg: 'operator started', port, metricsPort, leaderElect: !!opts.leaderElect, tls: !!tls });
@@ -171,6 +187,7 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
     async close() {
       await elector?.stop();
       await controller.stop();
+      for (const c of closers) await c.close?.();
       await ctx.tls?.stop();
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));

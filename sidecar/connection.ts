@@ -11,6 +11,7 @@ import { type Credentials, loginUpstream } from './auth/upstream-login.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { readClientHello } from './client-startup.js';
 import type { DecisionPoint } from './decision-point.js';
+import { cancelIfBusy, type ConnectionLimiter, TOO_MANY_CONNECTIONS_SQLSTATE, watchIdle } from './limits.js';
 import type { Logger } from './log.js';
 import {
   AUTH,
@@ -64,6 +65,10 @@ export interface ProxyContext {
   sessions: Set<Session>;
   /** connections still starting up (not yet a Session) */
   starting: Set<net.Socket>;
+  /** admitted sessions against maxConnections (limits.ts) */
+  limiter?: ConnectionLimiter;
+  /** end sessions idle this long (0: never) */
+  idleTimeoutMs?: number;
 }
 
 /** Largest message accepted during authentication (PostgreSQL allows a few kB for passwords and SASL). */
@@ -77,6 +82,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
   let client: Duplex = raw;
   let upstream: Duplex | undefined;
   let handedOver = false;
+  let admitted = false;
   const fatal = (sqlstate: string, message: string) => {
     if (!client.destroyed && client.writable)
       client.end(encodeError({ severity: 'FATAL', sqlstate, message }));
@@ -92,6 +98,12 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
     client = hello.sock;
     client.on('error', () => {});
+    // Counted after the start-up packet, like PostgreSQL's max_connections: a CancelRequest never is.
+    if (ctx.limiter && !ctx.limiter.tryAcquire(clientAddr)) {
+      fatal(TOO_MANY_CONNECTIONS_SQLSTATE, ctx.limiter.message);
+      return;
+    }
+    admitted = true;
     const params = hello.params;
     const user = params.get('user');
     if (!user) {
@@ -302,12 +314,20 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       cancels: ctx.cancels,
       logger: ctx.logger,
       maxMessageSize: ctx.maxMessageSize,
-      onClosed: (s) => ctx.sessions.delete(s),
+      onClosed: (s) => {
+        ctx.sessions.delete(s);
+        ctx.limiter?.release();
+        // A client gone while its statement runs: cancel it, or the server runs it on for nobody.
+        const key = realKey;
+        if (key) cancelIfBusy(s, () => sendCancel({ ...ctx.upstream }, key.pid, key.secret), ctx.logger);
+      },
     });
     handedOver = true;
     ctx.sessions.add(session);
     ctx.starting.delete(raw);
     session.start();
+    if (ctx.idleTimeoutMs)
+      watchIdle(client, session, ctx.idleTimeoutMs, (sqlstate, message) => encodeError({ severity: 'FATAL', sqlstate, message }), ctx.logger);
   } catch (err) {
     if (err instanceof ProtocolViolation) {
       ctx.logger.log('warn', 'protocol violation', { clientAddr, error: err.message });
@@ -327,6 +347,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
   } finally {
     if (!handedOver) {
+      if (admitted) ctx.limiter?.release();
       ctx.starting.delete(raw);
       upstream?.destroy();
     }

@@ -58,6 +58,8 @@ export interface SessionHandle {
   internalQuery(sql: string): Promise<{ rows: (string | null)[][]; fields: string[] }>;
   /** per-session scratch space for the decision point */
   readonly state: Map<string, unknown>;
+  /** end the session now with a FATAL error the client sees (for example 57P01 to make a pool reconnect) */
+  terminate(sqlstate: string, message: string): void;
 }
 
 export type Verdict =

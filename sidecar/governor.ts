@@ -82,7 +82,13 @@ interface SessionState {
   startedAt: number;
   statements: number;
   auditWait?: Promise<void>;
+  /** SQL-level PREPARE or DECLARE ran: their text was rewritten under the policy of that time */
+  sqlPrepared: boolean;
 }
+
+/** Told to a session whose prepared statements or cursors a new policy would judge differently. */
+export const POLICY_CHANGED_MESSAGE =
+  'dbguard: the policy changed and this session holds prepared statements or cursors made under the previous one; reconnect';
 
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
@@ -103,6 +109,7 @@ function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pendi
 
 export class Governor implements DecisionPoint {
   readonly cache: DecisionCache;
+  private readonly sessions = new Set<SessionHandle>();
 
   constructor(private readonly opts: GovernorOptions) {
     this.cache = opts.cache ?? new DecisionCache(20_000);
@@ -173,8 +180,10 @@ export class Governor implements DecisionPoint {
       recent: new Map(),
       startedAt: Date.now(),
       statements: 0,
+      sqlPrepared: false,
     };
     s.state.set('dbguard.governor', st);
+    this.sessions.add(s);
     this.opts.metrics?.connectionOpened();
     this.writeAudit(
       st,
@@ -204,6 +213,9 @@ export class Governor implements DecisionPoint {
 
   private decide(sql: string, s: SessionHandle, st: SessionState, p: CompiledPolicy): Decision {
     const ctx = this.context(s, st);
+    // A snapshot read under another policy version lists other masked tables while its catalog version
+    // string is the same: such a decision is valid for this call only and must not enter the cache.
+    if (st.catalog && st.catalogPolicy !== p.version) return judge(sql, ctx, p);
     const key = decisionKey(sql, ctx, p);
     let d = this.cache.get(key);
     if (!d) {
@@ -316,6 +328,8 @@ export class Governor implements DecisionPoint {
       };
     }
     this.applyEffects(s, st, d);
+    if (d.statements.some((x) => x.command === 'PREPARE' || x.command === 'DECLARE CURSOR'))
+      st.sqlPrepared = true;
     return { action: 'forward', sql: enforce ? d.sql : sql };
   }
 
@@ -455,7 +469,39 @@ export class Governor implements DecisionPoint {
       .catch(() => undefined);
   }
 
+  /**
+   * A new policy is in force. Statements judged from now on use it; what a session prepared before
+   * (protocol-level prepared statements, SQL PREPARE, cursors) was rewritten under the old one and is
+   * executed later without a new Parse. Sessions whose prepared statements the new policy would forward
+   * differently, and sessions that used SQL PREPARE or DECLARE, are ended with 57P01 so their pool
+   * reconnects; the others carry on untouched.
+   */
+  policyChanged(p: CompiledPolicy): number {
+    let ended = 0;
+    for (const s of this.sessions) {
+      const st = stateOf(s);
+      if (!st) continue;
+      let stale = st.sqlPrepared;
+      for (const ps of s.statements.values()) {
+        if (stale) break;
+        try {
+          const d = this.decide(ps.sql, s, st, p);
+          const forwarded = !d.enforced ? ps.sql : d.kind === 'deny' || d.kind === 'approval' ? null : d.sql;
+          stale = forwarded !== ps.forwardedSql;
+        } catch {
+          stale = true;
+        }
+      }
+      if (stale) {
+        ended++;
+        s.terminate('57P01', POLICY_CHANGED_MESSAGE);
+      }
+    }
+    return ended;
+  }
+
   sessionEnd(s: SessionHandle): void {
+    this.sessions.delete(s);
     const st = stateOf(s);
     if (!st) return;
     this.opts.metrics?.connectionClosed();

@@ -8,6 +8,7 @@ import type { Credentials } from './auth/upstream-login.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { type ClientAuth, handleConnection, type ProxyContext } from './connection.js';
 import { allowAll, type DecisionPoint } from './decision-point.js';
+import { checkLimits, ConnectionLimiter, type ProxyLimits } from './limits.js';
 import { jsonLogger, type Logger } from './log.js';
 import type { Session } from './session.js';
 import type { UpstreamTarget } from './upstream.js';
@@ -15,7 +16,8 @@ import type { UpstreamTarget } from './upstream.js';
 /** PostgreSQL's own limit on one message (MaxAllocSize). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024;
 
-export interface ProxyOptions {
+/** `maxConnections`, `idleTimeoutMs`, `upstreamConnectTimeoutMs`: see limits.ts. */
+export interface ProxyOptions extends ProxyLimits {
   /** where to listen; default 127.0.0.1 on a free port */
   listen?: { host?: string; port?: number };
   upstream: UpstreamTarget;
@@ -63,8 +65,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   ) {
     throw new Error(`max message size must be an integer between 1024 and ${DEFAULT_MAX_MESSAGE_SIZE} bytes`);
   }
+  checkLimits(opts);
   const ctx: ProxyContext = {
-    upstream: opts.upstream,
+    upstream:
+      opts.upstreamConnectTimeoutMs !== undefined
+        ? { ...opts.upstream, connectTimeoutMs: opts.upstreamConnectTimeoutMs }
+        : opts.upstream,
     decisionPoint: opts.decisionPoint ?? allowAll,
     maxMessageSize,
     authTimeoutMs: opts.authTimeoutMs ?? 60_000,
@@ -72,6 +78,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     cancels: new CancelRegistry(),
     sessions: new Set<Session>(),
     starting: new Set<net.Socket>(),
+    limiter: new ConnectionLimiter(opts.maxConnections ?? 0, logger),
+    idleTimeoutMs: opts.idleTimeoutMs ?? 0,
   };
   if (opts.defaultDatabase) ctx.defaultDatabase = opts.defaultDatabase;
   if (opts.upstreamCredentials) ctx.credentials = opts.upstreamCredentials;

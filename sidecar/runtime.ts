@@ -85,6 +85,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     const previous = current;
     if (previous?.version === p.version) return;
     current = p; // atomic: the next statement judged sees the new version
+    if (previous) {
+      const ended = governor.policyChanged(p);
+      if (ended)
+        log.log('info', 'sessions with prepared statements under the old policy ended', { sessions: ended });
+    }
     metrics.policyLoaded(p.policy, p.version);
     log.log('info', 'policy loaded', {
       policy: p.policy,

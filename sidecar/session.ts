@@ -308,6 +308,11 @@ export class Session implements SessionHandle {
     }
   }
 
+  /** Ends the session with a FATAL error (SessionHandle: e.g. prepared statements a new policy invalidates). */
+  terminate(sqlstate: string, message: string): void {
+    this.fatalToClient(sqlstate, message);
+  }
+
   /** Closes both sockets now. */
   destroy(reason: string): void {
     this.close(reason);
