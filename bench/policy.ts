@@ -63,8 +63,8 @@ spec:
 `;
 }
 
-/** A DatabasePolicy with `n` rules of varied shapes (commands, objects, subjects, withoutWhere). */
-export function manyRulesPolicy(n: number): string {
+/** A DatabasePolicy with `n` (≤ 256, the schema's limit) rules of varied shapes (commands, objects, subjects, withoutWhere). */
+export function manyRulesPolicy(n: number, name = 'big'): string {
   const rules: string[] = [];
   for (let i = 0; i < n; i++) {
     switch (i % 4) {
@@ -91,7 +91,7 @@ export function manyRulesPolicy(n: number): string {
   }
   return `apiVersion: dbguard.io/v1alpha1
 kind: DatabasePolicy
-metadata: {name: big, namespace: bench}
+metadata: {name: ${name}, namespace: bench}
 spec:
   upstream: {host: 127.0.0.1, port: 5432}
   defaultAction: Allow

@@ -142,12 +142,14 @@ interface Cell {
   clients: number;
   target: TargetName;
   runs: PgbenchResult[];
+  /** CPU time the target process used per transaction, µs (proxies only) */
+  cpuUs: number[];
 }
 
 async function pgbenchMatrix(env: BenchEnv, o: Options): Promise<Cell[]> {
   const cells: Cell[] = [];
   for (const mode of o.modes)
-    for (const clients of o.clients) for (const target of o.targets) cells.push({ mode, clients, target, runs: [] });
+    for (const clients of o.clients) for (const target of o.targets) cells.push({ mode, clients, target, runs: [], cpuUs: [] });
   const total = cells.length * o.rounds;
   let done = 0;
   const started = Date.now();
@@ -157,6 +159,8 @@ async function pgbenchMatrix(env: BenchEnv, o: Options): Promise<Cell[]> {
         const group = cells.filter((c) => c.mode === mode && c.clients === clients);
         for (let k = 0; k < group.length; k++) {
           const cell = group[(k + r) % group.length]!;
+          const pid = env.targets.get(cell.target)!.pid;
+          const cpu0 = pid ? cpuMsOf(pid) : 0;
           const res = await runPgbench({
             port: env.targets.get(cell.target)!.port,
             mode,
@@ -168,11 +172,13 @@ async function pgbenchMatrix(env: BenchEnv, o: Options): Promise<Cell[]> {
             bindir: env.pg.bindir,
           });
           cell.runs.push(res);
+          if (pid) cell.cpuUs.push(((cpuMsOf(pid) - cpu0) * 1000) / Math.max(1, res.transactions));
           done++;
           const eta = ((Date.now() - started) / done) * (total - done);
           progress(
             `[${done}/${total}, ~${Math.ceil(eta / 1000)} s left] round ${r + 1} ${mode} c=${clients} ${cell.target}: ` +
-              `${fmt(res.tps)} tps, p50 ${fmt(res.p50, 3)} ms, p99 ${fmt(res.p99, 3)} ms`,
+              `${fmt(res.tps)} tps, p50 ${fmt(res.p50, 3)} ms, p99 ${fmt(res.p99, 3)} ms` +
+              (pid ? `, ${fmt(cell.cpuUs[cell.cpuUs.length - 1]!)} µs CPU/tx` : ''),
           );
         }
       }
@@ -185,6 +191,7 @@ interface Summary {
   tps: number;
   p50: number;
   p99: number;
+  cpuUs: number;
 }
 
 function summarize(c: Cell): Summary {
@@ -192,6 +199,7 @@ function summarize(c: Cell): Summary {
     tps: median(c.runs.map((r) => r.tps)),
     p50: median(c.runs.map((r) => r.p50)),
     p99: median(c.runs.map((r) => r.p99)),
+    cpuUs: median(c.cpuUs),
   };
 }
 
@@ -222,12 +230,16 @@ function pgbenchReport(cells: Cell[], o: Options, checks: Check[]): string {
           t === 'direct' ? '-' : fmt(s.p50 - direct.p50, 3),
           bouncer && t !== 'pgbouncer' && t !== 'direct' ? fmt(s.tps / bouncer.tps, 2) : '-',
           t === 'direct' ? '-' : fmt(s.tps / direct.tps, 2),
+          fmt(s.cpuUs, 1),
         ]);
       }
     }
   }
   out.push(
-    table(['pgbench -S', 'TPS', 'p50 ms', 'p99 ms', 'added p50 ms', '× pgbouncer TPS', '× direct TPS'], rows),
+    table(
+      ['pgbench -S', 'TPS', 'p50 ms', 'p99 ms', 'added p50 ms', '× pgbouncer TPS', '× direct TPS', 'proxy CPU µs/tx'],
+      rows,
+    ),
   );
   // the targets of issue #9
   if (o.targets.includes('pgbouncer') && o.targets.includes('dbguard')) {
@@ -324,8 +336,9 @@ function policyReport(p: PolicyCost): string {
     '',
     `- cache over a workload (50 texts × 20 rounds): ${fmt(p.workload.usPerLookup, 2)} µs per lookup, ` +
       `${p.workload.hits} hits, ${p.workload.misses} misses`,
-    `- policy with ${p.compile.rules} rules: load + validate + compile ${fmt(p.compile.ms, 1)} ms ` +
-      `(median of ${p.compile.repeats}); judging against it (miss, masked subject) ${fmt(p.judgeManyRules, 1)} µs`,
+    `- ${p.compile.rules} rules (${p.compile.policies} DatabasePolicies; the schema allows 256 per policy): ` +
+      `load + validate + compile ${fmt(p.compile.ms, 1)} ms ` +
+      `(median of ${p.compile.repeats}); judging against all of them as one rule list (miss, masked subject) ${fmt(p.judgeManyRules, 1)} µs`,
   ].join('\n');
 }
 

@@ -11,7 +11,7 @@ import { type Credentials, loginUpstream } from './auth/upstream-login.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { readClientHello } from './client-startup.js';
 import type { DecisionPoint } from './decision-point.js';
-import { cancelIfBusy, type ConnectionLimiter, TOO_MANY_CONNECTIONS_SQLSTATE, watchIdle } from './limits.js';
+import { type ConnectionLimiter, cancelIfBusy, TOO_MANY_CONNECTIONS_SQLSTATE, watchIdle } from './limits.js';
 import type { Logger } from './log.js';
 import {
   AUTH,
@@ -327,7 +327,13 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     ctx.starting.delete(raw);
     session.start();
     if (ctx.idleTimeoutMs)
-      watchIdle(client, session, ctx.idleTimeoutMs, (sqlstate, message) => encodeError({ severity: 'FATAL', sqlstate, message }), ctx.logger);
+      watchIdle(
+        client,
+        session,
+        ctx.idleTimeoutMs,
+        (sqlstate, message) => encodeError({ severity: 'FATAL', sqlstate, message }),
+        ctx.logger,
+      );
   } catch (err) {
     if (err instanceof ProtocolViolation) {
       ctx.logger.log('warn', 'protocol violation', { clientAddr, error: err.message });

@@ -8,7 +8,7 @@ import type { Credentials } from './auth/upstream-login.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { type ClientAuth, handleConnection, type ProxyContext } from './connection.js';
 import { allowAll, type DecisionPoint } from './decision-point.js';
-import { checkLimits, ConnectionLimiter, type ProxyLimits } from './limits.js';
+import { ConnectionLimiter, checkLimits, type ProxyLimits } from './limits.js';
 import { jsonLogger, type Logger } from './log.js';
 import type { Session } from './session.js';
 import type { UpstreamTarget } from './upstream.js';

@@ -86,9 +86,15 @@ export const arbFrontendMessage: fc.Arbitrary<Buffer> = fc.oneof(
   fuzzSql.map((sql) => wireMessage(0x51, cstr(sql))),
   fc
     .tuple(names, fuzzSql, fc.array(fc.constantFrom(0, 23, 25), { maxLength: 2 }))
-    .map(([n, sql, types]) => wireMessage(0x50, Buffer.concat([cstr(n), cstr(sql), i16(types.length), ...types.map(i32)]))),
+    .map(([n, sql, types]) =>
+      wireMessage(0x50, Buffer.concat([cstr(n), cstr(sql), i16(types.length), ...types.map(i32)])),
+    ),
   fc
-    .tuple(names, names, fc.array(fc.option(fc.constantFrom('1', 'abc', ''), { nil: null }), { maxLength: 2 }))
+    .tuple(
+      names,
+      names,
+      fc.array(fc.option(fc.constantFrom('1', 'abc', ''), { nil: null }), { maxLength: 2 }),
+    )
     .map(([portal, stmt, params]) =>
       wireMessage(
         0x42,
@@ -97,21 +103,31 @@ export const arbFrontendMessage: fc.Arbitrary<Buffer> = fc.oneof(
           cstr(stmt),
           i16(0),
           i16(params.length),
-          ...params.map((p) => (p === null ? i32(-1) : Buffer.concat([i32(Buffer.byteLength(p)), Buffer.from(p)]))),
+          ...params.map((p) =>
+            p === null ? i32(-1) : Buffer.concat([i32(Buffer.byteLength(p)), Buffer.from(p)]),
+          ),
           i16(0),
         ]),
       ),
     ),
-  fc.tuple(fc.constantFrom('S', 'P'), names).map(([k, n]) => wireMessage(0x44, Buffer.concat([Buffer.from(k), cstr(n)]))),
-  fc.tuple(names, fc.constantFrom(0, 1, 10)).map(([p, max]) => wireMessage(0x45, Buffer.concat([cstr(p), i32(max)]))),
-  fc.tuple(fc.constantFrom('S', 'P'), names).map(([k, n]) => wireMessage(0x43, Buffer.concat([Buffer.from(k), cstr(n)]))),
+  fc
+    .tuple(fc.constantFrom('S', 'P'), names)
+    .map(([k, n]) => wireMessage(0x44, Buffer.concat([Buffer.from(k), cstr(n)]))),
+  fc
+    .tuple(names, fc.constantFrom(0, 1, 10))
+    .map(([p, max]) => wireMessage(0x45, Buffer.concat([cstr(p), i32(max)]))),
+  fc
+    .tuple(fc.constantFrom('S', 'P'), names)
+    .map(([k, n]) => wireMessage(0x43, Buffer.concat([Buffer.from(k), cstr(n)]))),
   fc.constant(wireMessage(0x53, Buffer.alloc(0))), // Sync
   fc.constant(wireMessage(0x48, Buffer.alloc(0))), // Flush
   fc.uint8Array({ maxLength: 40 }).map((b) => wireMessage(0x64, b)), // CopyData outside COPY
   fc.constant(wireMessage(0x63, Buffer.alloc(0))), // CopyDone
   fc.constant(wireMessage(0x66, cstr('fuzz'))), // CopyFail
   // FunctionCall of a random function OID with no arguments: opaque, judged by the decision point
-  fc.integer({ min: 1, max: 20_000 }).map((oid) => wireMessage(0x46, Buffer.concat([i32(oid), i16(0), i16(0), i16(0)]))),
+  fc
+    .integer({ min: 1, max: 20_000 })
+    .map((oid) => wireMessage(0x46, Buffer.concat([i32(oid), i16(0), i16(0), i16(0)]))),
 );
 
 /** A message damaged on purpose: truncated body, wrong length, unknown type, or random bytes. */
@@ -127,7 +143,9 @@ export const arbDamagedMessage: fc.Arbitrary<Buffer> = fc.oneof(
     out.writeInt32BE(Math.max(0, out.readInt32BE(1) + d), 1);
     return out;
   }),
-  fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 30 })).map(([t, b]) => wireMessage(t, b)),
+  fc
+    .tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 30 }))
+    .map(([t, b]) => wireMessage(t, b)),
   fc.uint8Array({ minLength: 1, maxLength: 60 }).map((b) => Buffer.from(b)),
 );
 
@@ -142,10 +160,12 @@ export const arbFramedDamage: fc.Arbitrary<Buffer> = fc.oneof(
     const bodyLen = m.length - 5;
     return wireMessage(m[0]!, m.subarray(5, 5 + (bodyLen === 0 ? 0 : cut % bodyLen)));
   }),
-  fc.tuple(arbFrontendMessage, fc.uint8Array({ minLength: 1, maxLength: 4 })).map(([m, extra]) =>
-    wireMessage(m[0]!, Buffer.concat([m.subarray(5), extra])),
-  ),
-  fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 30 })).map(([t, b]) => wireMessage(t, b)),
+  fc
+    .tuple(arbFrontendMessage, fc.uint8Array({ minLength: 1, maxLength: 4 }))
+    .map(([m, extra]) => wireMessage(m[0]!, Buffer.concat([m.subarray(5), extra]))),
+  fc
+    .tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 30 }))
+    .map(([t, b]) => wireMessage(t, b)),
   fc.tuple(arbFrontendMessage, fc.integer({ min: 0, max: 3 })).map(([m, len]) => {
     const out = Buffer.from(m.subarray(0, 5));
     out.writeInt32BE(len, 1);
@@ -162,7 +182,9 @@ export const arbFramedDamage: fc.Arbitrary<Buffer> = fc.oneof(
 
 /** Any message sequence cut at any points yields the same messages (streamed ones as fragments). */
 export const propFramerReassembles = fc.property(
-  fc.array(fc.tuple(fc.constantFrom(...FRONTEND_TYPES), fc.uint8Array({ maxLength: 3000 })), { maxLength: 25 }),
+  fc.array(fc.tuple(fc.constantFrom(...FRONTEND_TYPES), fc.uint8Array({ maxLength: 3000 })), {
+    maxLength: 25,
+  }),
   fc.array(fc.nat(), { maxLength: 30 }),
   (msgs, cuts) => {
     const whole = Buffer.concat(msgs.map(([t, b]) => wireMessage(t, b)));
@@ -188,23 +210,24 @@ export const propFramerReassembles = fc.property(
     }
     if (!framer.atBoundary) throw new Error('framer not at a boundary after whole messages');
     if (!Buffer.concat(rebuilt).equals(whole)) throw new Error('reassembled bytes differ');
-    if (rebuilt.length !== msgs.length) throw new Error(`expected ${msgs.length} messages, got ${rebuilt.length}`);
+    if (rebuilt.length !== msgs.length)
+      throw new Error(`expected ${msgs.length} messages, got ${rebuilt.length}`);
   },
 );
 
 /** Decoders for the frontend messages the proxy looks into, by type. */
 const DECODERS: Record<number, (b: Buffer) => unknown> = {
-  0x51: decodeQuery,
-  0x50: decodeParse,
-  0x42: decodeBind,
-  0x44: (b) => decodeTarget(b, 'Describe'),
-  0x43: (b) => decodeTarget(b, 'Close'),
-  0x45: decodeExecute,
-  0x46: decodeFunctionCall,
-  0x66: decodeCopyFail,
-  0x53: (b) => expectEmpty(b, 'Sync'),
-  0x48: (b) => expectEmpty(b, 'Flush'),
-  0x4e: (b) => decodeFields(b, 'NoticeResponse'),
+  81: decodeQuery,
+  80: decodeParse,
+  66: decodeBind,
+  68: (b) => decodeTarget(b, 'Describe'),
+  67: (b) => decodeTarget(b, 'Close'),
+  69: decodeExecute,
+  70: decodeFunctionCall,
+  102: decodeCopyFail,
+  83: (b) => expectEmpty(b, 'Sync'),
+  72: (b) => expectEmpty(b, 'Flush'),
+  78: (b) => decodeFields(b, 'NoticeResponse'),
 };
 
 function onlyProtocolViolations(fn: () => void): void {
@@ -212,9 +235,12 @@ function onlyProtocolViolations(fn: () => void): void {
     fn();
   } catch (err) {
     if (!(err instanceof ProtocolViolation)) {
-      throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message} instead of a ProtocolViolation`);
+      throw new Error(
+        `threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message} instead of a ProtocolViolation`,
+      );
     }
-    if (err.sqlstate !== '08P01' && err.sqlstate !== '0A000') throw new Error(`unexpected SQLSTATE ${err.sqlstate}`);
+    if (err.sqlstate !== '08P01' && err.sqlstate !== '0A000')
+      throw new Error(`unexpected SQLSTATE ${err.sqlstate}`);
   }
 }
 
@@ -274,9 +300,22 @@ export function arbSql(schema: string): fc.Arbitrary<GeneratedSql> {
     'no_such_table',
     `${schema}.v_customers`,
   );
-  const column = fc.constantFrom('id', 'email', 'ssn', 'customer_ref', 'name', 'c.email', 'upper(ssn)', '*', 'c.*');
+  const column = fc.constantFrom(
+    'id',
+    'email',
+    'ssn',
+    'customer_ref',
+    'name',
+    'c.email',
+    'upper(ssn)',
+    '*',
+    'c.*',
+  );
   const lit = fc
-    .tuple(fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 4, maxLength: 8 }), fc.constantFrom('plain', 'quote', 'dollar', 'escape', 'number'))
+    .tuple(
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 4, maxLength: 8 }),
+      fc.constantFrom('plain', 'quote', 'dollar', 'escape', 'number'),
+    )
     .map(([h, style]) => {
       const v = `${LITERAL_MARK}${h}`;
       switch (style) {
@@ -362,27 +401,37 @@ export function arbSql(schema: string): fc.Arbitrary<GeneratedSql> {
     { arbitrary: other, weight: 3 },
   );
   const comment = fc.constantFrom('', ' /* c */ ', ' -- trailing\n', '/*nested /* x */ y*/ ');
-  const wellFormed = fc.tuple(fc.array(stmt, { minLength: 1, maxLength: 3 }), comment, fc.boolean()).map(([ss, c, lower]) => {
-    let text = ss.map((s) => s.text).join(`;${c}`);
-    if (lower) text = text.replace(/\b(SELECT|FROM|WHERE|INSERT|DELETE|UPDATE|DROP)\b/g, (k) => k.toLowerCase());
-    return { sql: `${c}${text}`, literals: ss.flatMap((s) => s.lits), mustDeny: ss.some((s) => s.deny) };
-  });
-  // Damage: cut the text anywhere, or splice random characters in (mostly parse errors).
-  const damaged = fc
-    .tuple(wellFormed, fc.nat(), fc.string({ maxLength: 6 }))
-    .map(([g, at, junk]) => {
-      const p = g.sql.length ? at % g.sql.length : 0;
-      return { sql: g.sql.slice(0, p) + junk, literals: [], mustDeny: false };
+  const wellFormed = fc
+    .tuple(fc.array(stmt, { minLength: 1, maxLength: 3 }), comment, fc.boolean())
+    .map(([ss, c, lower]) => {
+      let text = ss.map((s) => s.text).join(`;${c}`);
+      if (lower)
+        text = text.replace(/\b(SELECT|FROM|WHERE|INSERT|DELETE|UPDATE|DROP)\b/g, (k) => k.toLowerCase());
+      return { sql: `${c}${text}`, literals: ss.flatMap((s) => s.lits), mustDeny: ss.some((s) => s.deny) };
     });
+  // Damage: cut the text anywhere, or splice random characters in (mostly parse errors).
+  const damaged = fc.tuple(wellFormed, fc.nat(), fc.string({ maxLength: 6 })).map(([g, at, junk]) => {
+    const p = g.sql.length ? at % g.sql.length : 0;
+    return { sql: g.sql.slice(0, p) + junk, literals: [], mustDeny: false };
+  });
   const random = fc
-    .oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }))
+    .oneof(
+      fc.string({ maxLength: 80 }),
+      fc.string({ unit: 'grapheme', maxLength: 40 }),
+      fc.string({ unit: 'binary', maxLength: 40 }),
+    )
     .map((s) => ({ sql: s, literals: [], mustDeny: false }));
-  return fc.oneof({ arbitrary: wellFormed, weight: 6 }, { arbitrary: damaged, weight: 2 }, { arbitrary: random, weight: 1 });
+  return fc.oneof(
+    { arbitrary: wellFormed, weight: 6 },
+    { arbitrary: damaged, weight: 2 },
+    { arbitrary: random, weight: 1 },
+  );
 }
 
 /** The invariants every decision must satisfy, whatever the text. Returns a problem or undefined. */
 export function checkDecision(d: Decision, g: GeneratedSql): string | undefined {
-  if (!d || !['allow', 'mask', 'deny', 'approval'].includes(d.kind)) return `undefined decision kind ${d?.kind}`;
+  if (!d || !['allow', 'mask', 'deny', 'approval'].includes(d.kind))
+    return `undefined decision kind ${d?.kind}`;
   if (typeof d.enforced !== 'boolean') return 'enforced is not a boolean';
   if (d.kind === 'deny') {
     if (!/^[0-9A-Z]{5}$/.test(d.sqlstate ?? '')) return `deny without a valid SQLSTATE: ${d.sqlstate}`;
@@ -393,7 +442,8 @@ export function checkDecision(d: Decision, g: GeneratedSql): string | undefined 
   }
   for (const st of d.statements) {
     for (const v of g.literals) {
-      if (st.normalized.includes(v)) return `literal ${v} leaked into the normalized statement: ${st.normalized}`;
+      if (st.normalized.includes(v))
+        return `literal ${v} leaked into the normalized statement: ${st.normalized}`;
     }
   }
   return undefined;
@@ -538,10 +588,13 @@ export async function probeSequence(
 /** Any sequence of frontend messages, well-formed or damaged, in any order, through the live proxy. */
 export function propProxySurvives(port: number, outcomes?: { usable: number; fatal: number }) {
   return fc.asyncProperty(
-    fc.array(fc.oneof({ arbitrary: arbFrontendMessage, weight: 5 }, { arbitrary: arbFramedDamage, weight: 1 }), {
-      minLength: 1,
-      maxLength: 15,
-    }),
+    fc.array(
+      fc.oneof({ arbitrary: arbFrontendMessage, weight: 5 }, { arbitrary: arbFramedDamage, weight: 1 }),
+      {
+        minLength: 1,
+        maxLength: 15,
+      },
+    ),
     fc.array(fc.nat(), { maxLength: 6 }),
     async (msgs, cuts) => {
       const r = await probeSequence(port, msgs, cuts);

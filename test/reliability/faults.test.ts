@@ -31,7 +31,14 @@ async function admin(port = server.port, database = 'app'): Promise<pg.Client> {
 }
 
 async function client(port: number, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'app', password: 'app', database: 'app', ...extra });
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: 'app',
+    password: 'app',
+    database: 'app',
+    ...extra,
+  });
   c.on('error', () => {}); // reported through the failing query instead
   await c.connect();
   return c;
@@ -41,7 +48,9 @@ async function client(port: number, extra: Partial<pg.ClientConfig> = {}): Promi
 function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([
     p,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)),
+    new Promise<T>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms),
+    ),
   ]);
 }
 
@@ -146,7 +155,11 @@ describe('the upstream killed and restarted under load', () => {
               10_000,
               'insert',
             );
-            const r = await bounded(c.query(`SELECT email FROM ${schema}.customers WHERE id = $1`, [1 + (i % 20)]), 10_000, 'select');
+            const r = await bounded(
+              c.query(`SELECT email FROM ${schema}.customers WHERE id = $1`, [1 + (i % 20)]),
+              10_000,
+              'select',
+            );
             expect(r.rows[0].email).toMatch(/^u\*\*\*@example\.org$/);
             outcomes.ok++;
           }
@@ -170,7 +183,10 @@ describe('the upstream killed and restarted under load', () => {
     // While the server is down, a new connection fails fast with a clear error.
     const t0 = Date.now();
     const down = await client(gp.proxy.port).catch((e: { code?: string; message: string }) => e);
-    expect(down).toMatchObject({ code: '08006', message: expect.stringContaining('cannot reach the database server') });
+    expect(down).toMatchObject({
+      code: '08006',
+      message: expect.stringContaining('cannot reach the database server'),
+    });
     expect(Date.now() - t0).toBeLessThan(3000);
     await until('sessions released while down', () => gp.proxy.activeSessions === 0, 5000);
 
@@ -183,7 +199,8 @@ describe('the upstream killed and restarted under load', () => {
     await until('no fd leak', () => openFds() <= fdsBefore + 2, 5000);
     expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
     // The codes a client sees: the server's 57P01 (admin shutdown), the proxy's 08006, or a closed socket.
-    for (const code of outcomes.codes.keys()) expect(['57P01', '08006', '57P03', 'socket', 'ECONNRESET']).toContain(code);
+    for (const code of outcomes.codes.keys())
+      expect(['57P01', '08006', '57P03', 'socket', 'ECONNRESET']).toContain(code);
   }, 120_000);
 });
 
@@ -214,7 +231,10 @@ describe('a slow or stalled network between proxy and upstream', () => {
       await startVia('prefer');
       let t0 = Date.now();
       const e1 = await client(gp.proxy.port).catch((e: { code?: string; message: string }) => e);
-      expect(e1).toMatchObject({ code: '08006', message: expect.stringContaining('did not answer the SSL request') });
+      expect(e1).toMatchObject({
+        code: '08006',
+        message: expect.stringContaining('did not answer the SSL request'),
+      });
       expect(Date.now() - t0).toBeLessThan(2500);
 
       await startVia('disable');
@@ -231,7 +251,9 @@ describe('a slow or stalled network between proxy and upstream', () => {
     await startVia('disable');
     const patient = await client(gp.proxy.port);
     const impatient = await client(gp.proxy.port);
-    expect((await patient.query(`SELECT ssn FROM ${schema}.customers WHERE id = 1`)).rows[0].ssn).toBe('****');
+    expect((await patient.query(`SELECT ssn FROM ${schema}.customers WHERE id = 1`)).rows[0].ssn).toBe(
+      '****',
+    );
     relay.stall();
     const waiting = patient.query(`SELECT count(*)::int AS n FROM ${schema}.customers`);
     const gaveUp = impatient.query('SELECT 1').catch((e: Error) => e);
@@ -242,7 +264,9 @@ describe('a slow or stalled network between proxy and upstream', () => {
     await until('impatient session released', () => gp.proxy.activeSessions === 1, 3000);
     relay.resume();
     expect((await bounded(waiting, 10_000, 'query after the stall')).rows[0].n).toBe(20);
-    expect((await patient.query(`SELECT ssn FROM ${schema}.customers WHERE id = 2`)).rows[0].ssn).toBe('****');
+    expect((await patient.query(`SELECT ssn FROM ${schema}.customers WHERE id = 2`)).rows[0].ssn).toBe(
+      '****',
+    );
     await patient.end();
     await until('all sessions closed', () => gp.proxy.activeSessions === 0, 3000);
     await until('relay connections closed', () => relay.connections === 0, 3000);

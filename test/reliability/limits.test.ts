@@ -57,7 +57,10 @@ describe('maximum connections', () => {
   it('beyond the limit a clear 53300; CancelRequests still get through; a freed slot is reusable', async () => {
     const inside = await Promise.all([client(gp.proxy.port), client(gp.proxy.port), client(gp.proxy.port)]);
     const refused = await client(gp.proxy.port).catch((e: { code?: string; message: string }) => e);
-    expect(refused).toMatchObject({ code: '53300', message: expect.stringContaining('too many connections for dbguard proxy') });
+    expect(refused).toMatchObject({
+      code: '53300',
+      message: expect.stringContaining('too many connections for dbguard proxy'),
+    });
     // psql shows the same line to a person.
     expect(gp.proxy.activeSessions).toBe(3);
     expect(log.lines.filter((l) => l.msg === 'connection refused: too many connections')).toHaveLength(1);
@@ -97,8 +100,14 @@ describe('client idle timeout', () => {
     const r = await busy.query('SELECT pg_sleep(1.5), 7 AS v');
     expect(r.rows[0].v).toBe(7);
     await until('idle sessions ended', () => idleErrors.length > 0 && txErrors.length > 0, 3000);
-    expect(idleErrors[0]).toMatchObject({ code: '57P05', message: expect.stringContaining('idle-session timeout') });
-    expect(txErrors[0]).toMatchObject({ code: '25P03', message: expect.stringContaining('idle-in-transaction') });
+    expect(idleErrors[0]).toMatchObject({
+      code: '57P05',
+      message: expect.stringContaining('idle-session timeout'),
+    });
+    expect(txErrors[0]).toMatchObject({
+      code: '25P03',
+      message: expect.stringContaining('idle-in-transaction'),
+    });
     // The busy client keeps working as long as it is not idle for 600 ms.
     expect((await busy.query('SELECT 8 AS v')).rows[0].v).toBe(8);
     await busy.end();
@@ -109,12 +118,19 @@ describe('client idle timeout', () => {
 
 describe('maximum message size and settings', () => {
   it('a message over the limit ends that connection with 08P01; others keep working', async () => {
-    const gp = await startGovernedProxy({ policy, upstream, maxMessageSize: 64 * 1024, logger: memoryLogger() });
+    const gp = await startGovernedProxy({
+      policy,
+      upstream,
+      maxMessageSize: 64 * 1024,
+      logger: memoryLogger(),
+    });
     try {
       const witness = await client(gp.proxy.port);
       const errors: Error[] = [];
       const big = await client(gp.proxy.port, errors);
-      const e = await big.query(`SELECT '${'x'.repeat(100_000)}'`).catch((err: { code?: string; message: string }) => err);
+      const e = await big
+        .query(`SELECT '${'x'.repeat(100_000)}'`)
+        .catch((err: { code?: string; message: string }) => err);
       expect(e).toMatchObject({ message: expect.stringMatching(/too large|Connection terminated/) });
       expect((await witness.query('SELECT 1 AS v')).rows[0].v).toBe(1);
       await witness.end();
@@ -125,8 +141,12 @@ describe('maximum message size and settings', () => {
   });
 
   it('nonsensical limits are refused at start with a clear error', async () => {
-    await expect(startProxy({ upstream, maxConnections: -1 })).rejects.toThrow(/maxConnections must be an integer/);
-    await expect(startProxy({ upstream, idleTimeoutMs: 1.5 })).rejects.toThrow(/idleTimeoutMs must be an integer/);
+    await expect(startProxy({ upstream, maxConnections: -1 })).rejects.toThrow(
+      /maxConnections must be an integer/,
+    );
+    await expect(startProxy({ upstream, idleTimeoutMs: 1.5 })).rejects.toThrow(
+      /idleTimeoutMs must be an integer/,
+    );
     await expect(startProxy({ upstream, upstreamConnectTimeoutMs: 0 })).rejects.toThrow(
       /upstreamConnectTimeoutMs must be an integer/,
     );
