@@ -183,6 +183,19 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         return;
       }
     }
+    if (ctx.credentials && !ctx.clientAuth && !isLoopback(raw.remoteAddress)) {
+      // The proxy holds the database credentials: without token authentication it may only trust
+      // clients on the same host (the pod's own containers), or anyone who can reach it gets in.
+      authFailed(
+        new Map([['C', '28000']]),
+        'credentials mode refuses non-loopback clients without token auth',
+      );
+      fatal(
+        '28000',
+        'dbguard: this proxy holds the database credentials and trusts only loopback clients; use token authentication',
+      );
+      return;
+    }
     if (ctx.credentials) {
       const res = await loginUpstream(upReader, up, ctx.credentials, ctx.authTimeoutMs);
       for (const m of res.ok ? res.relay : []) {
@@ -252,6 +265,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     // ---- start-up messages up to the first ReadyForQuery
     const serverParams = new Map<string, string>();
     let realKey: { pid: number; secret: Buffer } | undefined;
+    let sessionRef: Session | undefined;
     let proxyKey: { pid: number; secret: Buffer } | undefined;
     let firstReady: Buffer | undefined;
     let txStatus: 'I' | 'T' | 'E' = 'I';
@@ -269,7 +283,13 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
           const key = realKey;
           const target = { ...ctx.upstream };
           proxyKey = ctx.cancels.issue(
-            { cancel: () => sendCancel(target, key.pid, key.secret) },
+            {
+              cancel: () => {
+                // a statement held by the decision point (approval) is cancelled here, not upstream
+                sessionRef?.clientCancelled();
+                return sendCancel(target, key.pid, key.secret);
+              },
+            },
             protocolVersion > PROTOCOL_3_0 ? 32 : 4,
           );
           client.write(encodeBackendKeyData(proxyKey.pid, proxyKey.secret));
@@ -325,6 +345,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     handedOver = true;
     ctx.sessions.add(session);
     ctx.starting.delete(raw);
+    sessionRef = session;
     session.start();
     if (ctx.idleTimeoutMs)
       watchIdle(
