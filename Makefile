@@ -34,5 +34,18 @@ bench: build
 generate: deps
 	npm run generate
 
+# The chart's static checks (no helm needed), plus `helm lint` and `helm template` wherever helm exists.
+chart-lint: build
+	@if command -v helm >/dev/null 2>&1; then \
+	  helm lint charts/dbguard && helm template dbguard charts/dbguard --namespace dbguard-system >/dev/null && \
+	  for v in examples/helm/*.yaml; do helm lint charts/dbguard -f "$$v" && \
+	    helm template dbguard charts/dbguard --namespace dbguard-system -f "$$v" >/dev/null || exit 1; done; \
+	else echo "chart-lint: helm not found, static checks only"; fi
+	npx vitest run test/chart test/examples
+
+# A kind cluster, the image, the chart, PostgreSQL and a labelled app: masking, blocking, approval (needs Docker).
+e2e: build
+	bash hack/kind-e2e.sh
+
 clean:
 	rm -rf dist

@@ -19,7 +19,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../cli/main.js');
 const PIPE = path.resolve(here, 'pipe-process.js');
 
-export type TargetName = 'direct' | 'pgbouncer' | 'dbguard' | 'dbguard-audit-none' | 'node-pipe';
+export type TargetName =
+  | 'direct'
+  | 'pgbouncer'
+  | 'dbguard'
+  | 'dbguard-audit-none'
+  | 'node-pipe'
+  | 'dbguard-select';
 
 export interface BenchEnv {
   pg: RunningCluster;
@@ -44,7 +50,18 @@ export interface EnvOptions {
 
 function psql(pg: RunningCluster, db: string, sql: string): void {
   const bin = fs.existsSync(path.join(pg.bindir, 'psql')) ? path.join(pg.bindir, 'psql') : 'psql';
-  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres'];
+  const args = [
+    '-X',
+    '-q',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(pg.port),
+    '-U',
+    'postgres',
+  ];
   try {
     execFileSync(bin, [...args, '-d', db, '-c', sql], {
       env: { ...process.env, PGPASSWORD: 'postgres' },
@@ -109,12 +126,20 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
   };
   try {
     o.log(`pgbench -i -s ${o.scale} (database app, owner app) ...`);
-    const pgbench = fs.existsSync(path.join(pg.bindir, 'pgbench')) ? path.join(pg.bindir, 'pgbench') : 'pgbench';
-    execFileSync(pgbench, ['-i', '-q', '-s', String(o.scale), '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'app', 'app'], {
-      env: { ...process.env, PGPASSWORD: 'app' },
-      stdio: 'pipe',
-    });
-    o.log(`creating public.customers with ${o.maskedRows} rows (masked columns: email, ssn, card_number, salary, birth_date) ...`);
+    const pgbench = fs.existsSync(path.join(pg.bindir, 'pgbench'))
+      ? path.join(pg.bindir, 'pgbench')
+      : 'pgbench';
+    execFileSync(
+      pgbench,
+      ['-i', '-q', '-s', String(o.scale), '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'app', 'app'],
+      {
+        env: { ...process.env, PGPASSWORD: 'app' },
+        stdio: 'pipe',
+      },
+    );
+    o.log(
+      `creating public.customers with ${o.maskedRows} rows (masked columns: email, ssn, card_number, salary, birth_date) ...`,
+    );
     psql(
       pg,
       'app',
@@ -140,6 +165,7 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
       port: await freePort(),
       upstreamPort: pg.port,
       users: { app: 'app', md5user: 'md5pass', postgres: 'postgres', trustuser: '' },
+      maxClientConn: o.idleConnections + 100,
     });
     services.push(bouncer);
     targets.set('pgbouncer', { port: bouncer.port, pid: bouncer.pid, service: bouncer });
@@ -149,7 +175,13 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
       ['dbguard-audit-none', 'None'],
     ] as const) {
       o.log(`starting ${name} (dbguard proxy process, audit statements: ${audit}) ...`);
-      const { service, auditFile } = await startDbguard(name, pg, dir, audit, name === 'dbguard' ? o.cpuProfDir : undefined);
+      const { service, auditFile } = await startDbguard(
+        name,
+        pg,
+        dir,
+        audit,
+        name === 'dbguard' ? o.cpuProfDir : undefined,
+      );
       services.push(service);
       targets.set(name, { port: service.port, pid: service.pid, service });
       auditFiles.set(name, auditFile);
@@ -157,7 +189,12 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
 
     o.log('starting the bare Node pipe ...');
     const pipePort = await freePort();
-    const pipe = await startService('node-pipe', process.execPath, [PIPE, String(pipePort), String(pg.port)], pipePort);
+    const pipe = await startService(
+      'node-pipe',
+      process.execPath,
+      [PIPE, String(pipePort), String(pg.port)],
+      pipePort,
+    );
     services.push(pipe);
     targets.set('node-pipe', { port: pipe.port, pid: pipe.pid, service: pipe });
     return { pg, dir, targets, auditFiles, stop };

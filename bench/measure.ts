@@ -2,8 +2,9 @@
  * The measurements beyond pgbench: a large masked SELECT through the proxy against the same query
  * direct, and the memory each idle connection costs a proxy process.
  */
-import { median } from './stats.js';
+
 import { rssOf, sampleRss } from './procs.js';
+import { median } from './stats.js';
 import { WireClient, type WireLogin } from './wire-client.js';
 
 export interface SelectVariant {

@@ -31,7 +31,8 @@ export interface PgbenchResult {
 
 export async function runPgbench(r: PgbenchRun): Promise<PgbenchResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-bench-pgbench-'));
-  const bin = r.bindir && fs.existsSync(path.join(r.bindir, 'pgbench')) ? path.join(r.bindir, 'pgbench') : 'pgbench';
+  const bin =
+    r.bindir && fs.existsSync(path.join(r.bindir, 'pgbench')) ? path.join(r.bindir, 'pgbench') : 'pgbench';
   const args = [
     '-S',
     '-n',

@@ -25,15 +25,23 @@ export function ensurePgbouncer(log: (line: string) => void): string {
   const found = which('pgbouncer');
   if (found) return found;
   if (!isRoot || !which('apt-get')) {
-    throw new Error('pgbouncer is not installed: install it (Debian: apt-get install pgbouncer) and run again');
+    throw new Error(
+      'pgbouncer is not installed: install it (Debian: apt-get install pgbouncer) and run again',
+    );
   }
   log('installing pgbouncer (apt-get install -y pgbouncer) ...');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   try {
-    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'pgbouncer'], { stdio: 'pipe', env });
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'pgbouncer'], {
+      stdio: 'pipe',
+      env,
+    });
   } catch {
     execFileSync('apt-get', ['update'], { stdio: 'pipe', env });
-    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'pgbouncer'], { stdio: 'pipe', env });
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'pgbouncer'], {
+      stdio: 'pipe',
+      env,
+    });
   }
   const bin = which('pgbouncer');
   if (!bin) throw new Error('apt-get installed pgbouncer but the binary was not found');
@@ -85,7 +93,10 @@ export async function startPgbouncer(o: PgbouncerOptions): Promise<Service & { d
   }
   // setpriv execs pgbouncer in place, so the pid we hold is pgbouncer's own (for RSS and stopping).
   const [cmd, args] = isRoot
-    ? ['setpriv', ['--reuid=postgres', '--regid=postgres', '--init-groups', o.bin, path.join(dir, 'pgbouncer.ini')]]
+    ? [
+        'setpriv',
+        ['--reuid=postgres', '--regid=postgres', '--init-groups', o.bin, path.join(dir, 'pgbouncer.ini')],
+      ]
     : [o.bin, [path.join(dir, 'pgbouncer.ini')]];
   const svc = await startService('pgbouncer', cmd as string, args as string[], o.port);
   return {

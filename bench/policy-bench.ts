@@ -9,9 +9,9 @@ import { pathToFileURL } from 'node:url';
 import { COMPILED_FORMAT, type CompiledPolicy } from '../api/compiled.js';
 import { DecisionCache } from '../policy/cache.js';
 import { parseCatalog } from '../policy/catalog.js';
+import { formatPolicyError, selectPolicy } from '../policy/compile.js';
 import type { Identity } from '../policy/identity.js';
 import { judge } from '../policy/judge.js';
-import { formatPolicyError, selectPolicy } from '../policy/compile.js';
 import { parsePolicyDocuments } from '../policy/load.js';
 import { initParser, parseText } from '../policy/parser.js';
 import type { SessionContext } from '../policy/resolve.js';
@@ -153,7 +153,8 @@ export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Pr
   for (let i = 0; i < repeats; i++) {
     const t0 = performance.now();
     const parsed = parsePolicyDocuments([{ name: 'many-rules.yaml', text }]);
-    if (!parsed.ok) throw new Error(`the many-rules policy file does not load: ${formatPolicyError(parsed.errors[0]!)}`);
+    if (!parsed.ok)
+      throw new Error(`the many-rules policy file does not load: ${formatPolicyError(parsed.errors[0]!)}`);
     compiled = names.map((n) => {
       const res = selectPolicy(parsed.resources, n);
       if (!res.ok) throw new Error(`${n} does not compile: ${formatPolicyError(res.errors[0]!)}`);
@@ -162,7 +163,11 @@ export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Pr
     compileMs.push(performance.now() - t0);
   }
   // judge against all of them as one rule list: the statement matches none, so every rule is tried
-  const bigPolicy: CompiledPolicy = { ...compiled[0]!, rules: compiled.flatMap((c) => c.rules), masking: policy.masking };
+  const bigPolicy: CompiledPolicy = {
+    ...compiled[0]!,
+    rules: compiled.flatMap((c) => c.rules),
+    masking: policy.masking,
+  };
   const judgeManyRules = time(
     () => judge(STATEMENTS['join + masked table']!, ctx(masked), bigPolicy),
     Math.max(10, iterations >> 2),

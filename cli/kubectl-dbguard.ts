@@ -37,7 +37,10 @@ const FLAGS: FlagSpec[] = [
   { name: 'namespace', help: 'namespace of the request' },
   { name: 'n', help: 'short for --namespace' },
   { name: 'reason', help: 'why (approve, deny): a ticket or a sentence' },
-  { name: 'kubeconfig', help: 'kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)' },
+  {
+    name: 'kubeconfig',
+    help: 'kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)',
+  },
   { name: 'context', help: 'kubeconfig context' },
   { name: 'output', help: 'list, explain: json' },
   { name: 'o', help: 'short for --output' },
@@ -90,7 +93,11 @@ function apiMessage(err: unknown): string {
 function subjectText(ar: ApprovalRequest): string {
   const s = ar.spec.subject ?? {};
   return (
-    [s.serviceAccount && `sa:${s.serviceAccount}`, s.user && `user:${s.user}`, s.databaseUser && `db:${s.databaseUser}`]
+    [
+      s.serviceAccount && `sa:${s.serviceAccount}`,
+      s.user && `user:${s.user}`,
+      s.databaseUser && `db:${s.databaseUser}`,
+    ]
       .filter(Boolean)
       .join(' ') || '-'
   );
@@ -122,7 +129,12 @@ class Approvals {
   async list(namespace?: string): Promise<ApprovalRequest[]> {
     const res = (
       namespace
-        ? await this.api.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL })
+        ? await this.api.listNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            namespace,
+            plural: PLURAL,
+          })
         : await this.api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })
     ) as { items?: ApprovalRequest[] };
     return res.items ?? [];
@@ -153,7 +165,11 @@ class Approvals {
     return hits[0]!;
   }
 
-  async decide(ar: ApprovalRequest, decision: 'Approved' | 'Denied', reason?: string): Promise<ApprovalRequest> {
+  async decide(
+    ar: ApprovalRequest,
+    decision: 'Approved' | 'Denied',
+    reason?: string,
+  ): Promise<ApprovalRequest> {
     return (await this.api.patchNamespacedCustomObject(
       {
         group: GROUP,
@@ -187,17 +203,30 @@ function explain(ar: ApprovalRequest): string {
     `Requested:    ${ar.metadata.creationTimestamp ?? '-'}`,
     `Expires:      ${ar.spec.expiresAt}`,
   ];
-  if (a[VALID_FOR_ANNOTATION]) lines.push(`Valid for:    ${formatSeconds(Number(a[VALID_FOR_ANNOTATION]))} after approval (Reject mode retries)`);
+  if (a[VALID_FOR_ANNOTATION])
+    lines.push(
+      `Valid for:    ${formatSeconds(Number(a[VALID_FOR_ANNOTATION]))} after approval (Reject mode retries)`,
+    );
   if (ar.spec.decision)
     lines.push(
       `Decision:     ${ar.spec.decision} by ${a[DECIDED_BY_ANNOTATION] ?? '(unrecorded)'} at ${a[DECIDED_AT_ANNOTATION] ?? '-'}`,
     );
   if (ar.spec.reason) lines.push(`Reason:       ${ar.spec.reason}`);
   const until = validUntil(ar);
-  if (until) lines.push(`Lets through: until ${new Date(until).toISOString()}${until < Date.now() ? ' (over)' : ''}`);
-  for (const c of ar.status?.conditions ?? []) lines.push(`Condition:    ${c.type}=${c.status} ${c.reason}: ${c.message}`);
-  lines.push('Statement (normalized, literals replaced by $n):', ...ar.spec.statement.split('\n').map((l) => `  ${l}`));
-  if (phase === 'Pending') lines.push('', `Approve: ${approveCommand(ns, ar.metadata.name)}`, `Deny:    ${denyCommand(ns, ar.metadata.name)}`);
+  if (until)
+    lines.push(`Lets through: until ${new Date(until).toISOString()}${until < Date.now() ? ' (over)' : ''}`);
+  for (const c of ar.status?.conditions ?? [])
+    lines.push(`Condition:    ${c.type}=${c.status} ${c.reason}: ${c.message}`);
+  lines.push(
+    'Statement (normalized, literals replaced by $n):',
+    ...ar.spec.statement.split('\n').map((l) => `  ${l}`),
+  );
+  if (phase === 'Pending')
+    lines.push(
+      '',
+      `Approve: ${approveCommand(ns, ar.metadata.name)}`,
+      `Deny:    ${denyCommand(ns, ar.metadata.name)}`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -276,8 +305,15 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
         if (!name) return usage(`${command} needs the request's NAME`);
         const ar = await approvals.find(name, namespace);
         const phase = phaseText(ar);
-        if (phase !== 'Pending') throw new CliError(`approval request ${ar.metadata.namespace}/${name} is ${phase}; nothing to decide`);
-        const decided = await approvals.decide(ar, command === 'approve' ? 'Approved' : 'Denied', flags.get('reason'));
+        if (phase !== 'Pending')
+          throw new CliError(
+            `approval request ${ar.metadata.namespace}/${name} is ${phase}; nothing to decide`,
+          );
+        const decided = await approvals.decide(
+          ar,
+          command === 'approve' ? 'Approved' : 'Denied',
+          flags.get('reason'),
+        );
         const by = decided.metadata.annotations?.[DECIDED_BY_ANNOTATION];
         io.out(
           `approval request ${decided.metadata.namespace}/${name} ${command === 'approve' ? 'approved' : 'denied'}${by ? ` by ${by}` : ''}\n`,
@@ -305,7 +341,9 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
 
 function isMain(): boolean {
   try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+    return (
+      !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+    );
   } catch {
     return false;
   }
@@ -317,7 +355,9 @@ if (isMain()) {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(`kubectl dbguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `kubectl dbguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       process.exitCode = 1;
     },
   );

@@ -1,5 +1,6 @@
 /** `dbguard operator`: the controller, policy server, webhooks and leader election (contract §3). */
 import * as k8s from '@kubernetes/client-node';
+import { parsePositiveDuration } from '../policy/duration.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -54,6 +55,15 @@ const FLAGS: FlagSpec[] = [
     name: 'kubeconfig',
     help: 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)',
   },
+  {
+    name: 'approval-notify-url',
+    help: 'POST Slack-compatible JSON here on new approval requests and decisions',
+  },
+  {
+    name: 'approval-retention',
+    default: '24h',
+    help: 'delete decided or expired ApprovalRequests after this long',
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
@@ -68,6 +78,7 @@ export async function run(argv: string[]): Promise<number> {
   const { runOperator } = await import('../operator/operator.js');
   const { operatorTls } = await import('../operator/certs/index.js');
   const { injectionRoutes } = await import('../operator/inject/index.js');
+  const { approvalRoutes } = await import('../operator/approvals/index.js');
   const { parseNativeSidecarSetting } = await import('../operator/inject/cluster.js');
   const kc = new k8s.KubeConfig();
   const file = flags.get('kubeconfig');
@@ -100,11 +111,19 @@ export async function run(argv: string[]): Promise<number> {
     namespace,
     identity: process.env.POD_NAME ?? process.env.DBGUARD_POD_NAME,
     certificates,
-    routes: injectionRoutes({
-      operatorNamespace: namespace,
-      image: flags.get('sidecar-image'),
-      nativeSidecar,
-    }),
+    routes: [
+      injectionRoutes({
+        operatorNamespace: namespace,
+        image: flags.get('sidecar-image'),
+        nativeSidecar,
+      }),
+      approvalRoutes({
+        notifyUrl: flags.get('approval-notify-url'),
+        retentionSeconds: flags.get('approval-retention')
+          ? parsePositiveDuration(flags.get('approval-retention')!)
+          : undefined,
+      }),
+    ],
   });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

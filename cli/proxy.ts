@@ -247,7 +247,8 @@ export async function run(argv: string[]): Promise<number> {
       maxMessageSize,
       ...(policyFiles.length ? { policyFiles, initialPolicy: policy } : {}),
       policyName: flags.get('policy'),
-      ...(operatorUrl && !policyFiles.length
+      // the operator serves the policy (unless files are given) and takes approval requests
+      ...(operatorUrl
         ? {
             operator: {
               url: operatorUrl,

@@ -9,7 +9,7 @@ have_pg() {
     command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1
 }
 
-if have_pg && command -v openssl >/dev/null 2>&1; then exit 0; fi
+if have_pg && command -v openssl >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1; then exit 0; fi
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -26,9 +26,9 @@ fi
 echo "--- installing PostgreSQL and openssl from Debian's packages"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq postgresql postgresql-contrib openssl >/dev/null
+$SUDO apt-get install -y -qq postgresql postgresql-contrib openssl shellcheck >/dev/null
 # The tests start their own throwaway clusters: stop the distribution's default one if it started.
 if command -v pg_lsclusters >/dev/null 2>&1; then
   pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | while read -r v n; do $SUDO pg_ctlcluster "$v" "$n" stop || true; done
 fi
-have_pg
+have_pg && command -v shellcheck >/dev/null 2>&1

@@ -47,6 +47,7 @@ export interface RoutesCloser {
   close?(): Promise<void>;
 }
 
+// biome-ignore lint/suspicious/noConfusingVoidType: a routes function may return nothing (plain webhooks)
 export type RoutesFn = (app: express.Express, ctx: OperatorContext) => void | RoutesCloser;
 
 export interface OperatorContext {

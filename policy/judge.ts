@@ -196,6 +196,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   // rules: per statement, first match wins; across statements the most restrictive outcome
   let denied: { rule?: CompiledRule } | undefined;
   let approval: CompiledRule | undefined;
+  /** the first named rule that allowed a statement: the audit names it (absent when defaultAction did) */
+  let allowedBy: string | undefined;
   for (const s of states) {
     const rule = firstMatchingRule(
       policy,
@@ -211,6 +213,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     const action = rule ? rule.action : policy.defaultAction === 'Deny' ? 'Deny' : 'Allow';
     if (action === 'Deny' && !denied) denied = { rule };
     if (action === 'RequireApproval' && !approval) approval = rule;
+    if (action === 'Allow' && rule && !allowedBy) allowedBy = rule.name;
   }
   if (denied) {
     const name = denied.rule?.name ?? DEFAULT_RULE_NAME;
@@ -289,5 +292,11 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       maskedColumns,
     };
   }
-  return { ...base, kind: maskedColumns.length ? 'mask' : 'allow', sql: sqlOut, maskedColumns };
+  return {
+    ...base,
+    kind: maskedColumns.length ? 'mask' : 'allow',
+    ...(allowedBy ? { rule: allowedBy } : {}),
+    sql: sqlOut,
+    maskedColumns,
+  };
 }

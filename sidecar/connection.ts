@@ -11,7 +11,13 @@ import { type Credentials, loginUpstream } from './auth/upstream-login.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { readClientHello } from './client-startup.js';
 import type { DecisionPoint } from './decision-point.js';
-import { type ConnectionLimiter, cancelIfBusy, TOO_MANY_CONNECTIONS_SQLSTATE, watchIdle } from './limits.js';
+import {
+  type ConnectionLimiter,
+  cancelIfBusy,
+  TOO_MANY_CONNECTIONS_SQLSTATE,
+  trackPendingJudges,
+  watchIdle,
+} from './limits.js';
 import type { Logger } from './log.js';
 import {
   AUTH,
@@ -315,6 +321,8 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       }
     }
 
+    // With an idle timeout, verdicts still pending (approval waits) must not count as idle time.
+    const judges = ctx.idleTimeoutMs ? trackPendingJudges(ctx.decisionPoint) : undefined;
     const session = new Session({
       id: newSessionId(),
       client,
@@ -329,7 +337,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       clientLeftover: hello.reader.detach(),
       upstreamLeftover: upReader.detach(),
       ...(proxyKey ? { cancelPid: proxyKey.pid } : {}),
-      decisionPoint: ctx.decisionPoint,
+      decisionPoint: judges?.dp ?? ctx.decisionPoint,
       ...(initialState ? { initialState } : {}),
       cancels: ctx.cancels,
       logger: ctx.logger,
@@ -354,6 +362,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         ctx.idleTimeoutMs,
         (sqlstate, message) => encodeError({ severity: 'FATAL', sqlstate, message }),
         ctx.logger,
+        () => (judges?.pending() ?? 0) > 0,
       );
   } catch (err) {
     if (err instanceof ProtocolViolation) {

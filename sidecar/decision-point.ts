@@ -60,6 +60,25 @@ export interface SessionHandle {
   readonly state: Map<string, unknown>;
   /** end the session now with a FATAL error the client sees (for example 57P01 to make a pool reconnect) */
   terminate(sqlstate: string, message: string): void;
+  /**
+   * send the client a NoticeResponse now (at a message boundary), e.g. while `judge` holds a statement
+   * for approval; severity defaults to NOTICE and sqlstate to 00000
+   */
+  notice?(fields: NoticeFields): void;
+  /**
+   * While `judge` runs: aborted when the client sends a CancelRequest for this session (reason
+   * `'cancel'`) or goes away (reason `'disconnect'`). Undefined outside `judge`. Reading it tells the
+   * proxy the judge may hold the statement for long, so it keeps reading the client to see it leave.
+   */
+  readonly waitSignal?: AbortSignal;
+}
+
+export interface NoticeFields {
+  severity?: 'NOTICE' | 'WARNING' | 'INFO' | 'LOG';
+  sqlstate?: string;
+  message: string;
+  detail?: string;
+  hint?: string;
 }
 
 export type Verdict =

@@ -28,10 +28,12 @@ import {
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
+import { type ApprovalGate, judgeApproval } from './approvals.js';
 import {
   type AuditContext,
   type AuditLog,
   authFailureEvent,
+  type QueryDecision,
   queryEvent,
   sessionEndEvent,
   sessionStartEvent,
@@ -54,6 +56,8 @@ export interface GovernorOptions {
   metrics?: SidecarMetrics;
   cache?: DecisionCache;
   log?: (fields: Record<string, unknown>) => void;
+  /** the operator's approval API (RequireApproval rules); without it such statements are refused */
+  approvals?: ApprovalGate;
 }
 
 /** Facts an authentication layer (token auth) may put into `SessionHandle.state` before sessionReady. */
@@ -64,6 +68,8 @@ interface Inflight {
   decision: Decision;
   index: number;
   started: number;
+  /** audit decision when an approval settled it (approved, approval_denied, ...) */
+  label?: QueryDecision;
 }
 
 interface SessionState {
@@ -84,6 +90,8 @@ interface SessionState {
   auditWait?: Promise<void>;
   /** SQL-level PREPARE or DECLARE ran: their text was rewritten under the policy of that time */
   sqlPrepared: boolean;
+  /** Parse texts an approval settled, for their completion events */
+  approvalLabels?: Map<string, QueryDecision>;
 }
 
 /** Told to a session whose prepared statements or cursors a new policy would judge differently. */
@@ -252,7 +260,47 @@ export class Governor implements DecisionPoint {
     }
   }
 
-  async judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Promise<Verdict> {
+  /**
+   * Synchronous when nothing has to be awaited (no audit backpressure, session facts current, no
+   * approval to wait for): the common case then costs no promise, no microtask hop and no pause of the
+   * client socket.
+   */
+  judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Verdict | Promise<Verdict> {
+    const st = stateOf(s);
+    const p = this.opts.policy();
+    if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
+      const d = this.decideOrRefuse(sql, s, st, p);
+      const needsWait =
+        (d.refreshCatalog && d.kind === 'deny') ||
+        (d.enforced && d.kind === 'approval' && this.opts.approvals);
+      if (!needsWait) return this.settle(sql, s, st, d, via);
+    }
+    return this.judgeAsync(sql, s, via);
+  }
+
+  private decideOrRefuse(sql: string, s: SessionHandle, st: SessionState, p: CompiledPolicy): Decision {
+    try {
+      return this.decide(sql, s, st, p);
+    } catch (err) {
+      this.opts.log?.({
+        msg: 'policy engine error; statement refused',
+        session: s.id,
+        error: String((err as Error)?.message ?? err),
+      });
+      return {
+        kind: 'deny',
+        message: 'dbguard: internal error while judging the statement; refused (fail closed)',
+        sqlstate: 'XX000',
+        statements: [],
+        sql,
+        maskedColumns: [],
+        enforced: true,
+        effects: [],
+      };
+    }
+  }
+
+  private async judgeAsync(sql: string, s: SessionHandle, via: 'query' | 'parse'): Promise<Verdict> {
     const st = stateOf(s);
     if (st.auditWait) await st.auditWait; // backpressure from a slow audit sink, never dropping events
     const p = this.opts.policy();
@@ -279,26 +327,7 @@ export class Governor implements DecisionPoint {
         /* keep the prediction; a masked subject without a catalog is refused by the engine */
       }
     }
-    let d: Decision;
-    try {
-      d = this.decide(sql, s, st, p);
-    } catch (err) {
-      this.opts.log?.({
-        msg: 'policy engine error; statement refused',
-        session: s.id,
-        error: String((err as Error)?.message ?? err),
-      });
-      d = {
-        kind: 'deny',
-        message: 'dbguard: internal error while judging the statement; refused (fail closed)',
-        sqlstate: 'XX000',
-        statements: [],
-        sql,
-        maskedColumns: [],
-        enforced: true,
-        effects: [],
-      };
-    }
+    let d = this.decideOrRefuse(sql, s, st, p);
     if (d.refreshCatalog && d.kind === 'deny') {
       // The deny came from a stale snapshot (a relation the catalog did not know): re-read it and judge once more.
       try {
@@ -309,6 +338,41 @@ export class Governor implements DecisionPoint {
         /* keep the deny */
       }
     }
+    if (!(d.enforced && d.kind === 'approval' && this.opts.approvals)) return this.settle(sql, s, st, d, via);
+    remember(st, sql, d);
+    const inflight: Inflight | undefined =
+      via === 'query' ? { sql, decision: d, index: 0, started: Date.now() } : undefined;
+    if (inflight) st.queries.push(inflight);
+    const held = await judgeApproval({
+      gate: this.opts.approvals,
+      session: s,
+      identity: st.identity,
+      policy: p,
+      decision: d,
+      metrics: this.opts.metrics,
+      auditContext: this.auditContext(s, st),
+      writeAudit: (e) => this.writeAudit(st, e),
+      log: this.opts.log,
+    });
+    if (inflight) inflight.label = held.label;
+    else {
+      st.approvalLabels ??= new Map();
+      st.approvalLabels.set(sql, held.label);
+      if (st.approvalLabels.size > 256) st.approvalLabels.delete(st.approvalLabels.keys().next().value!);
+    }
+    if (held.verdict.action === 'reject') return held.verdict;
+    this.applyEffects(s, st, d);
+    return { action: 'forward', sql: d.sql };
+  }
+
+  /** The verdict for a decision that needs no waiting; records it for the audit event at completion. */
+  private settle(
+    sql: string,
+    s: SessionHandle,
+    st: SessionState,
+    d: Decision,
+    via: 'query' | 'parse',
+  ): Verdict {
     remember(st, sql, d);
     if (via === 'query') st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
     const enforce = d.enforced;
@@ -352,24 +416,24 @@ export class Governor implements DecisionPoint {
     return { action: 'forward', sql: '' };
   }
 
-  async idle(s: SessionHandle, info: { safePoint: boolean }): Promise<void> {
+  /** Synchronous (no promise) unless the session facts must be re-read. */
+  idle(s: SessionHandle, info: { safePoint: boolean }): Promise<void> | undefined {
     const st = stateOf(s);
-    if (!st) return;
+    if (!st) return undefined;
     if (s.txStatus === 'I' && st.pathSetInTx) {
       st.pathSetInTx = false;
       st.pathDirty = true;
     }
-    if (!info.safePoint || s.txStatus === 'E') return;
-    if (!st.pathDirty && !st.catalogDirty && st.catalogPolicy === this.opts.policy()?.version) return;
-    try {
-      await this.refresh(s, st);
-    } catch (err) {
+    if (!info.safePoint || s.txStatus === 'E') return undefined;
+    if (!st.pathDirty && !st.catalogDirty && st.catalogPolicy === this.opts.policy()?.version)
+      return undefined;
+    return this.refresh(s, st).catch((err: unknown) => {
       this.opts.log?.({
         msg: 'session refresh failed',
         session: s.id,
         error: String((err as Error)?.message ?? err),
       });
-    }
+    });
   }
 
   backendNotice(fields: Map<string, string>, s: SessionHandle): Map<string, string> {
@@ -390,11 +454,13 @@ export class Governor implements DecisionPoint {
     let statement: StatementInfo | undefined;
     let batch: { index: number; count: number } | null = null;
     let started = Date.now() - e.durationMs;
+    let settled: QueryDecision | undefined;
     if (e.via === 'query') {
       while (st.queries.length && st.queries[0]!.sql !== e.sql) st.queries.shift();
       const head = st.queries[0];
       if (head) {
         decision = head.decision;
+        settled = head.label;
         started = head.started;
         const n = head.decision.statements.length;
         statement = head.decision.statements[Math.min(head.index, Math.max(0, n - 1))];
@@ -404,6 +470,7 @@ export class Governor implements DecisionPoint {
       }
     } else {
       decision = st.recent.get(e.sql);
+      settled = st.approvalLabels?.get(e.sql);
       statement = decision?.statements[0];
     }
     if (!decision) return;
@@ -418,7 +485,7 @@ export class Governor implements DecisionPoint {
       withoutWhere: false,
       opaque: false,
     };
-    const label = decisionLabel(decision);
+    const label: QueryDecision = settled ?? decisionLabel(decision);
     this.opts.metrics?.recordQuery({
       policy: policyName,
       decision: label,

@@ -15,6 +15,7 @@
  *   socket when it next writes to it (or with client_connection_check_interval).
  */
 import type { Duplex } from 'node:stream';
+import type { DecisionPoint } from './decision-point.js';
 import type { Logger } from './log.js';
 
 export const TOO_MANY_CONNECTIONS_SQLSTATE = '53300';
@@ -103,6 +104,33 @@ export interface IdleWatchable {
 }
 
 /**
+ * Wraps a decision point to count its verdicts still pending (a statement held for approval, an
+ * audit sink applying backpressure): such a session is waiting on the proxy, not idle. Synchronous
+ * verdicts cost one extra call; the other hooks pass through untouched.
+ */
+export function trackPendingJudges(dp: DecisionPoint): { dp: DecisionPoint; pending(): number } {
+  let pending = 0;
+  const track = <V>(v: V | Promise<V>): V | Promise<V> => {
+    if (!v || typeof (v as Promise<V>).then !== 'function') return v;
+    pending++;
+    return (v as Promise<V>).finally(() => {
+      pending--;
+    });
+  };
+  const wrapped = new Proxy(dp, {
+    get(target, key, receiver) {
+      if (key === 'judge') return (...a: Parameters<DecisionPoint['judge']>) => track(target.judge(...a));
+      if (key === 'judgeFunctionCall')
+        return (...a: Parameters<DecisionPoint['judgeFunctionCall']>) =>
+          track(target.judgeFunctionCall(...a));
+      const v = Reflect.get(target, key, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { dp: wrapped, pending: () => pending };
+}
+
+/**
  * Ends the session when its client socket has seen no traffic either way for `ms` while the session
  * is idle. A long statement keeps no traffic on the socket but is not idle: the timer re-arms with
  * the next byte, so idleness is counted from the end of the last result.
@@ -113,12 +141,14 @@ export function watchIdle(
   ms: number,
   encodeFatal: (sqlstate: string, message: string) => Buffer,
   logger: Logger,
+  /** true while the session waits on the proxy itself (a verdict pending) */
+  busy: () => boolean = () => false,
 ): void {
   const s = sock as Duplex & { setTimeout?: (ms: number) => void };
   if (!(ms > 0) || typeof s.setTimeout !== 'function') return;
   s.setTimeout(ms);
   sock.on('timeout', () => {
-    if (!session.idle || sock.destroyed) return;
+    if (!session.idle || busy() || sock.destroyed) return;
     const inTx = session.txStatus !== 'I';
     const [sqlstate, message] = inTx
       ? [IDLE_IN_TRANSACTION_TIMEOUT_SQLSTATE, 'terminating connection due to idle-in-transaction timeout']

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { CompiledPolicy } from '../api/compiled.js';
 import { initParser } from '../policy/engine.js';
+import { ApprovalClient } from './approvals.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
 import type { ClientAuth } from './connection.js';
@@ -153,7 +154,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       reload();
     }, opts.reloadIntervalMs ?? 1000);
     reloadTimer.unref();
-  } else if (opts.operator) {
+  } else if (opts.operator && !opts.initialPolicy) {
     client = new PolicyClient({
       operatorUrl: opts.operator.url,
       policy: opts.policyName ?? '',
@@ -169,8 +170,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     client.start();
   }
 
+  // Approvals are created at the operator (RequireApproval rules); without one they are refused.
+  const approvals = opts.operator
+    ? new ApprovalClient({
+        operatorUrl: opts.operator.url,
+        tokenFile: opts.operator.tokenFile,
+        caFile: opts.operator.caFile,
+        log: (f) => log.log('warn', String(f.msg ?? 'approvals'), f),
+      })
+    : undefined;
   const governor = new Governor({
     policy: () => current,
+    ...(approvals ? { approvals } : {}),
     workload: opts.workload,
     audit,
     metrics,

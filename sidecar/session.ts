@@ -13,6 +13,7 @@ import {
   type CompletedEvent,
   DENIAL_SQL,
   type DecisionPoint,
+  type NoticeFields,
   type PreparedStatement,
   type SessionHandle,
   type Verdict,
@@ -210,6 +211,13 @@ export class Session implements SessionHandle {
   private pendingApply: (() => void) | null = null;
   private closed = false;
   private terminating = false;
+  /** the running judge's wait signal (SessionHandle.waitSignal): cancel or disconnect aborts it */
+  private judgeAbort: AbortController | null = null;
+  /** the running judge asked for waitSignal: it may hold long, so the client is read meanwhile */
+  private judgeWaiting = false;
+  /** a streamed backend message is partly forwarded: a notice must wait for its end */
+  private midBackendMessage = false;
+  private heldNotices: Buffer[] = [];
 
   constructor(init: SessionInit) {
     this.init = init;
@@ -318,6 +326,39 @@ export class Session implements SessionHandle {
     this.close(reason);
   }
 
+  /** SessionHandle.waitSignal */
+  get waitSignal(): AbortSignal | undefined {
+    if (!this.judgeAbort) return undefined;
+    this.judgeWaiting = true;
+    this.clientGate.release('judge');
+    return this.judgeAbort.signal;
+  }
+
+  /** A CancelRequest with this session's key arrived: a judge holding a statement gives up. */
+  clientCancelled(): void {
+    this.judgeAbort?.abort('cancel');
+  }
+
+  /** SessionHandle.notice: a NoticeResponse to the client, never inside a partly forwarded message. */
+  notice(fields: NoticeFields): void {
+    if (this.closed) return;
+    const m = new Map<string, string>([
+      ['S', fields.severity ?? 'NOTICE'],
+      ['V', fields.severity ?? 'NOTICE'],
+      ['C', fields.sqlstate ?? '00000'],
+      ['M', fields.message],
+    ]);
+    if (fields.detail) m.set('D', fields.detail);
+    if (fields.hint) m.set('H', fields.hint);
+    const b = encodeFields(T.NoticeResponse, m, this.textEncoding);
+    if (this.midBackendMessage) {
+      this.heldNotices.push(b);
+      return;
+    }
+    this.clOut.push(b);
+    if (!this.beBusy) this.flushClient();
+  }
+
   get idle(): boolean {
     return this.safePoint && this.fifo.length === 0;
   }
@@ -339,6 +380,7 @@ export class Session implements SessionHandle {
       setTimeout(() => this.upstream.destroy(), 1000).unref();
     }
     if (this.init.cancelPid !== undefined) this.init.cancels.release(this.init.cancelPid);
+    this.judgeAbort?.abort('disconnect');
     const err = new Error('dbguard: session closed');
     for (const job of this.internalQueue.splice(0)) job.reject(err);
     this.internalRunning?.reject(err);
@@ -471,7 +513,9 @@ export class Session implements SessionHandle {
         const r = this.handleFrontend(f);
         if (r) {
           this.flushUpstream();
-          this.clientGate.hold('judge');
+          // A judge that may hold long (approval) keeps the client read, so a disconnect is seen at once;
+          // what the client pipelines meanwhile queues (bounded by the 'queue' hold).
+          if (!this.judgeWaiting) this.clientGate.hold('judge');
           r.then(
             (apply) => {
               this.pendingApply = apply;
@@ -620,22 +664,39 @@ export class Session implements SessionHandle {
     apply: (v: Verdict) => void,
   ): Promise<() => void> | undefined {
     let v: Verdict | Promise<Verdict>;
+    const abort = new AbortController();
+    this.judgeAbort = abort;
+    this.judgeWaiting = false;
+    const done = () => {
+      if (this.judgeAbort === abort) {
+        this.judgeAbort = null;
+        this.judgeWaiting = false;
+      }
+    };
     try {
       v = judge();
     } catch (err) {
+      done();
       apply(this.judgeFailed(err));
       return undefined;
     }
     if (v && typeof (v as Promise<Verdict>).then === 'function') {
       return (v as Promise<Verdict>).then(
-        (verdict) => () => {
-          if (!this.closed) apply(checkVerdict(verdict));
+        (verdict) => {
+          done();
+          return () => {
+            if (!this.closed) apply(checkVerdict(verdict));
+          };
         },
-        (err) => () => {
-          if (!this.closed) apply(this.judgeFailed(err));
+        (err) => {
+          done();
+          return () => {
+            if (!this.closed) apply(this.judgeFailed(err));
+          };
         },
       );
     }
+    done();
     apply(checkVerdict(v as Verdict));
     return undefined;
   }
@@ -724,6 +785,8 @@ export class Session implements SessionHandle {
       }
       if (this.partMode === 'forward') {
         this.clOut.push(f.bytes);
+        this.midBackendMessage = !f.last;
+        if (f.last && this.heldNotices.length) for (const b of this.heldNotices.splice(0)) this.clOut.push(b);
       } else {
         this.assembling.push(Buffer.from(f.bytes));
         if (f.last) {

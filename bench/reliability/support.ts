@@ -242,6 +242,23 @@ export function openFds(): number {
   }
 }
 
+/** What each open descriptor points to (`socket:[...]`, a path, `anon_inode:[eventfd]` ...). */
+export function fdTargets(): Map<string, string> {
+  const out = new Map<string, string>();
+  try {
+    for (const fd of fs.readdirSync('/proc/self/fd')) {
+      try {
+        out.set(fd, fs.readlinkSync(`/proc/self/fd/${fd}`));
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  } catch {
+    /* no /proc */
+  }
+  return out;
+}
+
 /** Resident set size of this process in MiB. */
 export function rssMb(): number {
   return process.memoryUsage().rss / (1024 * 1024);

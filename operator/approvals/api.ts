@@ -90,7 +90,11 @@ function parseSubject(v: unknown, principal: SidecarPrincipal): ApprovalSubject 
   if (sa !== own)
     throw new HttpError(403, `a sidecar running as ${own} may not ask for approval on behalf of ${sa}`);
   const groups = s.groups ?? [];
-  if (!Array.isArray(groups) || groups.length > 256 || groups.some((g) => typeof g !== 'string' || g.length > 1024))
+  if (
+    !Array.isArray(groups) ||
+    groups.length > 256 ||
+    groups.some((g) => typeof g !== 'string' || g.length > 1024)
+  )
     throw new HttpError(400, 'subject.groups must be a list of at most 256 strings');
   const out: ApprovalSubject = { serviceAccount: sa, groups: groups as string[] };
   const pod = str(s.pod, 'subject.pod', 253, false);
@@ -105,8 +109,11 @@ function parseSubject(v: unknown, principal: SidecarPrincipal): ApprovalSubject 
 function ruleOf(p: CompiledPolicy | undefined, key: string, rule: string) {
   if (!p) throw new HttpError(409, `policy ${key} is not compiled by this operator (yet)`);
   const r = p.rules.find((x) => x.name === rule);
-  if (!r || r.action !== 'RequireApproval')
-    throw new HttpError(409, `policy ${key} (version ${p.version}) has no RequireApproval rule ${JSON.stringify(rule)}`);
+  if (r?.action !== 'RequireApproval')
+    throw new HttpError(
+      409,
+      `policy ${key} (version ${p.version}) has no RequireApproval rule ${JSON.stringify(rule)}`,
+    );
   return { mode: 'Wait' as const, timeoutSeconds: 300, validForSeconds: 3600, ...r.approval };
 }
 
@@ -134,7 +141,11 @@ export function approvalRouter(o: ApprovalApiOptions): express.Router {
 
   async function principalOf(req: express.Request, namespace: string): Promise<SidecarPrincipal> {
     const token = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (!token) throw new HttpError(401, 'a bearer token (projected ServiceAccount token, audience dbguard) is required');
+    if (!token)
+      throw new HttpError(
+        401,
+        'a bearer token (projected ServiceAccount token, audience dbguard) is required',
+      );
     let p: SidecarPrincipal | undefined;
     try {
       p = await o.authenticate(token);
@@ -144,7 +155,10 @@ export function approvalRouter(o: ApprovalApiOptions): express.Router {
     }
     if (!p) throw new HttpError(401, 'token not accepted');
     if (p.namespace !== namespace)
-      throw new HttpError(403, `service account ${p.namespace}/${p.serviceAccount} may only act in namespace ${p.namespace}`);
+      throw new HttpError(
+        403,
+        `service account ${p.namespace}/${p.serviceAccount} may only act in namespace ${p.namespace}`,
+      );
     return p;
   }
 
@@ -170,7 +184,9 @@ export function approvalRouter(o: ApprovalApiOptions): express.Router {
         const code = (err as { code?: number }).code;
         o.log?.({ msg: 'approval API error', error: String((err as Error)?.message ?? err), code });
         if (!res.headersSent)
-          res.status(502).json({ error: `the Kubernetes API refused or failed: ${(err as Error)?.message ?? err}` });
+          res
+            .status(502)
+            .json({ error: `the Kubernetes API refused or failed: ${(err as Error)?.message ?? err}` });
       }
     };
 
@@ -195,7 +211,10 @@ export function approvalRouter(o: ApprovalApiOptions): express.Router {
       if (approval.mode === 'Reject') {
         // A retry before anyone decided: point at the open request instead of piling up new ones.
         const open = (await o.writer.list(namespace, selector(policy, rule, fingerprint, skey))).find(
-          (a) => sameRequest(a, policy, rule, fingerprint, skey) && effectivePhase(a) === 'Pending' && !isWithdrawn(a),
+          (a) =>
+            sameRequest(a, policy, rule, fingerprint, skey) &&
+            effectivePhase(a) === 'Pending' &&
+            !isWithdrawn(a),
         );
         if (open) {
           res.status(200).json(created(open, approval, true));
@@ -243,9 +262,20 @@ export function approvalRouter(o: ApprovalApiOptions): express.Router {
         ar = await o.writer.writeStatus(ar, { phase: 'Pending' });
       } catch (err) {
         // the lifecycle controller sets it later; the request is usable without it
-        o.log?.({ msg: 'approval status not written', name: ar.metadata.name, error: String((err as Error)?.message ?? err) });
+        o.log?.({
+          msg: 'approval status not written',
+          name: ar.metadata.name,
+          error: String((err as Error)?.message ?? err),
+        });
       }
-      o.log?.({ msg: 'approval requested', namespace, name: ar.metadata.name, policy, rule, mode: approval.mode });
+      o.log?.({
+        msg: 'approval requested',
+        namespace,
+        name: ar.metadata.name,
+        policy,
+        rule,
+        mode: approval.mode,
+      });
       o.notify?.('requested', ar, viewOf(ar));
       res.status(201).json(created(ar, approval, false));
     }),

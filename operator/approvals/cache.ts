@@ -119,7 +119,10 @@ export class ApprovalCache {
     const key = keyOf(namespace, name);
     return new Promise((resolve) => {
       let set = this.waiters.get(key);
-      if (!set) this.waiters.set(key, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        this.waiters.set(key, set);
+      }
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', done);

@@ -14,8 +14,8 @@ import { webhookNotifier } from './notify.js';
 import { ApprovalWriter } from './status.js';
 import { approvalWebhookRouter } from './webhook.js';
 
-export * from './model.js';
 export { type CreateApprovalBody, MAX_APPROVAL_WAIT_SECONDS } from './api.js';
+export * from './model.js';
 export { type SlackMessage, slackMessage } from './notify.js';
 export { desiredStatus } from './status.js';
 export {

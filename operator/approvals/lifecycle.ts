@@ -62,7 +62,11 @@ export class ApprovalLifecycle {
     this.busy.add(key);
     void this.process(ar)
       .catch((err) =>
-        this.o.log?.({ msg: 'approval lifecycle failed', key, error: String((err as Error)?.message ?? err) }),
+        this.o.log?.({
+          msg: 'approval lifecycle failed',
+          key,
+          error: String((err as Error)?.message ?? err),
+        }),
       )
       .finally(() => {
         this.busy.delete(key);
@@ -96,13 +100,23 @@ export class ApprovalLifecycle {
     );
     if (now >= done + keepMs) {
       await this.o.writer.delete(ar);
-      this.o.log?.({ msg: 'approval request deleted after retention', namespace: ar.metadata.namespace, name: ar.metadata.name });
+      this.o.log?.({
+        msg: 'approval request deleted after retention',
+        namespace: ar.metadata.namespace,
+        name: ar.metadata.name,
+      });
     }
   }
 
   private announce(ar: ApprovalRequest): void {
     const v = viewOf(ar);
-    this.o.log?.({ msg: 'approval request final', namespace: v.namespace, name: v.name, phase: v.phase, decidedBy: v.decidedBy });
+    this.o.log?.({
+      msg: 'approval request final',
+      namespace: v.namespace,
+      name: v.name,
+      phase: v.phase,
+      decidedBy: v.decidedBy,
+    });
     const message =
       v.phase === 'Expired'
         ? `not decided before ${ar.spec.expiresAt}; the statement did not run`

@@ -4,7 +4,7 @@
  * effort: a slow or failing receiver never delays or fails an approval.
  */
 import type { ApprovalRequest } from '../../api/types.js';
-import { approveCommand, denyCommand, type ApprovalView } from './model.js';
+import { type ApprovalView, approveCommand, denyCommand } from './model.js';
 
 export type Notify = (kind: 'requested' | 'decided', ar: ApprovalRequest, view: ApprovalView) => void;
 
@@ -29,7 +29,11 @@ function clip(s: string, n = 500): string {
   return s.length > n ? `${s.slice(0, n)}…` : s;
 }
 
-export function slackMessage(kind: 'requested' | 'decided', ar: ApprovalRequest, v: ApprovalView): SlackMessage {
+export function slackMessage(
+  kind: 'requested' | 'decided',
+  ar: ApprovalRequest,
+  v: ApprovalView,
+): SlackMessage {
   const ns = ar.metadata.namespace ?? '';
   const id = `${ns}/${ar.metadata.name}`;
   let text: string;

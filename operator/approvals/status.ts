@@ -108,7 +108,10 @@ export class ApprovalWriter {
   }
 }
 
-export function withCondition(list: Condition[] | undefined, c: Omit<Condition, 'lastTransitionTime'>): Condition[] {
+export function withCondition(
+  list: Condition[] | undefined,
+  c: Omit<Condition, 'lastTransitionTime'>,
+): Condition[] {
   const now = new Date().toISOString();
   const others = (list ?? []).filter((x) => x.type !== c.type);
   return [...others, { ...c, lastTransitionTime: now }];

@@ -51,7 +51,15 @@ export interface ApprovalAdmissionResponse {
   patch?: string;
 }
 
-const IMMUTABLE_SPEC = ['policyRef', 'rule', 'subject', 'database', 'statement', 'fingerprint', 'expiresAt'] as const;
+const IMMUTABLE_SPEC = [
+  'policyRef',
+  'rule',
+  'subject',
+  'database',
+  'statement',
+  'fingerprint',
+  'expiresAt',
+] as const;
 
 function deny(uid: string, message: string, code = 403): ApprovalAdmissionResponse {
   return {
@@ -107,12 +115,18 @@ export function mutateApproval(r: ApprovalAdmissionRequest, now = new Date()): A
   } else {
     for (const k of PROTECTED_ANNOTATIONS) {
       const path = `/metadata/annotations/${escapePointer(k)}`;
-      if (k in want && have[k] !== want[k]) ops.push({ op: k in have ? 'replace' : 'add', path, value: want[k] });
+      if (k in want && have[k] !== want[k])
+        ops.push({ op: k in have ? 'replace' : 'add', path, value: want[k] });
       if (!(k in want) && k in have) ops.push({ op: 'remove', path });
     }
   }
   if (!ops.length) return { uid, allowed: true };
-  return { uid, allowed: true, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(ops)).toString('base64') };
+  return {
+    uid,
+    allowed: true,
+    patchType: 'JSONPatch',
+    patch: Buffer.from(JSON.stringify(ops)).toString('base64'),
+  };
 }
 
 /** Validating: the rules in the module comment. */
@@ -125,15 +139,22 @@ export function validateApproval(r: ApprovalAdmissionRequest, now = new Date()):
   if (r.operation === 'CREATE') {
     if (!obj) return { uid, allowed: true };
     if (obj.spec?.decision) return deny(uid, 'an approval request cannot be created already decided');
-    if (obj.metadata?.annotations?.[DECIDED_BY_ANNOTATION] || obj.metadata?.annotations?.[DECIDED_AT_ANNOTATION])
-      return deny(uid, `${DECIDED_BY_ANNOTATION} and ${DECIDED_AT_ANNOTATION} are recorded by dbguard, not set by hand`);
+    if (
+      obj.metadata?.annotations?.[DECIDED_BY_ANNOTATION] ||
+      obj.metadata?.annotations?.[DECIDED_AT_ANNOTATION]
+    )
+      return deny(
+        uid,
+        `${DECIDED_BY_ANNOTATION} and ${DECIDED_AT_ANNOTATION} are recorded by dbguard, not set by hand`,
+      );
     return { uid, allowed: true };
   }
   if (r.operation !== 'UPDATE' || !obj || !r.oldObject) return { uid, allowed: true };
   const old = r.oldObject;
   const name = `${old.metadata?.namespace}/${old.metadata?.name}`;
   for (const f of IMMUTABLE_SPEC) {
-    if (!isDeepStrictEqual(old.spec?.[f], obj.spec?.[f])) return deny(uid, `spec.${f} of ${name} cannot be changed`, 422);
+    if (!isDeepStrictEqual(old.spec?.[f], obj.spec?.[f]))
+      return deny(uid, `spec.${f} of ${name} cannot be changed`, 422);
   }
   const oldDecision = old.spec?.decision;
   const newDecision = obj.spec?.decision;
@@ -155,7 +176,10 @@ export function validateApproval(r: ApprovalAdmissionRequest, now = new Date()):
     const by = obj.metadata?.annotations?.[DECIDED_BY_ANNOTATION];
     const at = Date.parse(obj.metadata?.annotations?.[DECIDED_AT_ANNOTATION] ?? '');
     if (!by || !Number.isFinite(at))
-      return deny(uid, `the decision on ${name} was not recorded (is dbguard's mutating webhook for approvalrequests installed?)`);
+      return deny(
+        uid,
+        `the decision on ${name} was not recorded (is dbguard's mutating webhook for approvalrequests installed?)`,
+      );
     if (by !== user || Math.abs(at - now.getTime()) > STAMP_SKEW_MS)
       return deny(uid, `${DECIDED_BY_ANNOTATION} must be the deciding user, recorded by dbguard`);
     wantProtected[DECIDED_BY_ANNOTATION] = by;
@@ -172,7 +196,9 @@ export function approvalWebhookRouter(log?: (f: Record<string, unknown>) => void
   const serve =
     (fn: (r: ApprovalAdmissionRequest) => ApprovalAdmissionResponse) =>
     (req: express.Request, res: express.Response) => {
-      const review = req.body as { apiVersion?: string; kind?: string; request?: ApprovalAdmissionRequest } | undefined;
+      const review = req.body as
+        | { apiVersion?: string; kind?: string; request?: ApprovalAdmissionRequest }
+        | undefined;
       if (review?.kind !== 'AdmissionReview' || !review.request || typeof review.request.uid !== 'string') {
         res.status(400).json({ error: 'expected an AdmissionReview (admission.k8s.io/v1) with request.uid' });
         return;
@@ -184,10 +210,23 @@ export function approvalWebhookRouter(log?: (f: Record<string, unknown>) => void
         log?.({ msg: 'approval admission failed', error: String((err as Error)?.stack ?? err) });
         response = deny(review.request.uid, `internal error: ${(err as Error)?.message ?? err}`, 500);
       }
-      if (!response.allowed) log?.({ msg: 'approval write refused', user: review.request.userInfo?.username, reason: response.status?.message });
+      if (!response.allowed)
+        log?.({
+          msg: 'approval write refused',
+          user: review.request.userInfo?.username,
+          reason: response.status?.message,
+        });
       res.json({ apiVersion: review.apiVersion ?? 'admission.k8s.io/v1', kind: 'AdmissionReview', response });
     };
-  router.post(APPROVAL_MUTATE_PATH, express.json({ limit: '4mb' }), serve((r) => mutateApproval(r)));
-  router.post(APPROVAL_VALIDATE_PATH, express.json({ limit: '4mb' }), serve((r) => validateApproval(r)));
+  router.post(
+    APPROVAL_MUTATE_PATH,
+    express.json({ limit: '4mb' }),
+    serve((r) => mutateApproval(r)),
+  );
+  router.post(
+    APPROVAL_VALIDATE_PATH,
+    express.json({ limit: '4mb' }),
+    serve((r) => validateApproval(r)),
+  );
   return router;
 }

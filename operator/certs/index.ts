@@ -3,6 +3,11 @@
  * cert-manager or provided certificates), or none (plain HTTP for local development).
  */
 import { parsePositiveDuration } from '../../policy/duration.js';
+import {
+  APPROVAL_WEBHOOK_CONFIG_NAME,
+  approvalMutatingWebhookConfiguration,
+  approvalValidatingWebhookConfiguration,
+} from '../approvals/webhook-config.js';
 import { OPERATOR_SERVICE, WEBHOOK_CONFIG_NAME } from '../inject/constants.js';
 import {
   CA_BUNDLE_LABEL,
@@ -79,6 +84,21 @@ export function operatorTls(f: OperatorTlsFlags): ((ctx: OperatorContext) => Tls
                     failurePolicy,
                   }),
         },
+        // Approval decisions are recorded and checked by these two (separation of duties).
+        ...(['Mutating', 'Validating'] as const).map((kind) => ({
+          kind,
+          name: APPROVAL_WEBHOOK_CONFIG_NAME,
+          create:
+            f.manageWebhookConfig === false
+              ? undefined
+              : (caBundlePem: string) =>
+                  (kind === 'Mutating'
+                    ? approvalMutatingWebhookConfiguration
+                    : approvalValidatingWebhookConfiguration)({
+                    operatorNamespace: f.namespace,
+                    caBundlePem,
+                  }),
+        })),
       ],
     });
 }

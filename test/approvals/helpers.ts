@@ -25,6 +25,8 @@ import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
 export const NS = 'shop';
 export const OP_NS = 'dbguard-system';
 export const quiet = () => {};
+/** the name the operator's self-managed serving certificate is for */
+export const SERVER_NAME = `dbguard-operator.${OP_NS}.svc`;
 
 export async function until<T>(
   what: string,
@@ -53,20 +55,20 @@ export function approvalPolicy() {
         {
           name: 'held-deletes',
           action: 'RequireApproval',
-          match: { commands: ['DELETE', 'TRUNCATE TABLE'], objects: ['*.w_*'] },
+          match: { commands: ['DELETE', 'TRUNCATE TABLE'], objects: ['appr_wait.*'] },
           message: 'Bulk deletes need a second person.',
           approval: { mode: 'Wait', timeout: '30s' },
         },
         {
           name: 'short-held-deletes',
           action: 'RequireApproval',
-          match: { commands: ['DELETE'], objects: ['*.t_*'] },
+          match: { commands: ['DELETE'], objects: ['appr_short.*'] },
           approval: { mode: 'Wait', timeout: '2s' },
         },
         {
           name: 'rejected-deletes',
           action: 'RequireApproval',
-          match: { commands: ['DELETE'], objects: ['*.r_*'] },
+          match: { commands: ['DELETE'], objects: ['appr_rej.*'] },
           approval: { mode: 'Reject', timeout: '1m', validFor: '3s' },
         },
       ],
@@ -98,7 +100,9 @@ export const BOB = 'bob-token';
 /** the sidecar's own identity used as a Kubernetes user: the requester */
 export const CHECKOUT_AS_USER = 'checkout-user-token';
 
-export async function startApprovalCluster(opts: { retentionSeconds?: number; sweepSeconds?: number } = {}): Promise<ApprovalCluster> {
+export async function startApprovalCluster(
+  opts: { retentionSeconds?: number; sweepSeconds?: number } = {},
+): Promise<ApprovalCluster> {
   const notifications: Notification[] = [];
   const receiver = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -152,25 +156,34 @@ export async function startApprovalCluster(opts: { retentionSeconds?: number; sw
           {
             kind: 'Mutating',
             name: APPROVAL_WEBHOOK_CONFIG_NAME,
-            create: (ca) => approvalMutatingWebhookConfiguration({ operatorNamespace: OP_NS, caBundlePem: ca }),
+            create: (ca) =>
+              approvalMutatingWebhookConfiguration({ operatorNamespace: OP_NS, caBundlePem: ca }),
           },
           {
             kind: 'Validating',
             name: APPROVAL_WEBHOOK_CONFIG_NAME,
-            create: (ca) => approvalValidatingWebhookConfiguration({ operatorNamespace: OP_NS, caBundlePem: ca }),
+            create: (ca) =>
+              approvalValidatingWebhookConfiguration({ operatorNamespace: OP_NS, caBundlePem: ca }),
           },
         ],
       }),
-    routes: approvalRoutes({ notifyUrl, log: quiet, retentionSeconds: opts.retentionSeconds, sweepSeconds: opts.sweepSeconds ?? 0.25 }),
+    routes: approvalRoutes({
+      notifyUrl,
+      log: quiet,
+      retentionSeconds: opts.retentionSeconds,
+      sweepSeconds: opts.sweepSeconds ?? 0.25,
+    }),
   });
   api.setServiceResolver((ns, name) =>
     ns === OP_NS && name === 'dbguard-operator' ? { host: '127.0.0.1', port: op.port } : undefined,
   );
   caPem = op.tls!.current()!.caBundle;
   for (const kind of ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration'])
-    await until(`${kind} with caBundle`, () =>
-      api.store.get<any>('admissionregistration.k8s.io/v1', kind, undefined, APPROVAL_WEBHOOK_CONFIG_NAME)?.webhooks?.[0]
-        ?.clientConfig?.caBundle,
+    await until(
+      `${kind} with caBundle`,
+      () =>
+        api.store.get<any>('admissionregistration.k8s.io/v1', kind, undefined, APPROVAL_WEBHOOK_CONFIG_NAME)
+          ?.webhooks?.[0]?.clientConfig?.caBundle,
     );
   await until('policy compiled', () => op.store.get(`${NS}/orders`));
 

@@ -186,7 +186,11 @@ describe('operator', () => {
   });
 
   it('reports a broken policy with Ready=False naming the field and keeps serving the previous version', async () => {
-    const before = stored('DatabasePolicy', 'orders').status.policyVersion as string;
+    // status trails the served version by one reconcile: wait until they agree
+    const before = await until('status in step with the served version', () => {
+      const v = stored('DatabasePolicy', 'orders')?.status?.policyVersion as string | undefined;
+      return v && v === op.store.get(`${NS}/orders`)?.version ? v : undefined;
+    });
     const p = stored('DatabasePolicy', 'orders');
     // Duplicate rule names: a CEL rule a real API server checks, this test API does not (nor do clusters
     // older than 1.25), so the operator must catch it itself.

@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
-import { freePort } from '../support/pg-cluster.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { freePort } from '../support/pg-cluster.js';
 
 const SIDECARS = Number(process.env.DBGUARD_SCALE_SIDECARS ?? 5000);
 const CLI = path.resolve('dist/cli/main.js');
@@ -21,7 +21,11 @@ function rssKiB(pid: number): number {
   return Number(m?.[1] ?? Number.NaN);
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -41,11 +45,18 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
   beforeAll(async () => {
     if (!fs.existsSync(CLI)) throw new Error('run `npm run build` first: the test drives the built CLI');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-scale-'));
-    api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', 'shop', 'dbguard-system'] });
+    api = await startKubeApi({
+      crds: crdObjects() as any,
+      namespaces: ['default', 'shop', 'dbguard-system'],
+    });
     api.setTokenReview((token) => {
       const m = /^sa:(.+):(.+)$/.exec(token);
       return m
-        ? { authenticated: true, user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] }, audiences: ['dbguard'] }
+        ? {
+            authenticated: true,
+            user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] },
+            audiences: ['dbguard'],
+          }
         : { authenticated: false };
     });
     await api.store.put({
@@ -59,7 +70,19 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
     metricsPort = await freePort();
     op = spawn(
       process.execPath,
-      [CLI, 'operator', '--kubeconfig', kubeconfig, '--webhook-listen', `127.0.0.1:${port}`, '--metrics-listen', `127.0.0.1:${metricsPort}`, '--webhook-certs', 'none', '--manage-webhook-config=false'],
+      [
+        CLI,
+        'operator',
+        '--kubeconfig',
+        kubeconfig,
+        '--webhook-listen',
+        `127.0.0.1:${port}`,
+        '--metrics-listen',
+        `127.0.0.1:${metricsPort}`,
+        '--webhook-certs',
+        'none',
+        '--manage-webhook-config=false',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';
@@ -69,7 +92,13 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
     await until('operator serving', async () => {
       if (op.exitCode !== null) throw new Error(`operator exited: ${err}`);
       try {
-        return (await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, { headers: { Authorization: 'Bearer sa:shop:probe' } })).status === 200;
+        return (
+          (
+            await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, {
+              headers: { Authorization: 'Bearer sa:shop:probe' },
+            })
+          ).status === 200
+        );
       } catch {
         return false;
       }
@@ -84,7 +113,9 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
 
   it('delivers a change to every waiting sidecar within 5 seconds', async () => {
     const first = (await (
-      await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, { headers: { Authorization: 'Bearer sa:shop:probe' } })
+      await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, {
+        headers: { Authorization: 'Bearer sa:shop:probe' },
+      })
     ).json()) as { version: string };
     const agent = new http.Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
     const rssBefore = rssKiB(op.pid!);
@@ -98,7 +129,10 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
             port,
             path: '/v1/policies/shop/orders?wait=120',
             agent,
-            headers: { Authorization: `Bearer sa:shop:app-${i % 500}`, 'If-None-Match': `"${first.version}"` },
+            headers: {
+              Authorization: `Bearer sa:shop:app-${i % 500}`,
+              'If-None-Match': `"${first.version}"`,
+            },
           },
           (res) => {
             res.resume();

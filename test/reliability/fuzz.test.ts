@@ -11,10 +11,12 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   arbSql,
+  probeSequence,
   propDecodersFailCleanly,
   propFramerReassembles,
   propJudgeDefined,
   propProxySurvives,
+  wireMessage,
 } from '../../bench/reliability/fuzz-props.js';
 import {
   compilePolicy,
@@ -24,7 +26,14 @@ import {
   reliabilitySchemaSql,
   startGovernedProxy,
 } from '../../bench/reliability/support.js';
-import { catalogQuery, initParser, parseCatalog, parseSearchPath, searchPathQuery } from '../../policy/engine.js';
+import {
+  catalogQuery,
+  initParser,
+  judge,
+  parseCatalog,
+  parseSearchPath,
+  searchPathQuery,
+} from '../../policy/engine.js';
 
 const server = inject('pg');
 const schema = `relz_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
@@ -34,7 +43,13 @@ const runs = (n: number) => Number(process.env.DBGUARD_FUZZ_RUNS ?? n);
 let su: pg.Client;
 beforeAll(async () => {
   await initParser();
-  su = new pg.Client({ host: server.host, port: server.port, user: 'postgres', password: 'postgres', database: 'app' });
+  su = new pg.Client({
+    host: server.host,
+    port: server.port,
+    user: 'postgres',
+    password: 'postgres',
+    database: 'app',
+  });
   await su.connect();
   await su.query(reliabilitySchemaSql(schema, 20));
 });
@@ -55,7 +70,13 @@ describe('protocol parser (pure)', () => {
 
 describe('policy path (pure)', () => {
   it('every generated statement gets a defined decision, with the catalog and without', async () => {
-    const app = new pg.Client({ host: server.host, port: server.port, user: 'app', password: 'app', database: 'app' });
+    const app = new pg.Client({
+      host: server.host,
+      port: server.port,
+      user: 'app',
+      password: 'app',
+      database: 'app',
+    });
     await app.connect();
     const cat = parseCatalog((await app.query({ text: catalogQuery(policy), rowMode: 'array' })).rows);
     const path = parseSearchPath((await app.query({ text: searchPathQuery, rowMode: 'array' })).rows[0][0]);
@@ -67,8 +88,21 @@ describe('policy path (pure)', () => {
     fc.assert(propJudgeDefined(schema, policy, { identity: masked, database: 'app', searchPath: [] }), {
       numRuns: runs(200),
     });
-    const exempt = { identity: { groups: [], databaseUser: 'postgres' }, database: 'app', searchPath: path, catalog: cat };
+    const exempt = {
+      identity: { groups: [], databaseUser: 'postgres' },
+      database: 'app',
+      searchPath: path,
+      catalog: cat,
+    };
     fc.assert(propJudgeDefined(schema, policy, exempt), { numRuns: runs(200) });
+  });
+});
+
+describe('known issues found by the fuzzer', () => {
+  // Fails until judge() denies a text containing NUL (42601) instead of judging what precedes it.
+  it.fails('KNOWN ISSUE: a text with a NUL is denied, not judged by its prefix', () => {
+    const ctx = { identity: { groups: [], databaseUser: 'postgres' }, database: 'app', searchPath: [] };
+    expect(judge(`SELECT 1\0DROP TABLE ${schema}.customers`, ctx, policy).kind).toBe('deny');
   });
 });
 
@@ -86,14 +120,28 @@ describe('through a live governed proxy', () => {
 
   it('any frontend message sequence, in any order, ends in a usable session or a FATAL error', async () => {
     const outcomes = { usable: 0, fatal: 0 };
-    await fc.assert(propProxySurvives(gp.proxy.port, outcomes), { numRuns: runs(60) });
+    await fc.assert(propProxySurvives(gp.proxy.port, outcomes, { timeoutMs: 4000 }), { numRuns: runs(60) });
     expect(outcomes.usable).toBeGreaterThan(0);
     expect(outcomes.fatal).toBeGreaterThan(0);
     expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
   });
 
+  // Found by the fuzzer (shrunk counterexample). Fails until session.ts's safePointReachable()
+  // treats a Query behind an unsynced extended-protocol message as unable to reach a safe point.
+  it.fails('KNOWN ISSUE: Describe of a missing statement, Query, Parse without Sync does not hang', async () => {
+    const m = (t: string, body: string) => wireMessage(t.charCodeAt(0), Buffer.from(body, 'latin1'));
+    const seq = [m('D', 'S\0'), m('Q', 'ROLLBACK\0'), m('P', '\0SELECT 1\0\0\0'), m('H', '')];
+    expect(await probeSequence(gp.proxy.port, seq, [], 3000)).toBe('usable');
+  });
+
   it('every generated statement is answered, the session stays usable, and each is audited', async () => {
-    const c = new pg.Client({ host: gp.proxy.host, port: gp.proxy.port, user: 'app', password: 'app', database: 'app' });
+    const c = new pg.Client({
+      host: gp.proxy.host,
+      port: gp.proxy.port,
+      user: 'app',
+      password: 'app',
+      database: 'app',
+    });
     c.on('error', () => {});
     await c.connect();
     const codes = new Map<string, number>();
@@ -109,7 +157,8 @@ describe('through a live governed proxy', () => {
           } catch (err) {
             const code = (err as { code?: string }).code ?? 'none';
             codes.set(code, (codes.get(code) ?? 0) + 1);
-            if (code === 'XX000' || code === 'none') throw new Error(`${code} for ${JSON.stringify(g.sql)}: ${(err as Error).message}`);
+            if (code === 'XX000' || code === 'none')
+              throw new Error(`${code} for ${JSON.stringify(g.sql)}: ${(err as Error).message}`);
             if (g.mustDeny && code !== '42501' && code !== '42601') {
               // Denied texts fail with the policy's code, unless the text does not parse at all.
               throw new Error(`expected a denial for ${JSON.stringify(g.sql)}, got ${code}`);

@@ -15,6 +15,7 @@ import {
   startGovernedProxy,
   until,
 } from '../../bench/reliability/support.js';
+import { allowAll } from '../../sidecar/decision-point.js';
 import { startProxy } from '../../sidecar/proxy.js';
 
 const server = inject('pg');
@@ -113,6 +114,30 @@ describe('client idle timeout', () => {
     await busy.end();
     await until('sessions closed', () => gp.proxy.activeSessions === 0, 3000);
     await Promise.all([idle.end().catch(() => {}), inTx.end().catch(() => {})]);
+  });
+
+  it('a statement held by a slow verdict (an approval wait) is not idle time', async () => {
+    const held = await startProxy({
+      upstream,
+      idleTimeoutMs: 500,
+      logger: memoryLogger(),
+      decisionPoint: {
+        ...allowAll,
+        judge: async (sql) => {
+          if (sql.includes('held')) await sleep(1500);
+          return { action: 'forward', sql };
+        },
+      },
+    });
+    try {
+      const errors: Error[] = [];
+      const c = await client(held.port, errors);
+      expect((await c.query("SELECT 'held' AS v")).rows[0].v).toBe('held');
+      expect(errors).toEqual([]);
+      await c.end();
+    } finally {
+      await held.close();
+    }
   });
 });
 
