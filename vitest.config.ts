@@ -1,9 +1,13 @@
 import { defineConfig } from 'vitest/config';
 
+export const HEAVY = ['test/reliability/soak.test.ts', 'test/operator/scale.test.ts'];
+
 export default defineConfig({
   test: {
     include: ['**/*.test.ts'],
-    exclude: ['node_modules/**', 'dist/**'],
+    // Load tests (500-client soak, 5,000 long-pollers) measure memory and latency: they run after the
+    // rest, one at a time (`npm run test:heavy`), so they do not share two cores with other test files.
+    exclude: ['node_modules/**', 'dist/**', ...(process.env.DBGUARD_HEAVY ? [] : HEAVY)],
     globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -40,6 +40,21 @@ export const FLAGS: FlagSpec[] = [
   },
   { name: 'upstream-ca', help: "PEM CA file to verify the upstream's certificate" },
   {
+    name: 'max-connections',
+    default: '0',
+    help: 'client connections at most (beyond: FATAL 53300); 0 = no limit',
+  },
+  {
+    name: 'idle-timeout',
+    default: '0',
+    help: 'end client sessions idle this long (57P05), e.g. 30m; 0 = never',
+  },
+  {
+    name: 'upstream-connect-timeout',
+    default: '10s',
+    help: 'give up connecting to the upstream after this long',
+  },
+  {
     name: 'max-message-size',
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
     help: 'largest client message in bytes',
@@ -245,6 +260,20 @@ export async function run(argv: string[]): Promise<number> {
       ...(credentials ? { credentials } : {}),
       ...(tlsOpts ? { tls: tlsOpts } : {}),
       maxMessageSize,
+      maxConnections: (() => {
+        const n = Number(flags.get('max-connections'));
+        if (!Number.isInteger(n) || n < 0)
+          throw new UsageError('--max-connections: a whole number, 0 for no limit');
+        return n;
+      })(),
+      idleTimeoutMs:
+        flags.get('idle-timeout') === '0'
+          ? 0
+          : parseDurationMs(flags.get('idle-timeout') ?? '0', 'idle-timeout'),
+      upstreamConnectTimeoutMs: parseDurationMs(
+        flags.get('upstream-connect-timeout') ?? '10s',
+        'upstream-connect-timeout',
+      ),
       ...(policyFiles.length ? { policyFiles, initialPolicy: policy } : {}),
       policyName: flags.get('policy'),
       // the operator serves the policy (unless files are given) and takes approval requests

@@ -70,6 +70,20 @@ interface StatementState {
 
 export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy): Decision {
   const enforced = policy.enforcement !== 'DryRun';
+  if (sql.includes('\0')) {
+    // The server stops reading a statement at NUL; the parser would see only the prefix. Never judge
+    // less than what could run: refuse the text as a whole.
+    return {
+      kind: 'deny',
+      message: 'dbguard: statement does not parse: it contains a NUL byte',
+      sqlstate: '42601',
+      statements: [],
+      sql,
+      maskedColumns: [],
+      enforced,
+      effects: [],
+    };
+  }
   let parsed: ParsedText;
   try {
     parsed = parseText(sql);

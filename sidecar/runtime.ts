@@ -28,6 +28,11 @@ export interface SidecarOptions {
   credentials?: Credentials;
   tls?: { cert: string | Buffer; key: string | Buffer };
   maxMessageSize?: number;
+  /** beyond it new clients get 53300; 0 or absent: no limit */
+  maxConnections?: number;
+  /** end sessions idle this long (57P05); 0 or absent: never */
+  idleTimeoutMs?: number;
+  upstreamConnectTimeoutMs?: number;
   /** policy from files (reloaded when they change) ... */
   policyFiles?: string[];
   policyName?: string;
@@ -206,6 +211,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(clientAuth ? { clientAuth } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.maxMessageSize ? { maxMessageSize: opts.maxMessageSize } : {}),
+    ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
+    ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.upstreamConnectTimeoutMs ? { upstreamConnectTimeoutMs: opts.upstreamConnectTimeoutMs } : {}),
     logger: log,
   });
 
