@@ -109,6 +109,10 @@ class Fifo<X> {
     }
     return x;
   }
+  /** in order, oldest first */
+  *[Symbol.iterator](): IterableIterator<X> {
+    for (let i = this.h; i < this.a.length; i++) yield this.a[i]!;
+  }
   drain(): X[] {
     const out = this.a.slice(this.h);
     this.a = [];
@@ -1099,7 +1103,17 @@ export class Session implements SessionHandle {
     if (this.heldUnsafe || this.discardTillSync) return false;
     if (this.internalRunning) return true;
     const tail = this.fifo.tail();
-    return tail !== undefined && endsAtReadyForQuery(tail);
+    if (tail === undefined || !endsAtReadyForQuery(tail)) return false;
+    // An extended-protocol message not yet followed by Sync: if it fails, the server discards every
+    // later message (a Query too) until Sync, so the ReadyForQuery the tail promises may never come.
+    let unsynced = false;
+    for (const x of this.fifo) {
+      if (x.kind === 'S') unsynced = false;
+      else if (x.kind === 'P' || x.kind === 'B' || x.kind === 'D' || x.kind === 'E' || x.kind === 'C')
+        unsynced = true;
+      else if (unsynced && (x.kind === 'Q' || x.kind === 'F')) return false;
+    }
+    return true;
   }
 
   private runNextInternal(): void {

@@ -126,9 +126,9 @@ describe('through a live governed proxy', () => {
     expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
   });
 
-  // Found by the fuzzer (shrunk counterexample). Fails until session.ts's safePointReachable()
-  // treats a Query behind an unsynced extended-protocol message as unable to reach a safe point.
-  it.fails('KNOWN ISSUE: Describe of a missing statement, Query, Parse without Sync does not hang', async () => {
+  // Found by the fuzzer (shrunk counterexample): session.ts's safePointReachable() now treats a Query
+  // behind an unsynced extended-protocol message as unable to reach a safe point.
+  it('Describe of a missing statement, Query, Parse without Sync does not hang', async () => {
     const m = (t: string, body: string) => wireMessage(t.charCodeAt(0), Buffer.from(body, 'latin1'));
     const seq = [m('D', 'S\0'), m('Q', 'ROLLBACK\0'), m('P', '\0SELECT 1\0\0\0'), m('H', '')];
     expect(await probeSequence(gp.proxy.port, seq, [], 3000)).toBe('usable');
