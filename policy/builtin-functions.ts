@@ -465,6 +465,10 @@ export function isDynamicBuiltin(name: string): boolean {
     /^pg_logical_slot_(get|peek)_/.test(name) ||
     /^pg_logical_emit_message$/.test(name) ||
     name === 'ts_stat' ||
+    // the text of running statements: other sessions', and this one's rewritten text (Hash salt)
+    name === 'current_query' ||
+    /^pg_stat_get_(backend_)?activity$/.test(name) ||
+    name === 'pg_stat_statements' ||
     name === 'ts_rewrite' ||
     name === 'pg_mcv_list_items' ||
     name === 'lo_get' ||

@@ -23,6 +23,12 @@ export const STATISTICS_RELATIONS = new Set([
   'pg_statistic',
   'pg_statistic_ext_data',
   'pg_statistic_ext',
+  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts themselves,
+  // which carry the Hash strategy's salt.
+  'pg_stat_activity',
+  'pg_stat_statements',
+  'pg_prepared_statements',
+  'pg_cursors',
 ]);
 
 export interface MaskingInput {
