@@ -14,23 +14,10 @@ import { certFacts, createCa, issueServing, leafMatches, splitPemBundle } from '
 import { injectionWebhookConfiguration } from '../../operator/inject/webhook-config.js';
 import { OperatorMetrics } from '../../operator/metrics.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { until } from '../support/until.js';
 
 const NS = 'dbguard-system';
 const quiet = () => {};
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Serve with the pair, connect trusting `caPem` for `servername`: resolves to the peer's serial. */
 async function handshake(

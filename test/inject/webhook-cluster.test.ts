@@ -14,6 +14,7 @@ import { injectionRoutes } from '../../operator/inject/index.js';
 import { injectionWebhookConfiguration } from '../../operator/inject/webhook-config.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { until } from '../support/until.js';
 import { appPod, sidecarOf, validatePod } from './helpers.js';
 
 const OP_NS = 'dbguard-system';
@@ -24,20 +25,6 @@ function bare(extra: Parameters<typeof appPod>[0] = {}) {
   const p = appPod(extra);
   delete p.metadata.ownerReferences;
   return p;
-}
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('injection through the Kubernetes API', () => {

@@ -12,6 +12,7 @@ import { crdObjects } from '../../api/crds.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { PolicyClient } from '../../sidecar/policy-client.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { until } from '../support/until.js';
 
 const NS = 'shop';
 const quiet = () => {};
@@ -37,20 +38,6 @@ function maskingRule(strategy = 'Redact') {
     metadata: { name: 'customer-pii', namespace: NS },
     spec: { policyRef: { name: 'orders' }, columns: [{ table: 'customers', column: 'ssn', strategy }] },
   };
-}
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('operator', () => {

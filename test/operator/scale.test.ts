@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
 import { freePort } from '../support/pg-cluster.js';
+import { until } from '../support/until.js';
 
 const SIDECARS = Number(process.env.DBGUARD_SCALE_SIDECARS ?? 5000);
 const CLI = path.resolve('dist/cli/main.js');
@@ -19,20 +20,6 @@ const CLI = path.resolve('dist/cli/main.js');
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m?.[1] ?? Number.NaN);
-}
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
@@ -89,20 +76,24 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
     op.stderr!.on('data', (d) => {
       err += d;
     });
-    await until('operator serving', async () => {
-      if (op.exitCode !== null) throw new Error(`operator exited: ${err}`);
-      try {
-        return (
-          (
-            await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, {
-              headers: { Authorization: 'Bearer sa:shop:probe' },
-            })
-          ).status === 200
-        );
-      } catch {
-        return false;
-      }
-    });
+    await until(
+      'operator serving',
+      async () => {
+        if (op.exitCode !== null) throw new Error(`operator exited: ${err}`);
+        try {
+          return (
+            (
+              await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, {
+                headers: { Authorization: 'Bearer sa:shop:probe' },
+              })
+            ).status === 200
+          );
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+    );
   }, 60_000);
 
   afterAll(async () => {

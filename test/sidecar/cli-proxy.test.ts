@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../support/pg-cluster.js';
+import { until } from '../support/until.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const run = promisify(execFile);
@@ -39,20 +40,6 @@ spec:
     - {table: cli_customers, column: email, strategy: Email}
   exemptSubjects: [{kind: DatabaseUser, name: postgres}]
 `;
-}
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('dbguard proxy (CLI process)', () => {
