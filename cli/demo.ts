@@ -4,12 +4,14 @@
  * examples/demo/policy.yaml, and the lines to try it: a masked identity, an exempt one, and three
  * queries (masked, blocked, allowed). `--tour` runs those queries itself and exits.
  */
+
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CompiledPolicy } from '../api/compiled.js';
+import { parseListen } from '../api/listen.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -76,10 +78,13 @@ export async function startDemo(opts: {
   log?: (line: string) => void;
 }): Promise<DemoHandle> {
   const say = opts.log ?? (() => {});
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(opts.listen);
-  if (!m) throw new UsageError(`--listen: expected HOST:PORT, got '${opts.listen}'`);
-  const host = m[1] ?? (m[2] || '127.0.0.1');
-  let port = Number(m[3]);
+  let host: string;
+  let port: number;
+  try {
+    ({ host, port } = parseListen(opts.listen, { defaultHost: '127.0.0.1' }));
+  } catch (err) {
+    throw new UsageError(`--listen: ${(err as Error).message}`);
+  }
   if (port !== 0 && !(await portFree(host, port))) {
     say(`port ${port} is busy; using a free one`);
     port = 0;

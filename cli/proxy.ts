@@ -2,7 +2,9 @@
  * `dbguard proxy`: the PostgreSQL protocol proxy in front of one upstream (contract §3).
  * Runs until SIGTERM/SIGINT, then lets running statements finish for up to --shutdown-timeout.
  */
+
 import fs from 'node:fs';
+import { parseListen as parseListenAddress } from '../api/listen.js';
 import type { SslMode } from '../api/types.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
@@ -117,11 +119,11 @@ export function parseDurationMs(v: string, flag: string): number {
 }
 
 function parseListen(v: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v);
-  if (!m) throw new UsageError(`--listen: expected HOST:PORT, got '${v}'`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new UsageError(`--listen: invalid port ${port}`);
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+  try {
+    return parseListenAddress(v, { defaultHost: '127.0.0.1' });
+  } catch (err) {
+    throw new UsageError(`--listen: ${(err as Error).message}`);
+  }
 }
 
 function readPem(path: string, flag: string): string {

@@ -3,6 +3,7 @@
  * listener together. Every replica watches, compiles and serves; only the leader writes status,
  * Events and other objects.
  */
+
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -10,6 +11,7 @@ import type net from 'node:net';
 import os from 'node:os';
 import type * as k8s from '@kubernetes/client-node';
 import express from 'express';
+import { parseListen } from '../api/listen.js';
 import type { TlsSource } from './certs/types.js';
 import { PolicyController } from './controller.js';
 import { LeaderElector } from './leader.js';
@@ -70,12 +72,7 @@ export interface RunningOperator extends OperatorContext {
 }
 
 export function splitHostPort(listen: string, defaultHost = '0.0.0.0'): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen);
-  if (!m) {
-    if (/^\d+$/.test(listen)) return { host: defaultHost, port: Number(listen) };
-    throw new Error(`listen address ${JSON.stringify(listen)} must be HOST:PORT`);
-  }
-  return { host: m[1] ?? (m[2] || defaultHost), port: Number(m[3]) };
+  return parseListen(listen, { defaultHost, barePort: true });
 }
 
 function listenOn(server: net.Server, listen: string): Promise<number> {

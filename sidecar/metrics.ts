@@ -6,9 +6,11 @@
  * and outcome enums, auth failure reasons, and command tags mapped onto KNOWN_COMMANDS (else
  * `OTHER`), so a client can never create series by sending odd statements.
  */
+
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { parseListen as parseListenAddress } from '../api/listen.js';
 import type { AuditEvent, QueryDecision } from './audit/events.js';
 import type { AuditObserver } from './audit/writer.js';
 import { AUTH_FAILURE_REASONS } from './identity/token.js';
@@ -372,14 +374,9 @@ export interface HealthServerOptions {
   readyTimeoutMs?: number;
 }
 
-/** `host:port`, `:port` or `port`; IPv6 as `[::1]:9090`. */
+/** `host:port`, `:port` or `port`; IPv6 as `[::1]:9090` (api/listen.ts). */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen) ?? /^()()(\d+)$/.exec(listen);
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`invalid listen address '${listen}': expected HOST:PORT, e.g. 127.0.0.1:9090`);
-  }
-  return { host: m[1] || m[2] || '0.0.0.0', port };
+  return parseListenAddress(listen, { defaultHost: '0.0.0.0', barePort: true });
 }
 
 async function readiness(opts: HealthServerOptions): Promise<Readiness> {
