@@ -1,4 +1,8 @@
 #!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as k8s from '@kubernetes/client-node';
+import type { ApprovalRequest } from '../api/types.js';
 /**
  * `kubectl dbguard`: the approver's side of approvals (a kubectl plugin: the `kubectl-dbguard` binary
  * on PATH). It talks to the Kubernetes API with the user's kubeconfig, so the API server records the
@@ -11,10 +15,7 @@
  *
  * Without -n, NAME is looked up in every namespace (names carry a random suffix, so they rarely clash).
  */
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import * as k8s from '@kubernetes/client-node';
-import type { ApprovalRequest } from '../api/types.js';
+import { GROUP, VERSION } from '../api/types.js';
 import {
   approveCommand,
   DECIDED_AT_ANNOTATION,
@@ -29,9 +30,6 @@ import {
   validUntil,
 } from '../operator/approvals/model.js';
 import { type FlagSpec, parseFlags, UsageError } from './flags.js';
-
-const GROUP = 'dbguard.io';
-const VERSION = 'v1alpha1';
 
 const FLAGS: FlagSpec[] = [
   { name: 'namespace', help: 'namespace of the request' },

@@ -3,12 +3,12 @@
  * sidecar's long-poll and the lifecycle controller both react to a change within one watch event.
  * A request the watch has not delivered yet (just created by another replica) is read with a GET.
  */
+
 import * as k8s from '@kubernetes/client-node';
 import type { ApprovalRequest } from '../../api/types.js';
+import { GROUP, VERSION } from '../../api/types.js';
 import { PLURAL } from './model.js';
-
-const GROUP = 'dbguard.io';
-const VERSION = 'v1alpha1';
+import { readApprovalRequest } from './status.js';
 
 export type ChangeListener = (type: 'add' | 'update' | 'delete', ar: ApprovalRequest) => void;
 
@@ -88,20 +88,7 @@ export class ApprovalCache {
 
   /** The cached object, or a fresh GET when the watch has not delivered it (undefined: not found). */
   async get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    const hit = this.cached(namespace, name);
-    if (hit) return hit;
-    try {
-      return (await this.api.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-        name,
-      })) as ApprovalRequest;
-    } catch (err) {
-      if ((err as { code?: number }).code === 404) return undefined;
-      throw err;
-    }
+    return this.cached(namespace, name) ?? readApprovalRequest(this.api, namespace, name);
   }
 
   private wake(key: string): void {

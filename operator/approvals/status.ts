@@ -3,14 +3,33 @@
  * computed from, so a decision admitted in the meantime makes the write fail (409) instead of being
  * overwritten by a stale "Expired": the record and what the sidecar did never disagree.
  */
+
 import * as k8s from '@kubernetes/client-node';
 import type { ApprovalRequest, Condition } from '../../api/types.js';
+import { GROUP, VERSION } from '../../api/types.js';
 import { effectivePhase, isWithdrawn, PLURAL, stampOf, WITHDRAWN_CONDITION } from './model.js';
 
-const GROUP = 'dbguard.io';
-const VERSION = 'v1alpha1';
-
 type Status = NonNullable<ApprovalRequest['status']>;
+
+/** GET one ApprovalRequest; undefined when it does not exist. */
+export async function readApprovalRequest(
+  api: k8s.CustomObjectsApi,
+  namespace: string,
+  name: string,
+): Promise<ApprovalRequest | undefined> {
+  try {
+    return (await api.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: PLURAL,
+      name,
+    })) as ApprovalRequest;
+  } catch (err) {
+    if ((err as { code?: number }).code === 404) return undefined;
+    throw err;
+  }
+}
 
 export class ApprovalWriter {
   readonly api: k8s.CustomObjectsApi;
@@ -29,19 +48,8 @@ export class ApprovalWriter {
     })) as ApprovalRequest;
   }
 
-  async read(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    try {
-      return (await this.api.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-        name,
-      })) as ApprovalRequest;
-    } catch (err) {
-      if ((err as { code?: number }).code === 404) return undefined;
-      throw err;
-    }
+  read(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
+    return readApprovalRequest(this.api, namespace, name);
   }
 
   async list(namespace: string, labelSelector: string): Promise<ApprovalRequest[]> {
