@@ -17,8 +17,8 @@ import type { Decision, StatementInfo } from '../policy/decision.js';
 import {
   type CatalogSnapshot,
   catalogQuery,
+  contextKey,
   DecisionCache,
-  decisionKey,
   isMaskedSubject,
   judge,
   parseCatalog,
@@ -92,6 +92,8 @@ interface SessionState {
   sqlPrepared: boolean;
   /** Parse texts an approval settled, for their completion events */
   approvalLabels?: Map<string, QueryDecision>;
+  /** the decision-cache context key and the facts it was built from (rebuilt when one changes) */
+  ctxKey?: { key: string; policy: string; searchPath: string[]; catalog?: CatalogSnapshot };
 }
 
 /** Told to a session whose prepared statements or cursors a new policy would judge differently. */
@@ -224,13 +226,21 @@ export class Governor implements DecisionPoint {
     // A snapshot read under another policy version lists other masked tables while its catalog version
     // string is the same: such a decision is valid for this call only and must not enter the cache.
     if (st.catalog && st.catalogPolicy !== p.version) return judge(sql, ctx, p);
-    const key = decisionKey(sql, ctx, p);
-    let d = this.cache.get(key);
-    if (!d) {
-      d = judge(sql, ctx, p);
-      this.cache.set(key, d);
-    }
-    return d;
+    return this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+  }
+
+  /** The session's part of every decision-cache key; a JSON string built once per change, not per statement. */
+  private contextKey(st: SessionState, ctx: SessionContext, p: CompiledPolicy): string {
+    const k = st.ctxKey;
+    if (k && k.policy === p.version && k.searchPath === st.searchPath && k.catalog === st.catalog)
+      return k.key;
+    st.ctxKey = {
+      key: contextKey(ctx, p),
+      policy: p.version,
+      searchPath: st.searchPath,
+      catalog: st.catalog,
+    };
+    return st.ctxKey.key;
   }
 
   private applyEffects(s: SessionHandle, st: SessionState, d: Decision): void {

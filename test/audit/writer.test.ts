@@ -21,6 +21,7 @@ import { loadAuditParser } from '../../sidecar/audit/statement.js';
 import { verifyAuditFiles } from '../../sidecar/audit/verify.js';
 import { AuditLogError, openAuditLog } from '../../sidecar/audit/writer.js';
 import { SidecarMetrics } from '../../sidecar/metrics.js';
+import { until } from '../support/until.js';
 import { captureIo, oneOfEach, readLines, sampleQuery, tempDir } from './helpers.js';
 
 const tmp = tempDir('writer');
@@ -203,6 +204,60 @@ describe('dbguard audit verify', () => {
     c = captureIo();
     expect(await run(['verify', join(tmp.dir, 'nope.log')], c.io)).toBe(1);
     expect(c.err[0]).toMatch(/nope\.log:0: cannot read: ENOENT/);
+  });
+});
+
+describe('batching', () => {
+  const turn = () => new Promise<void>((r) => setImmediate(r));
+
+  it('a slow trickle of events (one client) goes out in few writes; flush does not wait for the linger', async () => {
+    const path = newPath('linger');
+    const batches: number[] = [];
+    const log = await openAuditLog(path, {
+      lingerMs: 10_000,
+      observer: { written: (b) => batches.push(b.length) },
+    });
+    for (let i = 1; i <= 20; i++) {
+      await log.write(sampleQuery(i));
+      await turn(); // each event in its own event-loop turn, like statements of one client
+    }
+    expect(batches).toEqual([]); // still lingering: nothing written yet
+    await log.flush(); // at once, not after 10 s
+    expect(batches).toEqual([20]);
+    await log.write(sampleQuery(21));
+    await log.close();
+    expect(batches).toEqual([20, 1]);
+    expect(readLines(path).map((l) => JSON.parse(l).seq)).toEqual(
+      Array.from({ length: 21 }, (_, i) => i + 1),
+    );
+    expect(await verifyAuditFiles([path])).toMatchObject({ ok: true, lines: 21 });
+  });
+
+  it('a full batch is written without waiting for the linger; lingerMs 0 writes every turn', async () => {
+    const path = newPath('full');
+    const batches: number[] = [];
+    const log = await openAuditLog(path, {
+      lingerMs: 10_000,
+      maxBatch: 8,
+      observer: { written: (b) => batches.push(b.length) },
+    });
+    for (let i = 1; i <= 16; i++) await log.write(sampleQuery(i));
+    // Full batches go out long before the 10 s linger would end.
+    await until('two full batches written', () => batches.length === 2, 5000, 5);
+    expect(batches).toEqual([8, 8]);
+    await log.close();
+
+    const eager: number[] = [];
+    const log0 = await openAuditLog(newPath('eager'), {
+      lingerMs: 0,
+      observer: { written: (b) => eager.push(b.length) },
+    });
+    for (let i = 1; i <= 5; i++) {
+      await log0.write(sampleQuery(i));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await log0.close();
+    expect(eager).toEqual([1, 1, 1, 1, 1]);
   });
 });
 

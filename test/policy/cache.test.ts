@@ -1,0 +1,173 @@
+/**
+ * The decision cache's numeric templates: texts that differ only in numeric constants share one
+ * decision, and a shared decision is always the one the engine gives the text itself. Against a
+ * catalog read from the real server (a masked table and a plain one).
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import type { CompiledPolicy } from '../../api/compiled.js';
+import { DecisionCache, numericTemplate } from '../../policy/cache.js';
+import type { CatalogSnapshot } from '../../policy/catalog.js';
+import type { Decision } from '../../policy/decision.js';
+import { judge } from '../../policy/judge.js';
+import { initParser } from '../../policy/parser.js';
+import { customerMasking, exempt, loadCatalog, masked, policyOf, rule, sessionOf } from './fixtures.js';
+
+const SCHEMA = `cache_${process.pid}`;
+let client: pg.Client;
+let catalog: CatalogSnapshot;
+
+const policy: CompiledPolicy = policyOf({
+  rules: [
+    rule('no-orders-delete', 'Deny', { commands: ['DELETE'], objects: [`${SCHEMA}.orders`] }),
+    rule('no-drop', 'Deny', { commands: ['DROP *'] }),
+  ],
+  masking: [
+    {
+      name: 'shop/customer-pii',
+      columns: customerMasking(SCHEMA),
+      exemptSubjects: [{ kind: 'Group', name: 'pii-readers' }],
+    },
+  ],
+});
+
+beforeAll(async () => {
+  await initParser();
+  const pgInfo = inject('pg');
+  client = new pg.Client({ connectionString: pgInfo.url });
+  await client.connect();
+  await client.query(`create schema ${SCHEMA};
+    create table ${SCHEMA}.customers (id int primary key, name text, email text, ssn text, card_number text,
+      salary numeric(10,2), birth_date date, customer_ref text, country text);
+    create table ${SCHEMA}.orders (id int primary key, customer_id int, total numeric(10,2), note text)`);
+  catalog = await loadCatalog(client, policy);
+});
+
+afterAll(async () => {
+  await client?.query(`drop schema if exists ${SCHEMA} cascade`);
+  await client?.end();
+});
+
+/** A decision as data, without the keys an object literal leaves undefined. */
+const plain = (d: Decision) => JSON.parse(JSON.stringify(d));
+
+describe('numericTemplate', () => {
+  test('normalizes texts whose only constants are numbers', () => {
+    expect(numericTemplate('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;')).toBe(
+      'SELECT abalance FROM pgbench_accounts WHERE aid = $1;',
+    );
+    expect(numericTemplate('select * from t where a > 1.5e3 and b = $1 limit 10')).toBe(
+      'select * from t where a > $2 and b = $1 limit $3',
+    );
+  });
+
+  test('refuses texts that may hold another constant, a comment, or no constant at all', () => {
+    for (const sql of [
+      "select * from t where name = 'x' and id = 1",
+      "select * from t where id = 1 and b = E'\\x41'",
+      'select $$1$$, 2',
+      'select $tag$a$tag$, 2',
+      'select 1 /* app:checkout */',
+      'select 1 -- app',
+      'select 1\0',
+      'select * from t where id = $1',
+      'select a from t',
+    ]) {
+      expect(numericTemplate(sql), sql).toBeUndefined();
+    }
+  });
+});
+
+describe('DecisionCache with numeric templates', () => {
+  test('pgbench-style texts: one judgement, then hits that carry their own text', () => {
+    const cache = new DecisionCache(100);
+    const ctx = sessionOf(masked, catalog);
+    for (let aid = 1; aid <= 50; aid++) {
+      const sql = `SELECT total FROM ${SCHEMA}.orders WHERE id = ${aid * 7919};`;
+      const d = cache.judge(sql, ctx, policy);
+      expect(d.sql).toBe(sql);
+      expect(d.kind).toBe('allow');
+    }
+    expect(cache.misses).toBe(1);
+    expect(cache.templateHits).toBe(49);
+  });
+
+  test('a rule denial is shared; a masking rewrite is judged per text and keeps its own constants', () => {
+    const cache = new DecisionCache(100);
+    const ctx = sessionOf(masked, catalog);
+    const a = cache.judge(`DELETE FROM ${SCHEMA}.orders WHERE id = 1`, ctx, policy);
+    const b = cache.judge(`DELETE FROM ${SCHEMA}.orders WHERE id = 2`, ctx, policy);
+    expect([a.kind, a.rule, b.kind, b.rule]).toEqual([
+      'deny',
+      'no-orders-delete',
+      'deny',
+      'no-orders-delete',
+    ]);
+    expect(cache.templateHits).toBe(1);
+
+    const m1 = cache.judge(`SELECT email FROM ${SCHEMA}.customers WHERE id = 101`, ctx, policy);
+    const m2 = cache.judge(`SELECT email FROM ${SCHEMA}.customers WHERE id = 202`, ctx, policy);
+    expect(m1.kind).toBe('mask');
+    expect(m1.sql).toContain('101');
+    expect(m2.sql).toContain('202');
+    expect(m2.sql).not.toContain('101');
+    expect(cache.templateHits).toBe(1); // the masked texts were not shared
+  });
+
+  test('subjects and search paths do not share templates', () => {
+    const cache = new DecisionCache(100);
+    const asMasked = cache.judge(
+      `SELECT email FROM ${SCHEMA}.customers WHERE id = 1`,
+      sessionOf(masked, catalog),
+      policy,
+    );
+    const asExempt = cache.judge(
+      `SELECT email FROM ${SCHEMA}.customers WHERE id = 2`,
+      sessionOf(exempt, catalog),
+      policy,
+    );
+    expect(asMasked.kind).toBe('mask');
+    expect(asExempt.kind).toBe('allow');
+    const inSchema = { ...sessionOf(masked, catalog), searchPath: ['pg_catalog', SCHEMA] };
+    const plainPath = cache.judge('SELECT * FROM customers WHERE id = 3', sessionOf(masked, catalog), policy);
+    const schemaPath = cache.judge('SELECT * FROM customers WHERE id = 4', inSchema, policy);
+    expect(plainPath.kind).toBe('deny'); // no such relation on the default path
+    expect(schemaPath.kind).toBe('mask');
+    expect(cache.templateHits).toBe(0);
+  });
+
+  test('every cached decision equals the engine judging that text afresh', () => {
+    // Shapes where a number could plausibly matter: positions, limits, casts, catalog OIDs, nested
+    // statements, several statements, a masked table touched without its masked columns.
+    const shapes = [
+      (n: number) => `SELECT id, name FROM ${SCHEMA}.customers ORDER BY ${(n % 2) + 1} LIMIT ${n}`,
+      (n: number) => `SELECT id FROM ${SCHEMA}.customers GROUP BY ${(n % 1) + 1} OFFSET ${n}`,
+      (n: number) => `SELECT email, id FROM ${SCHEMA}.customers ORDER BY ${(n % 2) + 1}`,
+      (n: number) => `SELECT ${n}::regclass, ${n}::oid`,
+      (n: number) => `SELECT relname FROM pg_class WHERE oid = ${n}`,
+      (n: number) => `UPDATE ${SCHEMA}.orders SET total = total * ${n}.5 WHERE id = ${n}`,
+      (n: number) => `DELETE FROM ${SCHEMA}.orders WHERE id IN (${n}, ${n + 1}) RETURNING total`,
+      (n: number) =>
+        `WITH d AS (DELETE FROM ${SCHEMA}.orders WHERE id = ${n} RETURNING *) SELECT count(*) FROM d`,
+      (n: number) => `SELECT ${n}; SELECT name FROM ${SCHEMA}.customers WHERE id = ${n}`,
+      (n: number) => `EXPLAIN SELECT * FROM ${SCHEMA}.orders WHERE id = ${n}`,
+      (n: number) => `SELECT pg_sleep(0.${n})`,
+      (n: number) => `SET statement_timeout = ${n}`,
+      (n: number) =>
+        `SELECT * FROM ${SCHEMA}.orders o JOIN ${SCHEMA}.customers c ON c.id = o.customer_id WHERE o.id = ${n}`,
+      (n: number) => `FETCH ${n} FROM c${n % 3}`,
+      (n: number) => `SELECT lo_get(${n})`,
+    ];
+    const cache = new DecisionCache(1000);
+    for (const identity of [masked, exempt]) {
+      const ctx = sessionOf(identity, catalog);
+      for (const shape of shapes) {
+        for (const n of [1, 2, 3, 17, 2_147_483_647, 4_294_967_296]) {
+          const sql = shape(n);
+          expect(plain(cache.judge(sql, ctx, policy)), sql).toEqual(plain(judge(sql, ctx, policy)));
+        }
+      }
+    }
+    expect(cache.templateHits).toBeGreaterThan(50);
+  });
+});
