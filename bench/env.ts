@@ -79,7 +79,7 @@ export async function startDbguard(
   dir: string,
   audit: AuditStatements,
   cpuProfDir?: string,
-): Promise<{ service: Service; auditFile: string }> {
+): Promise<{ service: Service; auditFile: string; policyFile: string }> {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} not found: run \`npm run build\` first`);
   const policyFile = path.join(dir, `${name}.policy.yaml`);
   const auditFile = path.join(dir, `${name}.audit.jsonl`);
@@ -108,7 +108,7 @@ export async function startDbguard(
     ],
     port,
   );
-  return { service, auditFile };
+  return { service, auditFile, policyFile };
 }
 
 export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
@@ -202,4 +202,30 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
     await stop();
     throw err;
   }
+}
+
+/**
+ * The SQL the proxy sends upstream for `sql` as the bench's masked subject (trustuser), from
+ * `dbguard check` with the catalog of the bench database.
+ */
+export function maskedRewrite(policyFile: string, pgPort: number, sql: string): string {
+  const out = execFileSync(
+    process.execPath,
+    [
+      CLI,
+      'check',
+      '--policy-file',
+      policyFile,
+      '--as',
+      'dbuser:trustuser',
+      '--upstream',
+      `postgres://trustuser@127.0.0.1:${pgPort}/app`,
+      sql,
+    ],
+    { encoding: 'utf8' },
+  );
+  const decision = JSON.parse(out) as { decision: string; rewrittenSql?: string };
+  if (decision.decision !== 'mask' || !decision.rewrittenSql)
+    throw new Error(`dbguard check did not mask ${sql}: ${out}`);
+  return decision.rewrittenSql;
 }

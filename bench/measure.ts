@@ -12,6 +12,8 @@ export interface SelectVariant {
   login: WireLogin;
   /** sample this process's RSS while the query runs */
   pid?: number;
+  /** another text than the common one (the masked rewrite run directly) */
+  sql?: string;
 }
 
 export interface SelectResult {
@@ -51,7 +53,7 @@ export async function bigSelect(
         if (v.pid && !before.has(v.label)) before.set(v.label, rssOf(v.pid));
         const sampler = v.pid ? sampleRss(v.pid) : undefined;
         const cpu0 = v.pid && cpuMsOf ? cpuMsOf(v.pid) : 0;
-        const res = await c.query(sql);
+        const res = await c.query(v.sql ?? sql);
         if (v.pid && cpuMsOf) cpu.get(v.label)!.push(cpuMsOf(v.pid) - cpu0);
         const peak = sampler?.stop();
         if (peak !== undefined) peaks.set(v.label, Math.max(peaks.get(v.label) ?? 0, peak));

@@ -5,7 +5,7 @@
  * tables and whether each target of issue #9 holds. `--help` lists the flags.
  */
 import fs from 'node:fs';
-import { type BenchEnv, startDbguard, startEnv, type TargetName } from './env.js';
+import { type BenchEnv, maskedRewrite, startDbguard, startEnv, type TargetName } from './env.js';
 import { bigSelect, type IdleResult, idleConnections, type SelectResult } from './measure.js';
 import { type PgbenchMode, type PgbenchResult, runPgbench } from './pgbench.js';
 import { measurePolicyCost, type PolicyCost } from './policy-bench.js';
@@ -315,6 +315,15 @@ function selectReport(results: SelectResult[], checks: Check[]): string {
     r.proxyCpuMs !== undefined ? fmt(r.proxyCpuMs) : '-',
   ]);
   const masked = results.find((r) => r.label === 'dbguard (masked)');
+  const rewrite = results.find((r) => r.label === 'direct (masked rewrite)');
+  if (masked && rewrite) {
+    const ratio = masked.rowsPerSec / rewrite.rowsPerSec;
+    checks.push({
+      target: '(floor) masked SELECT through dbguard ÷ its rewrite run directly',
+      value: fmt(ratio, 2),
+      ok: ratio >= 0.8,
+    });
+  }
   if (masked) {
     const ratio = masked.rowsPerSec / direct.rowsPerSec;
     checks.push({
@@ -453,9 +462,12 @@ async function main(): Promise<void> {
       const dbg = { port: fresh.service.port, pid: fresh.service.pid };
       const warm = await WireClient.connect(login(dbg.port, 'trustuser'));
       await warm.query('SELECT * FROM customers LIMIT 10').finally(() => warm.close());
+      // What the server itself costs to compute the masks: the proxy's rewrite, run directly.
+      const rewrite = maskedRewrite(fresh.policyFile, e.pg.port, 'SELECT * FROM customers');
       const results = await bigSelect(
         [
           { label: 'direct (unmasked)', login: login(e.pg.port, 'trustuser') },
+          { label: 'direct (masked rewrite)', login: login(e.pg.port, 'trustuser'), sql: rewrite },
           { label: 'dbguard (masked)', login: login(dbg.port, 'trustuser'), pid: dbg.pid! },
           {
             label: 'dbguard (exempt, unmasked)',

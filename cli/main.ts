@@ -3,7 +3,15 @@
  * `dbguard`: one binary, one subcommand per component (contract §3). Each subcommand lives in its
  * own module and is loaded only when asked for, so `dbguard crds` does not load the proxy.
  */
+import { setFlagsFromString } from 'node:v8';
 import { UsageError } from './flags.js';
+
+// The SQL parser is PostgreSQL's own, compiled to WebAssembly. By default V8 recompiles its hot
+// functions with TurboFan in the background; for this module (the grammar is one huge function) that
+// holds about 80 MiB of memory for good, in every sidecar, to make a decision-cache miss 10-40%
+// faster. Baseline (Liftoff) code only: set before the module is compiled, i.e. before any command
+// loads. DBGUARD_PARSER_OPTIMIZE=true keeps V8's default. See docs/benchmarks.md (memory).
+if (process.env.DBGUARD_PARSER_OPTIMIZE !== 'true') setFlagsFromString('--liftoff-only');
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 

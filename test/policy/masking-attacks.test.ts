@@ -11,6 +11,7 @@ import type { CompiledPolicy } from '../../api/compiled.js';
 import type { Decision } from '../../policy/decision.js';
 import type { Identity } from '../../policy/identity.js';
 import { judge } from '../../policy/judge.js';
+import { maskExpression } from '../../policy/mask-expr.js';
 import { initParser } from '../../policy/parser.js';
 import { customerMasking, exempt, loadCatalog, masked, policyOf } from './fixtures.js';
 
@@ -409,6 +410,28 @@ describe('masking attacks: no seeded value reaches a masked subject', () => {
 });
 
 describe('masked formats and the exempt subject', () => {
+  test('Email keeps the first character and the domain after the last @, whatever the value', async () => {
+    const expr = maskExpression(
+      'e',
+      { name: 'e', type: 'text', attnum: 1, category: 'S' },
+      { schema: 's', table: 't', column: 'e', strategy: 'Email', rule: 'r' },
+    );
+    const r = await admin.query({
+      text: `select ${expr} from (values (1, 'alice@example.org'), (2, '"a@b"@x.example'), (3, '@only.org'),
+        (4, 'no-at-sign'), (5, ''), (6, null), (7, 'é@ü.de')) v(n, e) order by n`,
+      rowMode: 'array',
+    });
+    expect(r.rows.map((x) => x[0])).toEqual([
+      'a***@example.org',
+      '"***@x.example',
+      '***@only.org',
+      'n***',
+      '***',
+      null,
+      'é***@ü.de',
+    ]);
+  });
+
   test('masked values have the documented formats', async () => {
     const o = await attempt('select * from customers order by id', masked);
     const row = lastRows(o.result)[0];
