@@ -37,7 +37,12 @@ export async function startService(
   cmd: string,
   args: string[],
   port: number,
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    timeoutMs?: number;
+    /** every chunk the process writes (stdout and stderr), for callers that need more than the tail */
+    onOutput?: (chunk: string) => void;
+  } = {},
 ): Promise<Service> {
   const child: ChildProcess = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -46,6 +51,7 @@ export async function startService(
   let out = '';
   const keep = (d: Buffer) => {
     out = (out + d.toString()).slice(-4000);
+    opts.onOutput?.(d.toString());
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);

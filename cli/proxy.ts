@@ -57,6 +57,11 @@ export const FLAGS: FlagSpec[] = [
     help: 'give up connecting to the upstream after this long',
   },
   {
+    name: 'auth-timeout',
+    default: '60s',
+    help: 'a client must finish start-up and login within this long, as authentication_timeout',
+  },
+  {
     name: 'max-message-size',
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
     help: 'largest client message in bytes',
@@ -276,6 +281,13 @@ export async function run(argv: string[]): Promise<number> {
         flags.get('upstream-connect-timeout') ?? '10s',
         'upstream-connect-timeout',
       ),
+      authTimeoutMs: (() => {
+        // 0 is not "never" here: the start-up reads would time out at once and refuse every client.
+        // PostgreSQL's own range (1 s – 600 s) is kept loose: 1 ms – 24 h, like the other timeouts.
+        const ms = parseDurationMs(flags.get('auth-timeout') ?? '60s', 'auth-timeout');
+        if (ms < 1 || ms > 24 * 3600 * 1000) throw new UsageError('--auth-timeout: from 1ms to 24h');
+        return ms;
+      })(),
       ...(policyFiles.length ? { policyFiles, initialPolicy: policy } : {}),
       policyName: flags.get('policy'),
       // the operator serves the policy (unless files are given) and takes approval requests

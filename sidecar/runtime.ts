@@ -33,6 +33,8 @@ export interface SidecarOptions {
   /** end sessions idle this long (57P05); 0 or absent: never */
   idleTimeoutMs?: number;
   upstreamConnectTimeoutMs?: number;
+  /** start-up and login, on both sides, must finish within it; default 60 s (startProxy's) */
+  authTimeoutMs?: number;
   /** policy from files (reloaded when they change) ... */
   policyFiles?: string[];
   policyName?: string;
@@ -214,6 +216,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
     ...(opts.upstreamConnectTimeoutMs ? { upstreamConnectTimeoutMs: opts.upstreamConnectTimeoutMs } : {}),
+    ...(opts.authTimeoutMs ? { authTimeoutMs: opts.authTimeoutMs } : {}),
     logger: log,
   });
 

@@ -1,31 +1,31 @@
 /**
  * The soak run (issue #10): many concurrent clients through one governed proxy with a mixed workload
  * (plain reads, masked reads, writes, denied statements, COPY in and out, cancels) for a set time.
- * It passes when: no unexpected error; RSS after warm-up grows by at most `maxRssGrowth`; no file
- * descriptor, proxy session or server backend is left once the clients are gone; and the audit
- * trail holds exactly one query event per statement the clients ran.
+ * It passes when: no unexpected error; the proxy's RSS after warm-up does not trend up by more than
+ * `maxRssGrowth` (a least-squares line over one sample a second, see trend.ts); no file descriptor,
+ * proxy session or server backend is left once the clients are gone; and the audit trail holds
+ * exactly one query event per statement the clients ran.
  *
- * The proxy runs in this process together with the load generator, so the RSS and descriptor
- * figures cover both: a leak in either shows.
+ * By default the proxy is its own process (the built CLI, soak-target.ts), so RSS and descriptors
+ * are the proxy's alone; `proxy: 'in-process'` runs it inside this process (figures then cover the
+ * load generator too).
  */
+import net from 'node:net';
 import { Writable } from 'node:stream';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import pg from 'pg';
 import postgres from 'postgres';
+import { type ProxyMode, startSoakTarget } from './soak-target.js';
 import {
-  compilePolicy,
+  clientEndsOf,
   fdTargets,
-  type GovernedProxy,
-  memoryLogger,
+  newDescriptors,
   openFds,
-  reliabilityPolicyYaml,
   reliabilitySchemaSql,
   rssMb,
   sleep,
-  startGovernedProxy,
   until,
 } from './support.js';
+import { type RssTrend, rssTrend, type Sample } from './trend.js';
 
 export interface SoakOptions {
   /** the PostgreSQL server behind the proxy; `admin` must be a superuser */
@@ -33,13 +33,20 @@ export interface SoakOptions {
   admin: { user: string; password: string };
   clients: number;
   durationMs: number;
+  /** the proxy as its own process (built CLI; default) or inside this process */
+  proxy?: ProxyMode;
   /**
-   * measured RSS growth starts after this and once every client ran 3 statements (caches, pools and
+   * the RSS trend is fitted from then on, and once every client ran 3 statements (caches, pools and
    * the V8 heap fill up first); default 40% of the duration, at least 3 s
    */
   warmupMs?: number;
-  /** allowed RSS growth after warm-up, as a fraction; default 0.10 */
+  /** allowed RSS growth along the post-warm-up trend line, as a fraction; default 0.10 */
   maxRssGrowth?: number;
+  /**
+   * descriptors of the proxy must be back to their count before the clients within this long after
+   * the last client closed; default 10 s
+   */
+  fdSettleMs?: number;
   /** clients connecting at once (SCRAM costs CPU); default 25 */
   connectConcurrency?: number;
   progress?: (line: string) => void;
@@ -50,6 +57,7 @@ type Op = 'read' | 'masked' | 'write' | 'denied' | 'copyIn' | 'copyOut' | 'cance
 export interface SoakResult {
   ok: boolean;
   failures: string[];
+  proxy: ProxyMode;
   clients: number;
   durationMs: number;
   statements: number;
@@ -59,9 +67,33 @@ export interface SoakResult {
   unexpectedErrors: number;
   unexpectedSamples: string[];
   statementsPerSecond: number;
-  /** after warm-up (0: warm-up never ended, the run was too short), peak after it, at the end */
-  rss: { afterWarmupMb: number; maxAfterWarmupMb: number; endMb: number; growth: number };
-  fds: { before: number; peak: number; after: number };
+  /**
+   * the proxy's RSS: the trend line over the post-warm-up samples (undefined: warm-up never ended)
+   * and every sample (seconds since the load started, MiB), to plot or refit
+   */
+  rss: { warmupEndMs: number; trend?: RssTrend; samples: [number, number][] };
+  /** RSS of the load generator (only different from the proxy's in process mode), MiB */
+  generatorRss: { startMb: number; endMb: number };
+  /**
+   * the proxy's descriptors: before the clients, peak, when the last client had closed `settleMs`
+   * ago, and how long they took to come back to the baseline (-1: not within 75 s)
+   */
+  fds: {
+    before: number;
+    peak: number;
+    afterSettle: number;
+    backToBaselineMs: number;
+    extra: string[];
+    /** connections to the proxy's port still open then, with the process holding the client end */
+    clientEnds: string[];
+    /**
+     * of those, held by another process than this load generator: connections that are not the
+     * soak's (on a shared machine, something else dialled the port); not counted against the proxy
+     */
+    foreign: number;
+  };
+  /** the load generator's own descriptors (process mode), before and after its clients closed */
+  generatorFds: { before: number; after: number; extra: string[] };
   auditQueryEvents: number;
   auditSessions: { start: number; end: number };
   proxyErrorLines: number;
@@ -69,21 +101,13 @@ export interface SoakResult {
   leftoverBackends: number;
 }
 
-/** Full GC when possible, so that RSS samples compare live memory, not garbage. */
-function gc(): void {
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    (vm.runInNewContext('gc') as () => void)();
-  } catch {
-    /* not available: samples carry some garbage */
-  }
-}
-
 export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const say = opts.progress ?? (() => {});
+  const mode = opts.proxy ?? 'process';
   const schema = `soak_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
   const warmupMs = opts.warmupMs ?? Math.max(3000, Math.round(opts.durationMs * 0.4));
   const maxGrowth = opts.maxRssGrowth ?? 0.1;
+  const settleMs = opts.fdSettleMs ?? 10_000;
   const su = new pg.Client({
     host: opts.upstream.host,
     port: opts.upstream.port,
@@ -93,19 +117,21 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   await su.connect();
   await su.query(reliabilitySchemaSql(schema, 1000));
 
-  const log = memoryLogger();
-  let gp: GovernedProxy | undefined;
   const failures: string[] = [];
+  const target = await startSoakTarget({ mode, schema, upstream: opts.upstream }).catch(async (err) => {
+    await su.end();
+    throw err;
+  });
   try {
-    gp = await startGovernedProxy({
-      policy: compilePolicy(reliabilityPolicyYaml({ schema, upstreamPort: opts.upstream.port })),
-      upstream: { ...opts.upstream, sslmode: 'disable' },
-      logger: log,
-    });
-    const port = gp.proxy.port;
-    const fdsBefore = openFds();
-    const fdMapBefore = fdTargets();
+    const port = target.port;
+    say(`proxy ${mode === 'process' ? `process ${target.pid}` : 'in this process'} on port ${port}`);
+    await sleep(500); // let the fresh process finish its start-up allocations
+    const fdsBefore = target.fds();
+    const fdMapBefore = target.fdTargets();
     let fdsPeak = fdsBefore;
+    const genFdsBefore = openFds();
+    const genFdMapBefore = fdTargets();
+    const genRssStart = rssMb();
 
     // --- clients: most are node-postgres, every tenth is postgres.js (COPY streams and cancels)
     const byOp: Record<Op, number> = {
@@ -273,31 +299,28 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       conns.push(...batch);
     }
     say(
-      `${conns.length} clients connected; ${gp.proxy.activeSessions} proxy sessions; running ${opts.durationMs} ms`,
+      `${conns.length} clients connected; ${await target.activeSessions()} proxy sessions; running ${opts.durationMs} ms`,
     );
 
     const t0 = Date.now();
     const workers = conns.map((x, i) =>
       x.kind === 'pg' ? pgWorker(x.c, i) : pgjsWorker(x.sql, i, i % 20 === 9 ? 'copy' : 'cancel'),
     );
-    let rssWarm = 0;
-    let rssMax = 0;
+    const rssSamples: Sample[] = [];
+    let warmupEndMs = 0;
     const ticker = (async () => {
       let lastStatements = 0;
       while (Date.now() - t0 < opts.durationMs) {
         await sleep(Math.min(1000, opts.durationMs / 10));
         const el = Date.now() - t0;
-        fdsPeak = Math.max(fdsPeak, openFds());
-        if (el >= warmupMs && statements >= conns.length * 3) {
-          if (!rssWarm) {
-            gc();
-            rssWarm = rssMb();
-          }
-          rssMax = Math.max(rssMax, rssMb());
-        }
+        const fds = target.fds();
+        fdsPeak = Math.max(fdsPeak, fds);
+        const mb = target.rssMb();
+        rssSamples.push({ t: el, mb });
+        if (!warmupEndMs && el >= warmupMs && statements >= conns.length * 3) warmupEndMs = el;
         if (el % 5000 < 1000 || el >= opts.durationMs) {
           say(
-            `t=${(el / 1000).toFixed(0)}s statements=${statements} (+${statements - lastStatements}) rss=${rssMb().toFixed(0)}MiB fds=${openFds()} unexpected=${unexpected}`,
+            `t=${(el / 1000).toFixed(0)}s statements=${statements} (+${statements - lastStatements}) proxy rss=${mb.toFixed(0)}MiB fds=${fds}${mode === 'process' ? ` generator rss=${rssMb().toFixed(0)}MiB` : ''} unexpected=${unexpected}`,
           );
           lastStatements = statements;
         }
@@ -307,21 +330,54 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     stop = true;
     await Promise.all(workers);
     const elapsed = Date.now() - t0;
-    gc();
-    const rssEnd = rssMb();
-    // Garbage between samples can push one sample up; the end figure after a full GC is the one judged.
-    const growth = rssWarm ? (rssEnd - rssWarm) / rssWarm : 0;
+    const genRssEnd = rssMb();
+    const trend = warmupEndMs ? rssTrend(rssSamples, warmupEndMs) : undefined;
 
     say('closing clients');
     await Promise.all(
       conns.map((x) => (x.kind === 'pg' ? x.c.end().catch(() => {}) : x.sql.end({ timeout: 5 }))),
     );
-    await until('proxy sessions closed', () => gp!.proxy.activeSessions === 0, 15_000).catch(() => undefined);
-    const leftoverSessions = gp.proxy.activeSessions;
-    // A connection still in its start-up phase is bounded by the proxy's login timeout (60 s): wait
-    // past it, so that what remains is a leak and not a slow close.
-    await until('descriptors released', () => openFds() <= fdsBefore + 2, 75_000, 500).catch(() => undefined);
-    const fdsAfter = openFds();
+    const closedAt = Date.now();
+    await until('proxy sessions closed', async () => (await target.activeSessions()) === 0, 15_000).catch(
+      () => undefined,
+    );
+    const leftoverSessions = await target.activeSessions();
+    // Descriptors must be back within `settleMs`; the wait goes on to 75 s (past the proxy's 60 s
+    // login timeout) to tell a slow close (bounded) from a leak, and what is left at `settleMs` is
+    // described on both sides (which connection, which state).
+    let backToBaselineMs = -1;
+    let afterSettle = -1;
+    let extra: string[] = [];
+    let genExtra: string[] = [];
+    let clientEnds: string[] = [];
+    let foreign = 0;
+    for (;;) {
+      const el = Date.now() - closedAt;
+      const n = target.fds();
+      if (n <= fdsBefore + 2) {
+        backToBaselineMs = el;
+        if (afterSettle < 0) afterSettle = n;
+        break;
+      }
+      if (afterSettle < 0 && el >= settleMs) {
+        afterSettle = n;
+        extra = newDescriptors(target.pid, fdMapBefore);
+        genExtra = newDescriptors('self', genFdMapBefore);
+        say(`descriptors ${settleMs} ms after the clients closed: ${n} (before: ${fdsBefore})`);
+        for (const d of extra) say(`  proxy ${d}`);
+        for (const d of genExtra) say(`  generator ${d}`);
+        for (const d of socketOwners(port)) say(`  socket ${d}`);
+        clientEnds = clientEndsOf(port);
+        for (const d of clientEnds) say(`  client end ${d}`);
+        // an end with no process (closed, FIN sent) is not foreign: the proxy should have closed too
+        foreign = clientEnds.filter((l) => /pid=\d+,/.test(l) && !l.includes(`pid=${process.pid},`)).length;
+      }
+      if (el > 75_000) break;
+      await sleep(250);
+    }
+    const fdsAfterWait = target.fds();
+    const genFdsAfter = openFds();
+    if (!genExtra.length && genFdsAfter > genFdsBefore + 2) genExtra = newDescriptors('self', genFdMapBefore);
     const leftoverBackends = Number(
       (
         await su.query(
@@ -330,24 +386,24 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       ).rows[0].n,
     );
 
-    const events = await gp.auditEvents();
-    const queryEvents = events.filter((e) => e.event === 'query').length;
-    const sessionStart = events.filter((e) => e.event === 'session.start').length;
-    const sessionEnd = events.filter((e) => e.event === 'session.end').length;
-    const proxyErrorLines = log.lines.filter((l) => l.level === 'error').length;
+    await target.stop(); // flushes and closes the audit trail
+    const counts = await target.auditCounts();
+    const queryEvents = counts.get('query') ?? 0;
+    const sessionStart = counts.get('session.start') ?? 0;
+    const sessionEnd = counts.get('session.end') ?? 0;
+    const proxyErrorLines = target.errorLines();
 
     if (unexpected > 0) failures.push(`${unexpected} unexpected errors (${samples.slice(0, 3).join(' | ')})`);
-    if (!rssWarm) failures.push('the run ended before warm-up did: make it longer');
-    if (growth > maxGrowth)
+    if (!trend) failures.push('the run ended before warm-up did: make it longer');
+    else if (trend.growth > maxGrowth)
       failures.push(
-        `RSS grew ${(growth * 100).toFixed(1)}% after warm-up (limit ${(maxGrowth * 100).toFixed(0)}%)`,
+        `RSS trend grew ${(trend.growth * 100).toFixed(1)}% after warm-up (${trend.fitStartMb.toFixed(0)} → ${trend.fitEndMb.toFixed(0)} MiB; limit ${(maxGrowth * 100).toFixed(0)}%)`,
       );
-    if (fdsAfter > fdsBefore + 2) {
-      const extra = [...fdTargets()]
-        .filter(([fd, t]) => fdMapBefore.get(fd) !== t)
-        .map(([fd, t]) => `${fd}→${t}`);
+    const settled =
+      (backToBaselineMs >= 0 && backToBaselineMs <= settleMs) || afterSettle - foreign <= fdsBefore + 2;
+    if (!settled) {
       failures.push(
-        `file descriptors: ${fdsBefore} before, ${fdsAfter} after (new: ${extra.slice(0, 12).join(', ')})`,
+        `file descriptors: ${fdsBefore} before, ${afterSettle} ${settleMs} ms after the clients closed, ${fdsAfterWait} after 75 s (new: ${extra.slice(0, 12).join(', ')})`,
       );
     }
     if (leftoverSessions) failures.push(`${leftoverSessions} proxy sessions left`);
@@ -358,11 +414,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       failures.push(
         `audit: ${sessionStart} session.start / ${sessionEnd} session.end for ${conns.length} sessions`,
       );
-    if (proxyErrorLines) failures.push(`${proxyErrorLines} error lines in the proxy log`);
+    if (proxyErrorLines.length)
+      failures.push(`${proxyErrorLines.length} error lines in the proxy log: ${proxyErrorLines[0]}`);
 
     return {
       ok: failures.length === 0,
       failures,
+      proxy: mode,
       clients: conns.length,
       durationMs: elapsed,
       statements,
@@ -372,23 +430,59 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       unexpectedSamples: samples,
       statementsPerSecond: Math.round((statements / elapsed) * 1000),
       rss: {
-        afterWarmupMb: round(rssWarm),
-        maxAfterWarmupMb: round(rssMax),
-        endMb: round(rssEnd),
-        growth: round(growth, 3),
+        warmupEndMs,
+        ...(trend ? { trend: roundTrend(trend) } : {}),
+        samples: rssSamples.map((x) => [round(x.t / 1000), round(x.mb)]),
       },
-      fds: { before: fdsBefore, peak: fdsPeak, after: fdsAfter },
+      generatorRss: { startMb: round(genRssStart), endMb: round(genRssEnd) },
+      fds: { before: fdsBefore, peak: fdsPeak, afterSettle, backToBaselineMs, extra, clientEnds, foreign },
+      generatorFds: { before: genFdsBefore, after: genFdsAfter, extra: genExtra },
       auditQueryEvents: queryEvents,
       auditSessions: { start: sessionStart, end: sessionEnd },
-      proxyErrorLines,
+      proxyErrorLines: proxyErrorLines.length,
       leftoverSessions,
       leftoverBackends,
     };
   } finally {
-    await gp?.close();
+    await target.stop();
+    target.removeFiles();
     await su.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {});
     await su.end();
   }
 }
 
+/**
+ * Sockets of this process connected to or accepted on `port`, with the names of their listeners:
+ * says which library a socket left open belongs to (postgres.js names its handlers `connected`,
+ * `data`, `closed`; node-postgres and the proxy use their own).
+ */
+function socketOwners(port: number): string[] {
+  const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
+  return handles
+    .filter((h): h is net.Socket => h instanceof net.Socket)
+    .filter((s) => s.remotePort === port || s.localPort === port)
+    .map((s) => {
+      const names = (ev: string) =>
+        s
+          .listeners(ev)
+          .map((f) => (f as { name?: string }).name || 'anonymous')
+          .join('+');
+      const side = s.remotePort === port ? 'client' : 'proxy';
+      return `${side} ${s.localPort}->${s.remotePort} read=${s.bytesRead} written=${s.bytesWritten} connecting=${s.connecting} destroyed=${s.destroyed} data:[${names('data')}] close:[${names('close')}] connect:[${names('connect')}] end:[${names('end')}]`;
+    });
+}
+
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function roundTrend(t: RssTrend): RssTrend {
+  return {
+    ...t,
+    fitStartMb: round(t.fitStartMb),
+    fitEndMb: round(t.fitEndMb),
+    slopeMbPerMin: round(t.slopeMbPerMin, 2),
+    growth: round(t.growth, 4),
+    minMb: round(t.minMb),
+    medianMb: round(t.medianMb),
+    maxMb: round(t.maxMb),
+  };
+}

@@ -3,10 +3,12 @@
  * files → Governor → audit trail → proxy), a TCP relay that can stall, and process measurements
  * (RSS, open file descriptors).
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { initParser } from '../../policy/engine.js';
 import { loadPolicyFiles } from '../../policy/load.js';
@@ -233,22 +235,22 @@ export class TcpRelay {
   }
 }
 
-/** Open file descriptors of this process (Linux), or -1 where /proc is missing. */
-export function openFds(): number {
+/** Open file descriptors of a process (this one by default; Linux), or -1 where /proc is missing. */
+export function openFds(pid: number | 'self' = 'self'): number {
   try {
-    return fs.readdirSync('/proc/self/fd').length;
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
   } catch {
     return -1;
   }
 }
 
 /** What each open descriptor points to (`socket:[...]`, a path, `anon_inode:[eventfd]` ...). */
-export function fdTargets(): Map<string, string> {
+export function fdTargets(pid: number | 'self' = 'self'): Map<string, string> {
   const out = new Map<string, string>();
   try {
-    for (const fd of fs.readdirSync('/proc/self/fd')) {
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
       try {
-        out.set(fd, fs.readlinkSync(`/proc/self/fd/${fd}`));
+        out.set(fd, fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
       } catch {
         /* closed meanwhile */
       }
@@ -257,6 +259,107 @@ export function fdTargets(): Map<string, string> {
     /* no /proc */
   }
   return out;
+}
+
+const TCP_STATES: Record<string, string> = {
+  '01': 'ESTABLISHED',
+  '02': 'SYN_SENT',
+  '03': 'SYN_RECV',
+  '04': 'FIN_WAIT1',
+  '05': 'FIN_WAIT2',
+  '06': 'TIME_WAIT',
+  '07': 'CLOSE',
+  '08': 'CLOSE_WAIT',
+  '09': 'LAST_ACK',
+  '0A': 'LISTEN',
+  '0B': 'CLOSING',
+};
+
+/** `0100007F:1F90` (little-endian IPv4 as /proc/net/tcp writes it) → `127.0.0.1:8080`. */
+function procAddr(hex: string): string {
+  const [ip = '', port = '0'] = hex.split(':');
+  const p = Number.parseInt(port, 16);
+  if (ip.length === 8) {
+    const b = ip.match(/../g)!.map((x) => Number.parseInt(x, 16));
+    return `${b.reverse().join('.')}:${p}`;
+  }
+  return `[v6]:${p}`;
+}
+
+/**
+ * TCP sockets by inode (from /proc/PID/net/tcp and tcp6): local and remote address and state, to
+ * say what a `socket:[inode]` descriptor left open is (a client of the proxy, an upstream
+ * connection, a listener).
+ */
+export function tcpSockets(pid: number | 'self' = 'self'): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const f of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(`/proc/${pid}/net/${f}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      out.set(c[9]!, `${procAddr(c[1]!)}->${procAddr(c[2]!)} ${TCP_STATES[c[3]!] ?? c[3]}`);
+    }
+  }
+  return out;
+}
+
+/** The descriptors of `pid` not in `before` (same number and target), sockets described. */
+export function newDescriptors(pid: number | 'self', before: Map<string, string>): string[] {
+  const sockets = tcpSockets(pid);
+  return [...fdTargets(pid)]
+    .filter(([fd, t]) => before.get(fd) !== t)
+    .map(([fd, t]) => {
+      const inode = /^socket:\[(\d+)\]$/.exec(t)?.[1];
+      const tcp = inode ? sockets.get(inode) : undefined;
+      return `${fd}→${t}${tcp ? ` (${tcp})` : ''}`;
+    });
+}
+
+/**
+ * Which processes hold the client ends of connections to `port` (from `ss -tanp`, with each owner's
+ * command line): tells whose connection a descriptor left open on the proxy's side is. Empty when
+ * `ss` is missing.
+ */
+export function clientEndsOf(port: number): string[] {
+  let out = '';
+  try {
+    out = execFileSync('ss', ['-tanpH', 'dport', '=', `:${port}`], { encoding: 'utf8', timeout: 5000 });
+  } catch {
+    return [];
+  }
+  const cmd = new Map<string, string>();
+  return out
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => {
+      const pid = /pid=(\d+)/.exec(l)?.[1];
+      if (pid && !cmd.has(pid)) {
+        try {
+          cmd.set(pid, fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').slice(0, 160));
+        } catch {
+          cmd.set(pid, '?');
+        }
+      }
+      return `${l.trim().replace(/\s+/g, ' ')}${pid ? ` [${cmd.get(pid)}]` : ''}`;
+    });
+}
+
+/** Audit events by type (`query`, `session.start` ...), read line by line (the file can be large). */
+export async function countAuditEvents(file: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const lines = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    const ev = String((JSON.parse(line) as { event?: unknown }).event);
+    counts.set(ev, (counts.get(ev) ?? 0) + 1);
+  }
+  return counts;
 }
 
 /** Resident set size of this process in MiB. */

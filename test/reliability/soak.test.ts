@@ -2,7 +2,8 @@
  * A short soak in the test suite (issue #10): `npm run soak` runs the same for as long as asked.
  * Clients, duration and warm-up come from DBGUARD_SOAK_CLIENTS / DBGUARD_SOAK_MS (defaults: 500
  * clients, 20 s). It runs against its own PostgreSQL cluster: 500 sessions would starve the
- * server the other tests share.
+ * server the other tests share. The proxy is the built CLI in its own process (`npm run build`
+ * first), as in `npm run soak`.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runSoak } from '../../bench/reliability/soak-core.js';
@@ -23,17 +24,24 @@ it('500 concurrent clients, mixed workload: no unexpected error, no leak, one au
     admin: { user: 'postgres', password: 'postgres' },
     clients,
     durationMs,
-    // 20 s on a shared 2-core machine is too short for a steady heap: the suite allows 25%; the
-    // issue's 10% is judged by `npm run soak` runs of 90 s and more (docs/reliability.md).
+    // 12 s of post-warm-up samples on a shared 2-core machine is too short a line to hold to 10%
+    // (the heap still fills its new space): the suite allows 25%, and 30 s for 500 clients'
+    // descriptors to close under load; the issue's 10% and 10 s are judged by `npm run soak` runs
+    // of minutes (docs/reliability.md).
     maxRssGrowth: Number(process.env.DBGUARD_SOAK_MAX_RSS_GROWTH ?? 0.25),
+    fdSettleMs: 30_000,
     progress: (l) => {
       lines.push(l);
       if (process.env.DBGUARD_SOAK_VERBOSE) process.stderr.write(`${l}\n`);
     },
   });
-  console.log(JSON.stringify({ ...r, progress: lines }, null, 1));
+  console.log(
+    JSON.stringify({ ...r, rss: { ...r.rss, samples: r.rss.samples.length }, progress: lines }, null, 1),
+  );
   expect(r.failures).toEqual([]);
   expect(r.clients).toBe(clients);
+  expect(r.proxy).toBe('process');
+  expect(r.rss.trend?.samples).toBeGreaterThanOrEqual(3);
   for (const op of Object.values(r.byOp)) expect(op).toBeGreaterThan(0);
   expect(r.ok).toBe(true);
 }, 480_000);

@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -192,5 +193,96 @@ describe('dbguard proxy (CLI process)', () => {
     ]).catch((e) => e);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('no such file');
+  });
+});
+
+describe('dbguard proxy --auth-timeout (CLI process)', () => {
+  const server = inject('pg');
+  let dir: string;
+
+  beforeAll(() => {
+    if (!fs.existsSync(CLI)) throw new Error('run `npm run build` first: the test drives the built CLI');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-cli-auth-'));
+    fs.writeFileSync(path.join(dir, 'policy.yaml'), policyYaml(server.port));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('closes a client that connects and sends nothing after the timeout, with FATAL 08006', async () => {
+    const port = await freePort();
+    let stderr = '';
+    const proc = spawn(
+      process.execPath,
+      [
+        CLI,
+        'proxy',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--policy-file',
+        path.join(dir, 'policy.yaml'),
+        '--audit-log',
+        path.join(dir, 'audit.jsonl'),
+        '--auth-timeout',
+        '800ms',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    proc.stderr!.on('data', (d) => {
+      stderr += d;
+    });
+    try {
+      await until('proxy listening', () => stderr.includes('"listening"'));
+      const sock = net.connect(port, '127.0.0.1');
+      const t0 = Date.now();
+      let received = Buffer.alloc(0);
+      sock.on('data', (d) => {
+        received = Buffer.concat([received, d]);
+      });
+      sock.on('error', () => {});
+      const closedAfter = await new Promise<number>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('not closed within 10 s')), 10_000);
+        sock.on('close', () => {
+          clearTimeout(t);
+          resolve(Date.now() - t0);
+        });
+      });
+      // not before the timeout, and well before the 60 s default
+      expect(closedAfter).toBeGreaterThanOrEqual(700);
+      expect(closedAfter).toBeLessThan(5000);
+      expect(received[0]).toBe('E'.charCodeAt(0));
+      expect(received.toString('latin1')).toContain('C08006');
+      await until('timeout logged', () => stderr.includes('start-up timed out'));
+      // a client that does log in within the timeout is unaffected
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'app', password: 'app', database: 'app' });
+      await c.connect();
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await c.end();
+    } finally {
+      // With no session left, SIGTERM must end the process promptly (the 30 s shutdown timeout is
+      // for running statements only).
+      const t0 = Date.now();
+      proc.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const exited = await Promise.race([
+        new Promise<boolean>((r) => proc.once('exit', () => r(true))),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(false), 15_000);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!exited) proc.kill('SIGKILL');
+      expect(exited, `no exit ${Date.now() - t0} ms after SIGTERM; log: ${stderr.slice(-1500)}`).toBe(true);
+    }
+  });
+
+  it('refuses a zero or malformed DBGUARD_AUTH_TIMEOUT with a line naming the flag', async () => {
+    for (const value of ['0', 'soon']) {
+      const res = await run(
+        process.execPath,
+        [CLI, 'proxy', '--policy-file', path.join(dir, 'policy.yaml'), '--listen', '127.0.0.1:0'],
+        { env: { ...process.env, DBGUARD_AUTH_TIMEOUT: value } },
+      ).catch((e) => e);
+      expect(res.code).not.toBe(0);
+      expect(res.stderr).toContain('--auth-timeout');
+    }
   });
 });
