@@ -341,24 +341,22 @@ class AuditLogImpl implements AuditLog {
 
   /** One buffer per batch: seq and prev are assigned here, in write order. */
   private serialize(batch: AuditEvent[]): Buffer {
-    const parts: Buffer[] = [];
+    let text = '';
     if (this.pendingPrefix) {
-      parts.push(this.pendingPrefix);
+      text = this.pendingPrefix.toString('utf8');
       this.pendingPrefix = undefined;
     }
     for (const event of batch) {
       this.chain.seq += 1;
       // Same bytes as JSON.stringify({ ...event, seq, prev }) (events never carry seq or prev), without
-      // the spread copy, which costs V8 about 10 µs per event on the hot path.
+      // the spread copy, which costs V8 about 10 µs per event on the hot path. The hash reads the
+      // string as UTF-8, the bytes that are written: one buffer per batch, not one per line.
       const json = JSON.stringify(event);
-      const line = Buffer.from(
-        `${json.slice(0, -1)},"seq":${this.chain.seq},"prev":"${this.chain.prev}"}`,
-        'utf8',
-      );
+      const line = `${json.slice(0, -1)},"seq":${this.chain.seq},"prev":"${this.chain.prev}"}`;
       this.chain.prev = lineHash(line);
-      parts.push(line, NEWLINE);
+      text += `${line}\n`;
     }
-    return Buffer.concat(parts);
+    return Buffer.from(text, 'utf8');
   }
 
   /** Write one batch; retry a file sink with backoff, resuming after what was already written. */
@@ -421,7 +419,6 @@ class AuditLogImpl implements AuditLog {
   }
 }
 
-const NEWLINE = Buffer.from('\n');
 const DEFAULT_LINGER_MS = 5;
 
 /**
