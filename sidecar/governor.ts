@@ -138,6 +138,8 @@ export class Governor implements DecisionPoint {
   private writeAudit(st: SessionState, event: Parameters<AuditLog['write']>[0]): void {
     const audit = this.opts.audit;
     if (!audit) return;
+    // Room in the queue and nothing of this session's waiting: queued, in order, no promise needed.
+    if (!st.auditWait && audit.tryWrite(event)) return;
     const p = audit.write(event).then(
       () => {
         if (st.auditWait === p) st.auditWait = undefined;

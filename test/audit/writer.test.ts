@@ -233,6 +233,22 @@ describe('batching', () => {
     expect(await verifyAuditFiles([path])).toMatchObject({ ok: true, lines: 21 });
   });
 
+  it('tryWrite queues without a promise while there is room, and says no when the caller must wait', async () => {
+    const path = newPath('try');
+    const log = await openAuditLog(path, { lingerMs: 10_000, maxQueue: 2, maxBatch: 64 });
+    expect(log.tryWrite(sampleQuery(1))).toBe(true);
+    expect(log.tryWrite(sampleQuery(2))).toBe(true);
+    expect(log.tryWrite(sampleQuery(3))).toBe(false); // full: write() would make the caller wait
+    const waited = log.write(sampleQuery(3));
+    expect(log.tryWrite(sampleQuery(4))).toBe(false); // a writer is waiting: order comes first
+    await waited;
+    await log.flush();
+    expect(log.tryWrite(sampleQuery(4))).toBe(true);
+    await log.close();
+    expect(log.tryWrite(sampleQuery(5))).toBe(false);
+    expect(readLines(path).map((l) => JSON.parse(l).seq)).toEqual([1, 2, 3, 4]);
+  });
+
   it('a full batch is written without waiting for the linger; lingerMs 0 writes every turn', async () => {
     const path = newPath('full');
     const batches: number[] = [];
