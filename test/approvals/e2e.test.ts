@@ -40,15 +40,20 @@ let metrics: SidecarMetrics;
 const events: AuditEvent[] = [];
 const clients: pg.Client[] = [];
 
-const audit = {
+/** An in-memory audit log: every event the governor writes, in order. */
+const audit: AuditLog = {
   write: async (e: AuditEvent) => {
     events.push(e);
+  },
+  tryWrite: (e: AuditEvent) => {
+    events.push(e);
+    return true;
   },
   reopen: async () => {},
   flush: async () => {},
   close: async () => {},
   status: () => ({}) as ReturnType<AuditLog['status']>,
-} as AuditLog;
+};
 
 const direct = () => ({
   host: server.host,

@@ -218,7 +218,25 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
     GRANT ALL ON DATABASE app TO md5user, plainuser, trustuser;
     ${opts.setupSql ?? ''}
   `;
-  try {
+  // The port accepts connections before the server takes them ("the database system is starting up",
+  // 57P03, on a loaded machine): retry the connection, never a setup that has begun (nothing runs
+  // before the login succeeds).
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      runSetup();
+      break;
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString() ?? '';
+      if (!/the database system is starting up/.test(stderr) || Date.now() > deadline) {
+        await shutdown();
+        throw new Error(`cluster setup SQL failed: ${stderr || String(err)}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  function runSetup(): void {
     runAs(
       psqlBin,
       [
@@ -239,10 +257,6 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
       ],
       setup,
     );
-  } catch (err) {
-    await shutdown();
-    const e = err as { stderr?: Buffer };
-    throw new Error(`cluster setup SQL failed: ${e.stderr?.toString() ?? String(err)}`);
   }
 
   return {
