@@ -291,6 +291,16 @@ class AuditLogImpl implements AuditLog {
     };
   }
 
+  private someoneWaits(): boolean {
+    return (
+      this.waiters.length > 0 ||
+      this.reopenWaiters.length > 0 ||
+      this.flushers.length > 0 ||
+      this.closed ||
+      (this.opts.lingerMs ?? DEFAULT_LINGER_MS) <= 0
+    );
+  }
+
   /** Start the pump: after the linger delay, or at once when `urgent` or a batch is full. */
   private kick(urgent = false): void {
     if (this.pumping) return;
@@ -339,6 +349,10 @@ class AuditLogImpl implements AuditLog {
         this.written += batch.length;
         this.opts.observer?.written?.(batch);
         this.settleFlushers();
+        // Under steady traffic a write ends with a few new events queued: let them gather for the
+        // linger time (kick below) instead of writing them at once, or batches shrink to one event
+        // per write again. Someone waiting (room, flush, close, rotation) or a full batch goes now.
+        if (this.queue.length < this.maxBatch && !this.someoneWaits()) break;
       }
       this.settleFlushers();
     } catch (err) {
