@@ -288,3 +288,34 @@ export function parseSearchPath(value: string): string[] {
   }
   return out;
 }
+
+/**
+ * One snapshot object for every session that read the same catalog under the same policy with the
+ * same search_path, user and temp schema (a pool's connections, usually all of them). A snapshot lists
+ * every relation of the database, so a per-session copy costs tens of KiB per connection; shared, it
+ * costs one. Snapshots are never mutated after parseCatalog, which is what makes sharing safe.
+ */
+export class SnapshotInterner {
+  private readonly byKey = new Map<string, CatalogSnapshot>();
+
+  constructor(private readonly maxEntries = 64) {}
+
+  intern(policyVersion: string, snap: CatalogSnapshot): CatalogSnapshot {
+    const key = JSON.stringify([
+      policyVersion,
+      snap.version,
+      snap.searchPath,
+      snap.currentUser ?? null,
+      snap.tempSchema ?? null,
+    ]);
+    const known = this.byKey.get(key);
+    if (known) return known;
+    this.byKey.set(key, snap);
+    if (this.byKey.size > this.maxEntries) this.byKey.delete(this.byKey.keys().next().value!);
+    return snap;
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+}

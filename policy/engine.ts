@@ -12,6 +12,7 @@ export {
   maskedTablesOf,
   parseCatalog,
   parseSearchPath,
+  SnapshotInterner,
   searchPathQuery,
 } from './catalog.js';
 export { commandTag } from './command-tag.js';

@@ -25,6 +25,7 @@ import {
   parseSearchPath,
   predictSearchPath,
   type SessionContext,
+  SnapshotInterner,
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
@@ -120,6 +121,7 @@ function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pendi
 export class Governor implements DecisionPoint {
   readonly cache: DecisionCache;
   private readonly sessions = new Set<SessionHandle>();
+  private readonly snapshots = new SnapshotInterner();
 
   constructor(private readonly opts: GovernorOptions) {
     this.cache = opts.cache ?? new DecisionCache(20_000);
@@ -166,7 +168,7 @@ export class Governor implements DecisionPoint {
     }
     if (p && this.needsCatalog(p) && (st.catalogDirty || !st.catalog || st.catalogPolicy !== p.version)) {
       const r = await s.internalQuery(catalogQuery(p));
-      st.catalog = parseCatalog(r.rows);
+      st.catalog = this.snapshots.intern(p.version, parseCatalog(r.rows));
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
     }
