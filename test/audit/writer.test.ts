@@ -233,6 +233,27 @@ describe('batching', () => {
     expect(await verifyAuditFiles([path])).toMatchObject({ ok: true, lines: 21 });
   });
 
+  it('under steady traffic the batches stay large: what arrives during a write lingers too', async () => {
+    // A sink that takes 2 ms per write, and a statement every event-loop turn for 300 ms.
+    const slow = new Writable({ write: (_c, _e, cb) => setTimeout(cb, 2) });
+    const batches: number[] = [];
+    const log = await openAuditLog('-', {
+      stdout: slow,
+      lingerMs: 25,
+      observer: { written: (b) => batches.push(b.length) },
+    });
+    const until = Date.now() + 300;
+    let n = 0;
+    while (Date.now() < until) {
+      log.tryWrite(sampleQuery(++n));
+      await turn();
+    }
+    await log.close();
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(n);
+    // Writing at once after each 2 ms write would give a batch per write, well over 100 of them.
+    expect(batches.length).toBeLessThanOrEqual(Math.ceil(300 / 25) + 3);
+  });
+
   it('tryWrite queues without a promise while there is room, and says no when the caller must wait', async () => {
     const path = newPath('try');
     const log = await openAuditLog(path, { lingerMs: 10_000, maxQueue: 2, maxBatch: 64 });
