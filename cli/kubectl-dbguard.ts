@@ -29,6 +29,7 @@ import {
   VALID_FOR_ANNOTATION,
   validUntil,
 } from '../operator/approvals/model.js';
+import { readApprovalRequest } from '../operator/approvals/status.js';
 import { type FlagSpec, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -140,19 +141,9 @@ class Approvals {
 
   async find(name: string, namespace?: string): Promise<ApprovalRequest> {
     if (namespace) {
-      try {
-        return (await this.api.getNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-          name,
-        })) as ApprovalRequest;
-      } catch (err) {
-        if ((err as { code?: number }).code === 404)
-          throw new CliError(`approval request ${namespace}/${name} not found`);
-        throw err;
-      }
+      const ar = await readApprovalRequest(this.api, namespace, name);
+      if (!ar) throw new CliError(`approval request ${namespace}/${name} not found`);
+      return ar;
     }
     const hits = (await this.list()).filter((a) => a.metadata.name === name);
     if (hits.length === 0) throw new CliError(`approval request ${name} not found in any namespace`);

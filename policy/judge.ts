@@ -68,37 +68,33 @@ interface StatementState {
   effects: SessionEffect[];
 }
 
+/** The decision for a text PostgreSQL would not parse (42601), refused as a whole. */
+function unparseable(sql: string, why: string, enforced: boolean): Decision {
+  return {
+    kind: 'deny',
+    message: `dbguard: statement does not parse: ${why}`,
+    sqlstate: '42601',
+    statements: [],
+    sql,
+    maskedColumns: [],
+    enforced,
+    effects: [],
+  };
+}
+
 export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy): Decision {
   const enforced = policy.enforcement !== 'DryRun';
   if (sql.includes('\0')) {
     // The server stops reading a statement at NUL; the parser would see only the prefix. Never judge
     // less than what could run: refuse the text as a whole.
-    return {
-      kind: 'deny',
-      message: 'dbguard: statement does not parse: it contains a NUL byte',
-      sqlstate: '42601',
-      statements: [],
-      sql,
-      maskedColumns: [],
-      enforced,
-      effects: [],
-    };
+    return unparseable(sql, 'it contains a NUL byte', enforced);
   }
   let parsed: ParsedText;
   try {
     parsed = parseText(sql);
   } catch (e) {
     if (!(e instanceof ParseError)) throw e;
-    return {
-      kind: 'deny',
-      message: `dbguard: statement does not parse: ${e.message}`,
-      sqlstate: '42601',
-      statements: [],
-      sql,
-      maskedColumns: [],
-      enforced,
-      effects: [],
-    };
+    return unparseable(sql, e.message, enforced);
   }
   let tokenList: ScanToken[] = [];
   try {

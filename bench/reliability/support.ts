@@ -369,18 +369,4 @@ export function rssMb(): number {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `fn` until it returns a truthy value, or throws after `timeoutMs`. */
-export async function until<T>(
-  what: string,
-  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  timeoutMs = 10_000,
-  everyMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
+export { until } from '../../test/support/until.js';

@@ -21,6 +21,7 @@ import {
 import { SelfManagedCertificates } from '../../operator/certs/self-managed.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { until as sharedUntil } from '../support/until.js';
 
 export const NS = 'shop';
 export const OP_NS = 'dbguard-system';
@@ -28,18 +29,13 @@ export const quiet = () => {};
 /** the name the operator's self-managed serving certificate is for */
 export const SERVER_NAME = `dbguard-operator.${OP_NS}.svc`;
 
-export async function until<T>(
+/** test/support/until.ts with the approval tests' longer default (an operator round trip each). */
+export function until<T>(
   what: string,
   fn: () => T | undefined | false | Promise<T | undefined | false>,
   timeoutMs = 15_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return sharedUntil(what, fn, timeoutMs);
 }
 
 /** The policy used by the approval tests: one rule per mode, told apart by table-name prefixes. */
