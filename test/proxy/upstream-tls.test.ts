@@ -3,7 +3,6 @@
  * this file with a certificate made by openssl. Also shows SCRAM relayed over an upstream TLS
  * connection: the server offers SCRAM-SHA-256-PLUS, which the proxy must not pass on.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +11,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SslMode } from '../../api/types.js';
 import { type RunningCluster, startCluster } from '../support/pg-cluster.js';
+import { issueCert, makeCa, serverKeyFor } from '../support/tls.js';
 import { startTestProxy, via } from './helpers.js';
 
 let cluster: RunningCluster;
@@ -19,83 +19,21 @@ let dir: string;
 let caPem: string;
 let otherCaPem: string;
 
-const isRoot = process.getuid?.() === 0;
-
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-uptls-'));
   fs.chmodSync(dir, 0o755);
-  const openssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  // A CA, and a server certificate for DNS:localhost (not for 127.0.0.1) signed by it.
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=dbguard test CA',
-    '-keyout',
-    path.join(dir, 'ca.key'),
-    '-out',
-    path.join(dir, 'ca.crt'),
-  ]);
-  openssl([
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    '/CN=localhost',
-    '-keyout',
-    path.join(dir, 'server.key'),
-    '-out',
-    path.join(dir, 'server.csr'),
-  ]);
-  fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=DNS:localhost\n');
-  openssl([
-    'x509',
-    '-req',
-    '-in',
-    path.join(dir, 'server.csr'),
-    '-CA',
-    path.join(dir, 'ca.crt'),
-    '-CAkey',
-    path.join(dir, 'ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '1',
-    '-extfile',
-    path.join(dir, 'ext.cnf'),
-    '-out',
-    path.join(dir, 'server.crt'),
-  ]);
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=other CA',
-    '-keyout',
-    path.join(dir, 'other.key'),
-    '-out',
-    path.join(dir, 'other.crt'),
-  ]);
-  fs.chmodSync(path.join(dir, 'server.key'), 0o600);
-  if (isRoot)
-    execFileSync('chown', ['postgres:postgres', path.join(dir, 'server.key'), path.join(dir, 'server.crt')]);
+  // A CA, and a server certificate for DNS:localhost (not for 127.0.0.1) signed by it; another CA.
+  const caFiles = makeCa(dir, 'ca', 'dbguard test CA');
+  const server = issueCert(dir, 'server', 'localhost', 'DNS:localhost', caFiles);
+  makeCa(dir, 'other', 'other CA');
+  serverKeyFor(server);
   caPem = fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8');
   otherCaPem = fs.readFileSync(path.join(dir, 'other.crt'), 'utf8');
   cluster = await startCluster({
     settings: {
       ssl: 'on',
-      ssl_cert_file: `'${path.join(dir, 'server.crt')}'`,
-      ssl_key_file: `'${path.join(dir, 'server.key')}'`,
+      ssl_cert_file: `'${server.cert}'`,
+      ssl_key_file: `'${server.key}'`,
       max_connections: 20,
       shared_buffers: "'16MB'",
     },

@@ -4,7 +4,6 @@
  * and no secret (passwords right or wrong, tokens, proxy credentials, masking salts) in any line the
  * proxy logs or audits, under a workload that exercises every authentication path and failure.
  */
-import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,8 +21,8 @@ import {
 } from '../../bench/reliability/support.js';
 import { STATE_TOKEN_IDENTITY } from '../../sidecar/governor.js';
 import { type RunningCluster, startCluster } from '../support/pg-cluster.js';
+import { issueCert, makeCa, serverKeyFor } from '../support/tls.js';
 
-const isRoot = process.getuid?.() === 0;
 const secret = (what: string) => `${what}-${crypto.randomBytes(6).toString('hex')}`;
 const SECRETS = {
   proxyPassword: secret('ProxyPw'),
@@ -39,70 +38,15 @@ let cluster: RunningCluster;
 let ca: string;
 let proxyCert: { cert: string; key: string };
 
-function openssl(args: string[]) {
-  execFileSync('openssl', args, { stdio: 'pipe' });
-}
-
-/** A certificate for `san` signed by the test CA. */
-function issue(name: string, cn: string, san: string) {
-  const f = (x: string) => path.join(dir, `${name}.${x}`);
-  openssl([
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    `/CN=${cn}`,
-    '-keyout',
-    f('key'),
-    '-out',
-    f('csr'),
-  ]);
-  fs.writeFileSync(f('ext'), `subjectAltName=${san}\n`);
-  openssl([
-    'x509',
-    '-req',
-    '-in',
-    f('csr'),
-    '-CA',
-    path.join(dir, 'ca.crt'),
-    '-CAkey',
-    path.join(dir, 'ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '1',
-    '-extfile',
-    f('ext'),
-    '-out',
-    f('crt'),
-  ]);
-  return { cert: f('crt'), key: f('key') };
-}
-
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-relsec-'));
   fs.chmodSync(dir, 0o755);
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=dbguard reliability CA',
-    '-keyout',
-    path.join(dir, 'ca.key'),
-    '-out',
-    path.join(dir, 'ca.crt'),
-  ]);
-  ca = fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8');
-  const server = issue('server', 'localhost', 'DNS:localhost');
-  const proxy = issue('proxy', 'dbguard-proxy', 'DNS:localhost,IP:127.0.0.1');
+  const caFiles = makeCa(dir, 'ca', 'dbguard reliability CA');
+  ca = fs.readFileSync(caFiles.cert, 'utf8');
+  const server = issueCert(dir, 'server', 'localhost', 'DNS:localhost', caFiles);
+  const proxy = issueCert(dir, 'proxy', 'dbguard-proxy', 'DNS:localhost,IP:127.0.0.1', caFiles);
   proxyCert = { cert: fs.readFileSync(proxy.cert, 'utf8'), key: fs.readFileSync(proxy.key, 'utf8') };
-  fs.chmodSync(server.key, 0o600);
-  if (isRoot) execFileSync('chown', ['postgres:postgres', server.key, server.cert]);
+  serverKeyFor(server);
   cluster = await startCluster({
     settings: {
       ssl: 'on',
