@@ -202,7 +202,8 @@ class AuditLogImpl implements AuditLog {
   private fatal: Error | undefined;
   private closed = false;
   private closeDeadline = Number.POSITIVE_INFINITY;
-  private pendingPrefix: Buffer | undefined;
+  /** a newline owed to a file whose last line was torn: written before the next batch */
+  private pendingPrefix = '';
   private readonly maxQueue: number;
   private readonly maxBatch: number;
 
@@ -215,7 +216,7 @@ class AuditLogImpl implements AuditLog {
   ) {
     this.maxQueue = Math.max(1, opts.maxQueue ?? 4096);
     this.maxBatch = Math.max(1, opts.maxBatch ?? 512);
-    if (needsNewline) this.pendingPrefix = Buffer.from('\n');
+    if (needsNewline) this.pendingPrefix = '\n';
   }
 
   write(event: AuditEvent): Promise<void> {
@@ -370,11 +371,8 @@ class AuditLogImpl implements AuditLog {
 
   /** One buffer per batch: seq and prev are assigned here, in write order. */
   private serialize(batch: AuditEvent[]): Buffer {
-    let text = '';
-    if (this.pendingPrefix) {
-      text = this.pendingPrefix.toString('utf8');
-      this.pendingPrefix = undefined;
-    }
+    let text = this.pendingPrefix;
+    this.pendingPrefix = '';
     for (const event of batch) {
       this.chain.seq += 1;
       // Same bytes as JSON.stringify({ ...event, seq, prev }) (events never carry seq or prev), without
