@@ -20,7 +20,7 @@ import {
 } from '../../operator/approvals/index.js';
 import { SelfManagedCertificates } from '../../operator/certs/self-managed.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
-import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { until as sharedUntil } from '../support/until.js';
 
 export const NS = 'shop';
@@ -116,15 +116,7 @@ export async function startApprovalCluster(
   const notifyUrl = `http://127.0.0.1:${(receiver.address() as net.AddressInfo).port}/hook`;
 
   const api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', NS, OP_NS] });
-  api.setTokenReview((token, audiences) => {
-    const sa = /^sa:(.+):(.+)$/.exec(token);
-    if (!sa || !audiences?.includes('dbguard')) return { authenticated: false, error: 'unknown token' };
-    return {
-      authenticated: true,
-      user: { username: `system:serviceaccount:${sa[1]}:${sa[2]}`, groups: ['system:serviceaccounts'] },
-      audiences: ['dbguard'],
-    };
-  });
+  api.setTokenReview(serviceAccountTokenReview({ audience: 'dbguard', groups: ['system:serviceaccounts'] }));
   api.addToken(ALICE, { username: 'alice@example.com', groups: ['dba', 'system:authenticated'] });
   api.addToken(BOB, { username: 'bob@example.com', groups: ['dba', 'system:authenticated'] });
   api.addToken(CHECKOUT_AS_USER, {

@@ -11,7 +11,7 @@ import type { CompiledPolicy } from '../../api/compiled.js';
 import { crdObjects } from '../../api/crds.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { PolicyClient } from '../../sidecar/policy-client.js';
-import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { until } from '../support/until.js';
 
 const NS = 'shop';
@@ -52,15 +52,9 @@ describe('operator', () => {
       crds: crdObjects() as any,
       namespaces: ['default', NS, 'other', 'dbguard-system'],
     });
-    api.setTokenReview((token, audiences) => {
-      const sa = /^sa:(.+):(.+)$/.exec(token);
-      if (!sa || !audiences?.includes('dbguard')) return { authenticated: false, error: 'unknown token' };
-      return {
-        authenticated: true,
-        user: { username: `system:serviceaccount:${sa[1]}:${sa[2]}`, groups: ['system:serviceaccounts'] },
-        audiences: ['dbguard'],
-      };
-    });
+    api.setTokenReview(
+      serviceAccountTokenReview({ audience: 'dbguard', groups: ['system:serviceaccounts'] }),
+    );
     fs.writeFileSync(tokenFile(), `sa:${NS}:checkout\n`);
     op = await runOperator({
       kubeConfig: api.kubeConfig(),

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
-import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { freePort } from '../support/pg-cluster.js';
 import { until } from '../support/until.js';
 
@@ -36,16 +36,7 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
       crds: crdObjects() as any,
       namespaces: ['default', 'shop', 'dbguard-system'],
     });
-    api.setTokenReview((token) => {
-      const m = /^sa:(.+):(.+)$/.exec(token);
-      return m
-        ? {
-            authenticated: true,
-            user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] },
-            audiences: ['dbguard'],
-          }
-        : { authenticated: false };
-    });
+    api.setTokenReview(serviceAccountTokenReview());
     await api.store.put({
       apiVersion: 'dbguard.io/v1alpha1',
       kind: 'DatabasePolicy',

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
-import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { until } from '../support/until.js';
 
 const NS = 'shop';
@@ -55,16 +55,7 @@ describe('operator to sidecar', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-e2e-'));
     fs.writeFileSync(path.join(tmp, 'token'), `sa:${NS}:checkout`);
     api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', NS] });
-    api.setTokenReview((token) => {
-      const m = /^sa:(.+):(.+)$/.exec(token);
-      return m
-        ? {
-            authenticated: true,
-            user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] },
-            audiences: ['dbguard'],
-          }
-        : { authenticated: false };
-    });
+    api.setTokenReview(serviceAccountTokenReview());
     const admin = new pg.Client({
       host: server.host,
       port: server.port,

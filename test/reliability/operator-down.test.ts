@@ -14,7 +14,7 @@ import { crdObjects } from '../../api/crds.js';
 import { sleep, until } from '../../bench/reliability/support.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
-import { type KubeApi, startKubeApi } from '../support/kube-api/index.js';
+import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 
 const NS = 'shop';
 const server = inject('pg');
@@ -30,16 +30,7 @@ beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-relop-'));
   fs.writeFileSync(path.join(tmp, 'token'), `sa:${NS}:checkout`);
   api = await startKubeApi({ crds: crdObjects() as never, namespaces: ['default', NS] });
-  api.setTokenReview((token) => {
-    const m = /^sa:(.+):(.+)$/.exec(token);
-    return m
-      ? {
-          authenticated: true,
-          user: { username: `system:serviceaccount:${m[1]}:${m[2]}`, groups: [] },
-          audiences: ['dbguard'],
-        }
-      : { authenticated: false };
-  });
+  api.setTokenReview(serviceAccountTokenReview());
   const su = new pg.Client({
     host: server.host,
     port: server.port,

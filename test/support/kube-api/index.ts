@@ -402,3 +402,23 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
     },
   };
 }
+
+/**
+ * TokenReview for the tests' ServiceAccount tokens, `sa:<namespace>:<name>`: such a token stands for
+ * `system:serviceaccount:<namespace>:<name>`; any other token is refused. With `audience`, only a
+ * review that asks for that audience succeeds (as a projected token bound to it would).
+ */
+export function serviceAccountTokenReview(
+  opts: { audience?: string; groups?: string[] } = {},
+): TokenReviewFn {
+  return (token, audiences) => {
+    const sa = /^sa:(.+):(.+)$/.exec(token);
+    if (!sa || (opts.audience !== undefined && !audiences?.includes(opts.audience)))
+      return { authenticated: false, error: 'unknown token' };
+    return {
+      authenticated: true,
+      user: { username: `system:serviceaccount:${sa[1]}:${sa[2]}`, groups: opts.groups ?? [] },
+      audiences: ['dbguard'],
+    };
+  };
+}
