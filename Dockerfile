@@ -22,8 +22,9 @@ COPY operator operator
 COPY cli cli
 COPY scripts scripts
 COPY bench bench
-# the benchmarks (compiled with the rest, never run in the image) import the test cluster helper
+# the benchmarks (compiled with the rest, never run in the image) import the test cluster and polling helpers
 COPY test/support/pg-cluster.ts test/support/pg-cluster.ts
+COPY test/support/until.ts test/support/until.ts
 RUN npm run build
 
 FROM node:${NODE_VERSION}-bookworm-slim AS deps
