@@ -8,7 +8,7 @@
  * the hash of the last line written before, so `verify old new` checks the seam too, and `verify
  * new` alone takes the first line's `seq`/`prev` as its anchor.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export const GENESIS = '0'.repeat(64);
 
@@ -20,7 +20,8 @@ export interface ChainState {
 }
 
 export function lineHash(line: Buffer | string): string {
-  return createHash('sha256').update(line).digest('hex');
+  // One-shot hash (Node >= 20.12): half the cost of createHash().update().digest() per line.
+  return hash('sha256', line, 'hex');
 }
 
 export function isHash(v: unknown): v is string {
