@@ -179,8 +179,23 @@ export const QUERY_DURATION_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 
+/** One label set of dbguard_queries_total, counted in a plain number on the hot path. */
+interface QueryCell {
+  readonly labels: { policy: string; decision: QueryDecision; command: string };
+  /** the dbguard_query_duration_seconds labels, made once */
+  readonly durationLabels: { policy: string; decision: QueryDecision };
+  /** statements not yet added to the prom-client counters */
+  pending: number;
+}
+
 export class SidecarMetrics {
   readonly registry: Registry;
+  /**
+   * policy → decision → command tag as the client sent it → cell. prom-client hashes and validates
+   * the labels of every inc(); at one statement per call that was a microsecond per statement. The
+   * counts are handed to the counters when they are read (their collect()), so a scrape sees them all.
+   */
+  private readonly queryCells = new Map<string, Map<string, Map<string, QueryCell>>>();
   private readonly queries: Counter<'policy' | 'decision' | 'command'>;
   private readonly denied: Counter<'policy' | 'rule'>;
   private readonly masked: Counter<'policy'>;
@@ -205,6 +220,7 @@ export class SidecarMetrics {
       help: 'Statements judged, by policy, decision and command tag (OTHER for tags outside the known set).',
       labelNames: ['policy', 'decision', 'command'],
       registers,
+      collect: () => this.flushQueryCells(),
     });
     this.denied = new Counter({
       name: 'dbguard_denied_queries_total',
@@ -217,6 +233,7 @@ export class SidecarMetrics {
       help: 'Statements rewritten to mask columns.',
       labelNames: ['policy'],
       registers,
+      collect: () => this.flushQueryCells(),
     });
     this.duration = new Histogram({
       name: 'dbguard_query_duration_seconds',
@@ -284,13 +301,50 @@ export class SidecarMetrics {
 
   /** One statement judged and (unless denied) run. */
   recordQuery(q: QueryObservation): void {
-    this.queries.inc({ policy: q.policy, decision: q.decision, command: commandLabel(q.command) });
+    const cell = this.queryCell(q.policy, q.decision, q.command);
+    cell.pending++;
     if (q.decision === 'deny') this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE });
-    if (q.decision === 'mask') this.masked.inc({ policy: q.policy });
     this.duration.observe(
-      { policy: q.policy, decision: q.decision },
+      cell.durationLabels,
       Number.isFinite(q.durationSeconds) ? Math.max(0, q.durationSeconds) : 0,
     );
+  }
+
+  private queryCell(policy: string, decision: QueryDecision, command: string): QueryCell {
+    let byDecision = this.queryCells.get(policy);
+    if (!byDecision) {
+      byDecision = new Map();
+      this.queryCells.set(policy, byDecision);
+    }
+    let byCommand = byDecision.get(decision);
+    if (!byCommand) {
+      byCommand = new Map();
+      byDecision.set(decision, byCommand);
+    }
+    // Statement kinds are a bounded set; should a caller pass free text, the map still stays small.
+    if (byCommand.size >= 512 && !byCommand.has(command)) command = commandLabel(command);
+    let cell = byCommand.get(command);
+    if (!cell) {
+      // Keyed by the raw tag, labelled by its bounded form: at most a few hundred raw tags exist.
+      cell = {
+        labels: { policy, decision, command: commandLabel(command) },
+        durationLabels: { policy, decision },
+        pending: 0,
+      };
+      byCommand.set(command, cell);
+    }
+    return cell;
+  }
+
+  private flushQueryCells(): void {
+    for (const byDecision of this.queryCells.values())
+      for (const byCommand of byDecision.values())
+        for (const cell of byCommand.values()) {
+          if (cell.pending === 0) continue;
+          this.queries.inc(cell.labels, cell.pending);
+          if (cell.labels.decision === 'mask') this.masked.inc({ policy: cell.labels.policy }, cell.pending);
+          cell.pending = 0;
+        }
   }
 
   connectionOpened(): void {
@@ -331,7 +385,13 @@ export class SidecarMetrics {
   auditObserver(): AuditObserver {
     return {
       written: (events: readonly AuditEvent[]) => {
-        for (const e of events) this.auditEvents.inc({ event: e.event });
+        // One inc per event name in the batch, not one per event.
+        let queries = 0;
+        for (const e of events) {
+          if (e.event === 'query') queries++;
+          else this.auditEvents.inc({ event: e.event });
+        }
+        if (queries > 0) this.auditEvents.inc({ event: 'query' }, queries);
       },
       waited: (seconds) => this.auditWait.observe(seconds),
       error: () => this.auditErrors.inc(),

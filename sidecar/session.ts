@@ -806,26 +806,27 @@ export class Session implements SessionHandle {
       }
       return undefined;
     }
-    const { type, raw, body } = f;
+    // `f.body` is a view made on demand: DataRow and the other pass-through messages never need one.
+    const { type, raw } = f;
     switch (type) {
       case T.ReadyForQuery:
-        return this.onReadyForQuery(raw, body);
+        return this.onReadyForQuery(raw, f.body);
       case T.ErrorResponse:
-        this.onError(raw, body);
+        this.onError(raw, f.body);
         return undefined;
       case T.CommandComplete: {
         if (head?.kind === 'internal') return undefined;
-        this.onCommandComplete(decodeCommandComplete(body));
+        this.onCommandComplete(decodeCommandComplete(f.body));
         this.clOut.push(raw);
         return undefined;
       }
       case T.NoticeResponse: {
         if (head?.kind === 'internal') return undefined;
-        this.clOut.push(this.scrub(raw, body, false));
+        this.clOut.push(this.scrub(raw, f.body, false));
         return undefined;
       }
       case T.ParameterStatus: {
-        const { name, value } = decodeParameterStatus(body);
+        const { name, value } = decodeParameterStatus(f.body);
         this.serverParams.set(name, value);
         if (name === 'client_encoding') this.updateEncoding();
         this.clOut.push(raw);
@@ -837,7 +838,7 @@ export class Session implements SessionHandle {
         throw new Error('upstream sent an authentication request after authentication');
       default:
         if (head?.kind === 'internal') {
-          this.internalMessage(head, type, body);
+          this.internalMessage(head, type, f.body);
           return undefined;
         }
         this.onPassThrough(type);

@@ -142,6 +142,19 @@ export class BodyReader {
     this.pos = end + 1;
     return v;
   }
+  /** skip n bytes without making a view of them (per-message decoders on the hot path) */
+  skip(n: number): void {
+    this.need(n);
+    this.pos += n;
+  }
+  /** a NUL-terminated name as latin1 (see nameOf), without an intermediate view */
+  name(): string {
+    const end = this.buf.indexOf(0, this.pos);
+    if (end < 0) throw new ProtocolViolation(`${this.what}: unterminated string`);
+    const start = this.pos;
+    this.pos = end + 1;
+    return end === start ? '' : this.buf.toString('latin1', start, end);
+  }
   rest(): Buffer {
     const v = this.buf.subarray(this.pos);
     this.pos = this.buf.length;
@@ -192,21 +205,21 @@ export function decodeParse(body: Buffer): ParseMsg {
 
 export function decodeBind(body: Buffer): { portal: string; statement: string } {
   const r = new BodyReader(body, 'Bind');
-  const portal = nameOf(r.cstring());
-  const statement = nameOf(r.cstring());
+  const portal = r.name();
+  const statement = r.name();
   const nFormats = r.int16();
   if (nFormats < 0) throw new ProtocolViolation('Bind: negative format count');
-  r.bytes(nFormats * 2);
+  r.skip(nFormats * 2);
   const nParams = r.int16();
   if (nParams < 0) throw new ProtocolViolation('Bind: negative parameter count');
   for (let i = 0; i < nParams; i++) {
     const len = r.int32();
     if (len < -1) throw new ProtocolViolation('Bind: invalid parameter length');
-    if (len > 0) r.bytes(len);
+    if (len > 0) r.skip(len);
   }
   const nResult = r.int16();
   if (nResult < 0) throw new ProtocolViolation('Bind: negative result format count');
-  r.bytes(nResult * 2);
+  r.skip(nResult * 2);
   r.end();
   return { portal, statement };
 }
@@ -215,14 +228,14 @@ export function decodeTarget(body: Buffer, what: 'Describe' | 'Close'): { kind: 
   const r = new BodyReader(body, what);
   const k = r.byte();
   if (k !== 0x53 && k !== 0x50) throw new ProtocolViolation(`${what}: invalid target type`);
-  const name = nameOf(r.cstring());
+  const name = r.name();
   r.end();
   return { kind: k === 0x53 ? 'S' : 'P', name };
 }
 
 export function decodeExecute(body: Buffer): { portal: string; maxRows: number } {
   const r = new BodyReader(body, 'Execute');
-  const portal = nameOf(r.cstring());
+  const portal = r.name();
   const maxRows = r.int32();
   r.end();
   return { portal, maxRows };

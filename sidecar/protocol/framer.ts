@@ -6,9 +6,21 @@
  */
 import { ProtocolViolation, typeName } from './codec.js';
 
+/** A whole message; `raw` is the message with its 5-byte header. */
+export class MessageFrame {
+  readonly kind = 'msg' as const;
+  constructor(
+    readonly type: number,
+    readonly raw: Buffer,
+  ) {}
+  /** The part after the header: a view made on demand, since most messages pass through without one. */
+  get body(): Buffer {
+    return this.raw.subarray(5);
+  }
+}
+
 export type Frame =
-  /** a whole message; `raw` is the message with its 5-byte header, `body` the part after it */
-  | { kind: 'msg'; type: number; raw: Buffer; body: Buffer }
+  | MessageFrame
   /** a fragment of a streamed message; `first` fragments start at the type byte */
   | { kind: 'part'; type: number; bytes: Buffer; first: boolean; last: boolean };
 
@@ -56,7 +68,7 @@ export class Framer {
         if (last) {
           if (!cur.streamed) {
             const raw = Buffer.concat(cur.parts);
-            out.push({ kind: 'msg', type: cur.type, raw, body: raw.subarray(5) });
+            out.push(new MessageFrame(cur.type, raw));
           }
           this.cur = null;
         }
@@ -69,7 +81,7 @@ export class Framer {
         if (n - pos >= 5 + bodyLen) {
           const raw = chunk.subarray(pos, pos + 5 + bodyLen);
           pos += 5 + bodyLen;
-          out.push({ kind: 'msg', type, raw, body: raw.subarray(5) });
+          out.push(new MessageFrame(type, raw));
           continue;
         }
         const streamed = this.opts.streamed(type);
@@ -92,7 +104,7 @@ export class Framer {
       const head = Buffer.from(this.header);
       const streamed = this.opts.streamed(type) && bodyLen > 0;
       if (bodyLen === 0) {
-        out.push({ kind: 'msg', type, raw: head, body: head.subarray(5) });
+        out.push(new MessageFrame(type, head));
         continue;
       }
       this.cur = { type, remaining: bodyLen, streamed, parts: [] };

@@ -5,17 +5,31 @@
  */
 export class OutBuffer {
   private parts: Buffer[] = [];
+  /** the run of adjacent slices being collected: its first slice, and where the run ends */
+  private run: Buffer | null = null;
+  private runEnd = 0;
   private bytes = 0;
 
   push(b: Buffer): void {
     if (b.length === 0) return;
-    const last = this.parts[this.parts.length - 1];
-    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
-      this.parts[this.parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + b.length);
+    const run = this.run;
+    // Kept as numbers until the run ends: a view per merged message would cost more than the merge.
+    if (run && run.buffer === b.buffer && this.runEnd === b.byteOffset) {
+      this.runEnd += b.length;
     } else {
-      this.parts.push(b);
+      this.endRun();
+      this.run = b;
+      this.runEnd = b.byteOffset + b.length;
     }
     this.bytes += b.length;
+  }
+
+  private endRun(): void {
+    const run = this.run;
+    if (!run) return;
+    const len = this.runEnd - run.byteOffset;
+    this.parts.push(len === run.length ? run : Buffer.from(run.buffer, run.byteOffset, len));
+    this.run = null;
   }
 
   get length(): number {
@@ -24,6 +38,7 @@ export class OutBuffer {
 
   /** Takes everything collected as one buffer (or null when empty). */
   take(): Buffer | null {
+    this.endRun();
     if (this.parts.length === 0) return null;
     const out = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes);
     this.parts = [];

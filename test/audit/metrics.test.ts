@@ -19,6 +19,30 @@ function parseExposition(text: string): Map<string, number> {
 }
 
 describe('SidecarMetrics', () => {
+  it('statement counts kept between scrapes are added once, and every scrape sees all of them', async () => {
+    const m = new SidecarMetrics({ defaultMetrics: false });
+    const p = 'shop/orders';
+    const key = 'dbguard_queries_total{command=SELECT,decision=allow,policy=shop/orders}';
+    const masked = 'dbguard_masked_queries_total{policy=shop/orders}';
+    for (let i = 0; i < 3; i++)
+      m.recordQuery({ policy: p, decision: 'allow', command: 'SELECT', durationSeconds: 0 });
+    m.recordQuery({ policy: p, decision: 'mask', command: 'select ', durationSeconds: 0 });
+    let text = parseExposition(await m.text());
+    expect(text.get(key)).toBe(3);
+    expect(text.get(masked)).toBe(1);
+    // Read again with nothing new: nothing is added twice.
+    text = parseExposition(await m.text());
+    expect(text.get(key)).toBe(3);
+    expect(text.get(masked)).toBe(1);
+    m.recordQuery({ policy: p, decision: 'allow', command: 'SELECT', durationSeconds: 0 });
+    m.recordQuery({ policy: p, decision: 'mask', command: 'SELECT', durationSeconds: 0 });
+    text = parseExposition(await m.text());
+    expect(text.get(key)).toBe(4);
+    expect(text.get(masked)).toBe(2);
+    expect(text.get('dbguard_queries_total{command=SELECT,decision=mask,policy=shop/orders}')).toBe(2);
+    expect(text.get('dbguard_query_duration_seconds_count{decision=allow,policy=shop/orders}')).toBe(4);
+  });
+
   it('counts a known sequence', async () => {
     const m = new SidecarMetrics();
     const p = 'shop/orders';

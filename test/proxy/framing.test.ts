@@ -109,4 +109,39 @@ describe('OutBuffer', () => {
     out.push(chunk.subarray(4));
     expect(out.take()!.toString()).toBe('abXYef');
   });
+
+  it('gives exactly the bytes pushed, for any mix of adjacent, gapped, repeated and foreign slices', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ src: fc.nat(2), start: fc.nat(40), len: fc.nat(12) }), { maxLength: 30 }),
+        (pushes) => {
+          const chunks = [
+            Buffer.from('0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ'),
+            Buffer.from('KLMNOPQRSTUVWXYZ'),
+          ];
+          const out = new OutBuffer();
+          const expected: Buffer[] = [];
+          let pos = 0;
+          for (const p of pushes) {
+            // src 2: a fresh buffer; otherwise a slice of a chunk, usually right after the last one.
+            const b =
+              p.src === 2
+                ? Buffer.from('-'.repeat(p.len))
+                : chunks[p.src]!.subarray(
+                    Math.min(p.start % 3 === 0 ? p.start : pos, chunks[p.src]!.length),
+                    Math.min((p.start % 3 === 0 ? p.start : pos) + p.len, chunks[p.src]!.length),
+                  );
+            pos = b.byteOffset - (chunks[p.src]?.byteOffset ?? 0) + b.length;
+            out.push(b);
+            expected.push(b);
+          }
+          const want = Buffer.concat(expected);
+          expect(out.length).toBe(want.length);
+          const taken = out.take();
+          expect(taken ? taken.toString() : '').toBe(want.toString());
+          expect(out.take()).toBeNull();
+        },
+      ),
+    );
+  });
 });
