@@ -52,13 +52,39 @@ afterAll(async () => {
 const plain = (d: Decision) => JSON.parse(JSON.stringify(d));
 
 describe('numericTemplate', () => {
-  test('normalizes texts whose only constants are numbers', () => {
-    expect(numericTemplate('SELECT abalance FROM pgbench_accounts WHERE aid = 12345;')).toBe(
-      'SELECT abalance FROM pgbench_accounts WHERE aid = $1;',
-    );
-    expect(numericTemplate('select * from t where a > 1.5e3 and b = $1 limit 10')).toBe(
-      'select * from t where a > $2 and b = $1 limit $3',
-    );
+  test('texts that differ only in numeric constants share a template; any other difference does not', () => {
+    const same = [
+      [
+        'SELECT abalance FROM pgbench_accounts WHERE aid = 12345;',
+        'SELECT abalance FROM pgbench_accounts WHERE aid = 7;',
+      ],
+      [
+        'select * from t where a > 1.5e3 and b = $1 limit 10',
+        'select * from t where a > 2 and b = $1 limit 99',
+      ],
+      ['select 1, 2.5, 3e-2, 4E+7', 'select 9, 0, 12.25, 100'],
+      // not plain ASCII, or a quoted identifier: the normalizer decides, with the same result
+      ['select "col1" from t where id = 1', 'select "col1" from t where id = 2'],
+      ['select * from café where id = 1', 'select * from café where id = 22'],
+      ['select * from t where id = 0x1F', 'select * from t where id = 0x2A'],
+      ['select * from t where id = 1_000', 'select * from t where id = 2_500'],
+    ];
+    for (const [a, b] of same) {
+      expect(numericTemplate(a!), a).toBeDefined();
+      expect(numericTemplate(a!), `${a} / ${b}`).toBe(numericTemplate(b!));
+    }
+    const different = [
+      // a digit that belongs to a name or a parameter is not a constant
+      ['select c1 from t1 where id = 1', 'select c2 from t1 where id = 1'],
+      ['select c1 from t1 where id = 1', 'select c1 from t2 where id = 1'],
+      ['select * from t where a = $1 and b = 1', 'select * from t where a = $2 and b = 1'],
+      // an operator is not a number, whatever stands in the template for one
+      ['select * from t where a ? 1', 'select * from t where a ? ?'],
+      ['select 1', 'select 1 ; drop table t'],
+      ['select * from t where id = 1', 'select * from u where id = 1'],
+      ['select * from "t1" where id = 1', 'select * from "t2" where id = 1'],
+    ];
+    for (const [a, b] of different) expect(numericTemplate(a!), `${a} / ${b}`).not.toBe(numericTemplate(b!));
   });
 
   test('refuses texts that may hold another constant, a comment, or no constant at all', () => {
@@ -156,6 +182,18 @@ describe('DecisionCache with numeric templates', () => {
       (n: number) =>
         `SELECT * FROM ${SCHEMA}.orders o JOIN ${SCHEMA}.customers c ON c.id = o.customer_id WHERE o.id = ${n}`,
       (n: number) => `FETCH ${n} FROM c${n % 3}`,
+      // numbers the normalizer keeps or that are not constant expressions: typmods, subscripts,
+      // frames, FETCH FIRST, DISTINCT ON, sampling, and a statement after a DML one
+      (n: number) => `SELECT name::varchar(${n}), id FROM ${SCHEMA}.customers WHERE id = ${n}`,
+      (n: number) => `SELECT (ARRAY[1,2,3])[${(n % 3) + 1}], ${n}`,
+      (n: number) =>
+        `SELECT sum(total) OVER (ORDER BY id ROWS BETWEEN ${n} PRECEDING AND CURRENT ROW) FROM ${SCHEMA}.orders`,
+      (n: number) => `SELECT id FROM ${SCHEMA}.orders ORDER BY ${(n % 2) + 1} FETCH FIRST ${n} ROWS ONLY`,
+      (n: number) => `SELECT DISTINCT ON (${(n % 2) + 1}) id, total FROM ${SCHEMA}.orders ORDER BY 1`,
+      (n: number) => `SELECT * FROM ${SCHEMA}.orders TABLESAMPLE SYSTEM (${n % 100}) REPEATABLE (${n})`,
+      (n: number) => `INSERT INTO ${SCHEMA}.orders (id, customer_id, total) VALUES (${n}, ${n}, ${n}.25)`,
+      (n: number) => `SELECT ${n}; FETCH ${n} FROM c1`,
+      (n: number) => `SELECT id FROM ${SCHEMA}.orders GROUP BY 1 HAVING count(*) > ${n}`,
       (n: number) => `SELECT lo_get(${n})`,
     ];
     const cache = new DecisionCache(1000);
