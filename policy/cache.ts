@@ -82,9 +82,24 @@ function normalizedTemplate(sql: string): string | undefined {
   return normalized;
 }
 
-/** Starts a template made by plainNumberTemplate; stands for a number inside one. */
+/** Starts a template made by plainNumberTemplate. */
 const PLAIN_TEMPLATE = 0x02;
-const NUMBER_MARK = '\u0003';
+/**
+ * Stand for a number inside one: an integer that fits in 32 bits, or any other number. The scanner
+ * makes these two kinds of token (ICONST, FCONST) and the grammar takes some places only the first
+ * (`varchar(20)`, not `varchar(2.5)` or `varchar(2147483648)`), so texts share a template only when
+ * their tokens are of the same kinds.
+ */
+const INTEGER_MARK = '\u0003';
+const OTHER_NUMBER_MARK = '\u0004';
+
+/** Whether a run of digits is an ICONST to PostgreSQL's scanner: its value fits in an int32. */
+function fitsInt32(digits: string): boolean {
+  let i = 0;
+  while (i < digits.length - 1 && digits.charCodeAt(i) === 0x30) i++;
+  const len = digits.length - i;
+  return len < 10 || (len === 10 && digits.slice(i) <= '2147483647');
+}
 
 /**
  * Whether the texts of this text's plain template all have one normalized form: true when the
@@ -144,7 +159,9 @@ function plainNumberTemplate(sql: string): string | undefined | null {
     if (prev === 0x2e) return null; // `.5`, `a.1`: leave to the normalizer
     const start = i;
     while (i < n && isDigit(sql.charCodeAt(i))) i++;
+    let integer = true;
     if (sql.charCodeAt(i) === 0x2e) {
+      integer = false;
       i++;
       while (i < n && isDigit(sql.charCodeAt(i))) i++;
     }
@@ -156,11 +173,13 @@ function plainNumberTemplate(sql: string): string | undefined | null {
       if (isDigit(sql.charCodeAt(j))) {
         while (j < n && isDigit(sql.charCodeAt(j))) j++;
         i = j;
+        integer = false;
       }
     }
     const next = i < n ? sql.charCodeAt(i) : 0x20;
     if (isIdentChar(next) || next === 0x2e) return null;
-    out += sql.slice(from, start) + NUMBER_MARK;
+    const mark = integer && fitsInt32(sql.slice(start, i)) ? INTEGER_MARK : OTHER_NUMBER_MARK;
+    out += sql.slice(from, start) + mark;
     from = i;
     found = true;
   }

@@ -60,9 +60,10 @@ describe('numericTemplate', () => {
       ],
       [
         'select * from t where a > 1.5e3 and b = $1 limit 10',
-        'select * from t where a > 2 and b = $1 limit 99',
+        'select * from t where a > 2.0 and b = $1 limit 99',
       ],
-      ['select 1, 2.5, 3e-2, 4E+7', 'select 9, 0, 12.25, 100'],
+      ['select 1, 2.5, 3e-2, 4E+7', 'select 0009, 0.0, 12.25, 1e2'],
+      ['select x::varchar(20) from t', 'select x::varchar(2147483647) from t'],
       // not plain ASCII, or a quoted identifier: the normalizer decides, with the same result
       ['select "col1" from t where id = 1', 'select "col1" from t where id = 2'],
       ['select * from café where id = 1', 'select * from café where id = 22'],
@@ -81,6 +82,10 @@ describe('numericTemplate', () => {
       // an operator is not a number, whatever stands in the template for one
       ['select * from t where a ? 1', 'select * from t where a ? ?'],
       ['select 1', 'select 1 ; drop table t'],
+      // an integer and any other number are different tokens to the grammar
+      ['select x::varchar(20) from t', 'select x::varchar(2.5) from t'],
+      ['select x::varchar(20) from t', 'select x::varchar(2147483648) from t'],
+      ['select 1', 'select 1e0'],
       ['select * from t where id = 1', 'select * from u where id = 1'],
       ['select * from "t1" where id = 1', 'select * from "t2" where id = 1'],
     ];
