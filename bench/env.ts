@@ -25,7 +25,9 @@ export type TargetName =
   | 'dbguard'
   | 'dbguard-audit-none'
   | 'node-pipe'
-  | 'dbguard-select';
+  | 'dbguard-select'
+  /** `--baseline DIR`: another build of dbguard (DIR/dist/cli/main.js), same policy, audit All */
+  | 'dbguard-baseline';
 
 export interface BenchEnv {
   pg: RunningCluster;
@@ -46,6 +48,8 @@ export interface EnvOptions {
   idleConnections: number;
   /** write CPU profiles of the dbguard process here (node --cpu-prof) */
   cpuProfDir?: string;
+  /** the CLI of another dbguard build to run as target `dbguard-baseline` */
+  baselineCli?: string;
 }
 
 function psql(pg: RunningCluster, db: string, sql: string): void {
@@ -79,8 +83,9 @@ export async function startDbguard(
   dir: string,
   audit: AuditStatements,
   cpuProfDir?: string,
+  cli = CLI,
 ): Promise<{ service: Service; auditFile: string; policyFile: string }> {
-  if (!fs.existsSync(CLI)) throw new Error(`${CLI} not found: run \`npm run build\` first`);
+  if (!fs.existsSync(cli)) throw new Error(`${cli} not found: run \`npm run build\` first`);
   const policyFile = path.join(dir, `${name}.policy.yaml`);
   const auditFile = path.join(dir, `${name}.audit.jsonl`);
   fs.writeFileSync(policyFile, realisticPolicy(pg.port, audit));
@@ -91,7 +96,7 @@ export async function startDbguard(
     process.execPath,
     [
       ...nodeArgs,
-      CLI,
+      cli,
       'proxy',
       '--listen',
       `127.0.0.1:${port}`,
@@ -185,6 +190,20 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
       services.push(service);
       targets.set(name, { port: service.port, pid: service.pid, service });
       auditFiles.set(name, auditFile);
+    }
+    if (o.baselineCli) {
+      o.log(`starting dbguard-baseline (${o.baselineCli}, audit statements: All) ...`);
+      const { service, auditFile } = await startDbguard(
+        'dbguard-baseline',
+        pg,
+        dir,
+        'All',
+        undefined,
+        o.baselineCli,
+      );
+      services.push(service);
+      targets.set('dbguard-baseline', { port: service.port, pid: service.pid, service });
+      auditFiles.set('dbguard-baseline', auditFile);
     }
 
     o.log('starting the bare Node pipe ...');

@@ -5,6 +5,7 @@
  * tables and whether each target of issue #9 holds. `--help` lists the flags.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { type BenchEnv, maskedRewrite, startDbguard, startEnv, type TargetName } from './env.js';
 import { bigSelect, type IdleResult, idleConnections, type SelectResult } from './measure.js';
 import { type PgbenchMode, type PgbenchResult, runPgbench } from './pgbench.js';
@@ -27,6 +28,8 @@ interface Options {
   json?: string;
   report?: string;
   cpuProf?: string;
+  /** --baseline DIR: DIR/dist/cli/main.js, another build measured as target dbguard-baseline */
+  baselineCli?: string;
 }
 
 const ALL_TARGETS: TargetName[] = ['direct', 'pgbouncer', 'dbguard', 'dbguard-audit-none', 'node-pipe'];
@@ -48,6 +51,8 @@ const HELP = `usage: node dist/bench/run.js [flags]
   --json FILE        write every figure as JSON
   --report FILE      write the report (Markdown) to FILE as well
   --cpu-prof DIR     run the dbguard proxy under node --cpu-prof, profiles in DIR
+  --baseline DIR     also measure the dbguard built in DIR (DIR/dist/cli/main.js) as target
+                     dbguard-baseline, e.g. a git worktree of an older commit after npm run build
 `;
 
 function parseArgs(argv: string[]): Options {
@@ -125,6 +130,12 @@ function parseArgs(argv: string[]): Options {
       case '--cpu-prof':
         o.cpuProf = v();
         break;
+      case '--baseline': {
+        const cli = path.resolve(v() ?? '', 'dist/cli/main.js');
+        if (!fs.existsSync(cli)) throw new Error(`--baseline: ${cli} not found (build that tree first)`);
+        o.baselineCli = cli;
+        break;
+      }
       case '--help':
       case '-h':
         process.stdout.write(HELP);
@@ -135,6 +146,7 @@ function parseArgs(argv: string[]): Options {
     }
   }
   if (!o.targets.includes('direct')) o.targets.unshift('direct'); // every ratio needs it
+  if (o.baselineCli && !o.targets.includes('dbguard-baseline')) o.targets.push('dbguard-baseline');
   return o;
 }
 
@@ -299,6 +311,36 @@ function pgbenchReport(cells: Cell[], o: Options, checks: Check[]): string {
     out.push('', 'Audit trail cost (the same proxy and policy, `audit.statements` None against All):', '');
     out.push(table(['pgbench -S', 'TPS audit None', 'TPS audit All', 'cost %'], rowsA));
   }
+  if (o.targets.includes('dbguard-baseline') && o.targets.includes('dbguard')) {
+    const rowsB: (string | number)[][] = [];
+    for (const mode of o.modes)
+      for (const clients of o.clients) {
+        const now = get(mode, clients, 'dbguard')!;
+        const base = get(mode, clients, 'dbguard-baseline')!;
+        rowsB.push([
+          `${mode} c=${clients}`,
+          fmt(base.tps),
+          fmt(now.tps),
+          fmt(now.tps / base.tps, 2),
+          fmt(base.cpuUs, 1),
+          fmt(now.cpuUs, 1),
+        ]);
+      }
+    out.push('', `This build against the baseline build (${o.baselineCli}), same policy, audit All:`, '');
+    out.push(
+      table(
+        [
+          'pgbench -S',
+          'TPS baseline',
+          'TPS this build',
+          '× baseline',
+          'CPU µs/tx baseline',
+          'CPU µs/tx this build',
+        ],
+        rowsB,
+      ),
+    );
+  }
   return out.join('\n');
 }
 
@@ -434,6 +476,7 @@ async function main(): Promise<void> {
         scale: o.scale,
         idleConnections: o.skip.has('idle') ? 0 : o.idle,
         cpuProfDir: o.cpuProf,
+        baselineCli: o.baselineCli,
       });
     }
     if (!o.skip.has('pgbench')) {
