@@ -4,9 +4,10 @@
  * effect and the catalog snapshot version. Prepared statements and repeated texts cost a lookup.
  *
  * Texts that differ only in numeric constants (`... WHERE id = 17`, `... WHERE id = 18`: the simple
- * protocol with values inlined) share one decision through a second, *template* key: PostgreSQL's own
- * normalizer (constants become `$n`) applied to texts that cannot hold any other kind of constant.
- * See numericTemplate() for why such texts always get the same decision.
+ * protocol with values inlined) share one decision through a second, *template* key, for texts that
+ * cannot hold any other kind of constant: a scan for plain DML (plainNumberTemplate), PostgreSQL's own
+ * normalizer (constants become `$n`) for the rest. See numericTemplate() for why such texts always get
+ * the same decision.
  */
 import type { CompiledPolicy } from '../api/compiled.js';
 import type { Decision } from './decision.js';
@@ -72,9 +73,8 @@ export function numericTemplate(sql: string): string | undefined {
   return normalizedTemplate(sql);
 }
 
-/** The normalizer's template of a text numericTemplate() accepts. */
-function normalizedTemplate(sql: string): string | undefined {
-  const normalized = normalizeStatement(sql);
+/** The normalizer's template of a text numericTemplate() accepts (`normalized`: its normalized form). */
+function normalizedTemplate(sql: string, normalized = normalizeStatement(sql)): string | undefined {
   // No constant replaced: the exact key covers it. An error text (or nothing) is never a template.
   if (!normalized || normalized === sql || PARSER_ERROR.test(normalized)) return undefined;
   // Cannot happen for text PostgreSQL accepts; keeps the two kinds of template apart regardless.
@@ -102,14 +102,14 @@ function fitsInt32(digits: string): boolean {
 }
 
 /**
- * Whether the texts of this text's plain template all have one normalized form: true when the
- * normalizer turned every number the template replaced into a `$n`. It keeps some, on purpose
- * (`ORDER BY 2` names an output column); such a template would join texts whose audit forms and
- * fingerprints differ, so its texts are keyed by the normalized template instead. A property of the
- * text's shape, so it holds for every text of the template. Checked once per template, on a miss.
+ * Whether the texts of a plain template all have one normalized form, judged from the normalized
+ * form of one of them: true when the normalizer turned every number the template replaced into a
+ * `$n`. It keeps some, on purpose (`ORDER BY 2` names an output column); such a template would join
+ * texts whose audit forms and fingerprints differ, so its texts are keyed by the normalized template
+ * instead. A property of the text's shape, so it holds for every text of the template. Checked once
+ * per template, on a miss.
  */
-function plainTemplateExact(sql: string): boolean {
-  const normalized = normalizeStatement(sql);
+function plainTemplateExact(normalized: string): boolean {
   return !!normalized && !PARSER_ERROR.test(normalized) && plainNumberTemplate(normalized) === undefined;
 }
 
@@ -268,13 +268,15 @@ export class DecisionCache {
     // a deny that asks for a fresh catalog must not outlive that catalog: the key holds its version
     this.set(exactKey, d);
     if (templateKey !== undefined && templateReusable(d, sql)) {
-      if (template!.charCodeAt(0) !== PLAIN_TEMPLATE || plainTemplateExact(sql)) {
+      // One normalizer call serves both the exactness check and the fallback template.
+      const normalized = template!.charCodeAt(0) === PLAIN_TEMPLATE ? normalizeStatement(sql) : undefined;
+      if (normalized === undefined || plainTemplateExact(normalized)) {
         this.set(templateKey, d);
       } else {
         if (this.inexact.size >= this.maxEntries) this.inexact.clear();
         this.inexact.add(template!);
-        const normalized = normalizedTemplate(sql);
-        if (normalized !== undefined) this.set(ctxKey + TEMPLATE + normalized, d);
+        const fallback = normalizedTemplate(sql, normalized);
+        if (fallback !== undefined) this.set(ctxKey + TEMPLATE + fallback, d);
       }
     }
     return d;
