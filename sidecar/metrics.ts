@@ -385,7 +385,7 @@ export class SidecarMetrics {
   auditObserver(): AuditObserver {
     return {
       written: (events: readonly AuditEvent[]) => {
-        // One inc per event name in the batch, not one per event.
+        // Query events, nearly all of a batch, take one inc per batch; the rare others one each.
         let queries = 0;
         for (const e of events) {
           if (e.event === 'query') queries++;

@@ -207,6 +207,7 @@ class AuditLogImpl implements AuditLog {
   private pendingPrefix = '';
   private readonly maxQueue: number;
   private readonly maxBatch: number;
+  private readonly lingerMs: number;
   /** the batch buffer, reused for file sinks: persist() is done with it before the next serialize() */
   private scratch = Buffer.allocUnsafe(INITIAL_SCRATCH);
 
@@ -219,6 +220,7 @@ class AuditLogImpl implements AuditLog {
   ) {
     this.maxQueue = Math.max(1, opts.maxQueue ?? 4096);
     this.maxBatch = Math.max(1, opts.maxBatch ?? 512);
+    this.lingerMs = opts.lingerMs ?? DEFAULT_LINGER_MS;
     if (needsNewline) this.pendingPrefix = '\n';
   }
 
@@ -301,7 +303,7 @@ class AuditLogImpl implements AuditLog {
       this.reopenWaiters.length > 0 ||
       this.flushers.length > 0 ||
       this.closed ||
-      (this.opts.lingerMs ?? DEFAULT_LINGER_MS) <= 0
+      this.lingerMs <= 0
     );
   }
 
@@ -313,12 +315,11 @@ class AuditLogImpl implements AuditLog {
       clearTimeout(this.lingerTimer);
       this.lingerTimer = undefined;
     }
-    const linger = this.opts.lingerMs ?? DEFAULT_LINGER_MS;
-    if (!urgent && linger > 0 && this.queue.length < this.maxBatch) {
+    if (!urgent && this.lingerMs > 0 && this.queue.length < this.maxBatch) {
       this.lingerTimer = setTimeout(() => {
         this.lingerTimer = undefined;
         this.kick(true);
-      }, linger);
+      }, this.lingerMs);
       return;
     }
     this.pumping = true;
