@@ -134,13 +134,17 @@ export class BodyReader {
     this.pos += n;
     return v;
   }
-  /** a NUL-terminated string's bytes (without the NUL) */
-  cstring(): Buffer {
+  /** where the NUL-terminated string at the read position ends; moves past its NUL */
+  private cstringEnd(): number {
     const end = this.buf.indexOf(0, this.pos);
     if (end < 0) throw new ProtocolViolation(`${this.what}: unterminated string`);
-    const v = this.buf.subarray(this.pos, end);
     this.pos = end + 1;
-    return v;
+    return end;
+  }
+  /** a NUL-terminated string's bytes (without the NUL) */
+  cstring(): Buffer {
+    const start = this.pos;
+    return this.buf.subarray(start, this.cstringEnd());
   }
   /** skip n bytes without making a view of them (per-message decoders on the hot path) */
   skip(n: number): void {
@@ -149,10 +153,8 @@ export class BodyReader {
   }
   /** a NUL-terminated name as latin1 (see nameOf), without an intermediate view */
   name(): string {
-    const end = this.buf.indexOf(0, this.pos);
-    if (end < 0) throw new ProtocolViolation(`${this.what}: unterminated string`);
     const start = this.pos;
-    this.pos = end + 1;
+    const end = this.cstringEnd();
     return end === start ? '' : this.buf.toString('latin1', start, end);
   }
   rest(): Buffer {
