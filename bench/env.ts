@@ -77,6 +77,33 @@ function psql(pg: RunningCluster, db: string, sql: string): void {
   }
 }
 
+/**
+ * `dbguard proxy` as the benchmarks and the soak run it: on 127.0.0.1:`port`, plain TCP to database
+ * `app` upstream, one policy file, one audit file. Callers append their own flags.
+ */
+export function proxyArgs(o: {
+  cli: string;
+  port: number;
+  upstream: { host: string; port: number };
+  policyFile: string;
+  auditFile: string;
+}): string[] {
+  return [
+    o.cli,
+    'proxy',
+    '--listen',
+    `127.0.0.1:${o.port}`,
+    '--upstream',
+    `postgres://${o.upstream.host}:${o.upstream.port}/app`,
+    '--upstream-sslmode',
+    'disable',
+    '--policy-file',
+    o.policyFile,
+    '--audit-log',
+    o.auditFile,
+  ];
+}
+
 export async function startDbguard(
   name: TargetName,
   pg: RunningCluster,
@@ -96,18 +123,7 @@ export async function startDbguard(
     process.execPath,
     [
       ...nodeArgs,
-      cli,
-      'proxy',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--upstream',
-      `postgres://127.0.0.1:${pg.port}/app`,
-      '--upstream-sslmode',
-      'disable',
-      '--policy-file',
-      policyFile,
-      '--audit-log',
-      auditFile,
+      ...proxyArgs({ cli, port, upstream: { host: '127.0.0.1', port: pg.port }, policyFile, auditFile }),
       '--identity-service-account',
       'bench/app',
     ],

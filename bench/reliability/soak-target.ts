@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../test/support/pg-cluster.js';
+import { proxyArgs } from '../env.js';
 import { rssOf, startService } from '../procs.js';
 import {
   compilePolicy,
@@ -103,18 +104,7 @@ export async function startSoakTarget(opts: {
     'dbguard proxy',
     process.execPath,
     [
-      cli,
-      'proxy',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--upstream',
-      `postgres://${opts.upstream.host}:${opts.upstream.port}/app`,
-      '--upstream-sslmode',
-      'disable',
-      '--policy-file',
-      policyFile,
-      '--audit-log',
-      auditFile,
+      ...proxyArgs({ cli, port, upstream: opts.upstream, policyFile, auditFile }),
       '--metrics-listen',
       `127.0.0.1:${metricsPort}`,
     ],
