@@ -16,6 +16,35 @@ import { until } from '../support/until.js';
 const CLI = path.resolve('dist/cli/main.js');
 const run = promisify(execFile);
 
+/** The built `dbguard proxy` on 127.0.0.1:`port` (upstream from the policy file); `stderr()` is its log so far. */
+function spawnProxy(
+  port: number,
+  policyFile: string,
+  auditFile: string,
+  ...extra: string[]
+): { proc: ChildProcess; stderr: () => string } {
+  const proc = spawn(
+    process.execPath,
+    [
+      CLI,
+      'proxy',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--policy-file',
+      policyFile,
+      '--audit-log',
+      auditFile,
+      ...extra,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let log = '';
+  proc.stderr!.on('data', (d) => {
+    log += d;
+  });
+  return { proc, stderr: () => log };
+}
+
 function policyYaml(upstreamPort: number, denyMessage = 'Schema changes go through migrations.'): string {
   return `
 apiVersion: dbguard.io/v1alpha1
@@ -49,7 +78,7 @@ describe('dbguard proxy (CLI process)', () => {
   let proc: ChildProcess;
   let port: number;
   let metricsPort: number;
-  let stderr = '';
+  let stderr = () => '';
   const policyFile = () => path.join(dir, 'policy.yaml');
   const auditFile = () => path.join(dir, 'audit.jsonl');
 
@@ -72,26 +101,14 @@ describe('dbguard proxy (CLI process)', () => {
     await admin.end();
     port = await freePort();
     metricsPort = await freePort();
-    proc = spawn(
-      process.execPath,
-      [
-        CLI,
-        'proxy',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--policy-file',
-        policyFile(),
-        '--metrics-listen',
-        `127.0.0.1:${metricsPort}`,
-        '--audit-log',
-        auditFile(),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    proc.stderr!.on('data', (d) => {
-      stderr += d;
-    });
-    await until('proxy listening', () => stderr.includes('"listening"'));
+    ({ proc, stderr } = spawnProxy(
+      port,
+      policyFile(),
+      auditFile(),
+      '--metrics-listen',
+      `127.0.0.1:${metricsPort}`,
+    ));
+    await until('proxy listening', () => stderr().includes('"listening"'));
   });
 
   afterAll(async () => {
@@ -163,7 +180,7 @@ describe('dbguard proxy (CLI process)', () => {
       policyFile(),
       'apiVersion: dbguard.io/v1alpha1\nkind: DatabasePolicy\nmetadata: {name: orders, namespace: shop}\nspec: {}\n',
     );
-    await until('reload error logged', () => stderr.includes('policy reload failed'));
+    await until('reload error logged', () => stderr().includes('policy reload failed'));
     await expect(app.query('DROP TABLE cli_customers')).rejects.toThrow('Changed message.');
     await app.end();
   });
@@ -209,28 +226,15 @@ describe('dbguard proxy --auth-timeout (CLI process)', () => {
 
   it('closes a client that connects and sends nothing after the timeout, with FATAL 08006', async () => {
     const port = await freePort();
-    let stderr = '';
-    const proc = spawn(
-      process.execPath,
-      [
-        CLI,
-        'proxy',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--policy-file',
-        path.join(dir, 'policy.yaml'),
-        '--audit-log',
-        path.join(dir, 'audit.jsonl'),
-        '--auth-timeout',
-        '800ms',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const { proc, stderr } = spawnProxy(
+      port,
+      path.join(dir, 'policy.yaml'),
+      path.join(dir, 'audit.jsonl'),
+      '--auth-timeout',
+      '800ms',
     );
-    proc.stderr!.on('data', (d) => {
-      stderr += d;
-    });
     try {
-      await until('proxy listening', () => stderr.includes('"listening"'));
+      await until('proxy listening', () => stderr().includes('"listening"'));
       const sock = net.connect(port, '127.0.0.1');
       const t0 = Date.now();
       let received = Buffer.alloc(0);
@@ -250,7 +254,7 @@ describe('dbguard proxy --auth-timeout (CLI process)', () => {
       expect(closedAfter).toBeLessThan(5000);
       expect(received[0]).toBe('E'.charCodeAt(0));
       expect(received.toString('latin1')).toContain('C08006');
-      await until('timeout logged', () => stderr.includes('start-up timed out'));
+      await until('timeout logged', () => stderr().includes('start-up timed out'));
       // a client that does log in within the timeout is unaffected
       const c = new pg.Client({ host: '127.0.0.1', port, user: 'app', password: 'app', database: 'app' });
       await c.connect();
@@ -270,7 +274,7 @@ describe('dbguard proxy --auth-timeout (CLI process)', () => {
       ]);
       clearTimeout(timer);
       if (!exited) proc.kill('SIGKILL');
-      expect(exited, `no exit ${Date.now() - t0} ms after SIGTERM; log: ${stderr.slice(-1500)}`).toBe(true);
+      expect(exited, `no exit ${Date.now() - t0} ms after SIGTERM; log: ${stderr().slice(-1500)}`).toBe(true);
     }
   });
 
