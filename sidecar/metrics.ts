@@ -14,6 +14,7 @@ import { parseListen as parseListenAddress } from '../api/listen.js';
 import type { AuditEvent, QueryDecision } from './audit/events.js';
 import type { AuditObserver } from './audit/writer.js';
 import { AUTH_FAILURE_REASONS } from './identity/token.js';
+import { type HistogramSeries, SeriesHistogram } from './series-histogram.js';
 
 /** PostgreSQL command tags (src/include/tcop/cmdtaglist.h) that get their own label value. */
 export const KNOWN_COMMANDS: ReadonlySet<string> = new Set([
@@ -182,8 +183,8 @@ export const QUERY_DURATION_BUCKETS = [
 /** One label set of dbguard_queries_total, counted in a plain number on the hot path. */
 interface QueryCell {
   readonly labels: { policy: string; decision: QueryDecision; command: string };
-  /** the dbguard_query_duration_seconds labels, made once */
-  readonly durationLabels: { policy: string; decision: QueryDecision };
+  /** its dbguard_query_duration_seconds series (policy, decision), looked up once */
+  readonly duration: HistogramSeries;
   /** statements not yet added to the prom-client counters */
   pending: number;
 }
@@ -199,7 +200,7 @@ export class SidecarMetrics {
   private readonly queries: Counter<'policy' | 'decision' | 'command'>;
   private readonly denied: Counter<'policy' | 'rule'>;
   private readonly masked: Counter<'policy'>;
-  private readonly duration: Histogram<'policy' | 'decision'>;
+  private readonly duration: SeriesHistogram<'policy' | 'decision'>;
   private readonly connectionsActive: Gauge;
   private readonly connectionsTotal: Counter;
   private readonly policyInfo: Gauge<'policy' | 'version'>;
@@ -235,13 +236,13 @@ export class SidecarMetrics {
       registers,
       collect: () => this.flushQueryCells(),
     });
-    this.duration = new Histogram({
-      name: 'dbguard_query_duration_seconds',
-      help: 'Time from a statement reaching the proxy to its completion, by decision.',
-      labelNames: ['policy', 'decision'],
-      buckets: QUERY_DURATION_BUCKETS,
+    this.duration = new SeriesHistogram(
+      'dbguard_query_duration_seconds',
+      'Time from a statement reaching the proxy to its completion, by decision.',
+      ['policy', 'decision'],
+      QUERY_DURATION_BUCKETS,
       registers,
-    });
+    );
     this.connectionsActive = new Gauge({
       name: 'dbguard_connections_active',
       help: 'Client connections open now.',
@@ -304,10 +305,7 @@ export class SidecarMetrics {
     const cell = this.queryCell(q.policy, q.decision, q.command);
     cell.pending++;
     if (q.decision === 'deny') this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE });
-    this.duration.observe(
-      cell.durationLabels,
-      Number.isFinite(q.durationSeconds) ? Math.max(0, q.durationSeconds) : 0,
-    );
+    cell.duration.observe(Number.isFinite(q.durationSeconds) ? Math.max(0, q.durationSeconds) : 0);
   }
 
   private queryCell(policy: string, decision: QueryDecision, command: string): QueryCell {
@@ -328,7 +326,7 @@ export class SidecarMetrics {
       // Keyed by the raw tag, labelled by its bounded form: at most a few hundred raw tags exist.
       cell = {
         labels: { policy, decision, command: commandLabel(command) },
-        durationLabels: { policy, decision },
+        duration: this.duration.series({ policy, decision }),
         pending: 0,
       };
       byCommand.set(command, cell);
