@@ -217,8 +217,16 @@ export class Session implements SessionHandle {
   /** statements that ended in the backend chunk being handled; see reportCompleted() */
   private completions: CompletedEvent[] = [];
   private terminating = false;
-  /** the running judge's wait signal (SessionHandle.waitSignal): cancel or disconnect aborts it */
+  /** a judge is running (it may ask for waitSignal); its number tells a late completion from the current judge */
+  private judging = 0;
+  private judgeCount = 0;
+  /**
+   * The running judge's wait signal (SessionHandle.waitSignal), made when first asked for: most judges
+   * never wait, and an AbortController per statement is garbage. A cancel or disconnect before it is
+   * made is kept in `judgeAbortReason` and aborts it at birth.
+   */
   private judgeAbort: AbortController | null = null;
+  private judgeAbortReason: string | undefined;
   /** the running judge asked for waitSignal: it may hold long, so the client is read meanwhile */
   private judgeWaiting = false;
   /** a streamed backend message is partly forwarded: a notice must wait for its end */
@@ -334,15 +342,26 @@ export class Session implements SessionHandle {
 
   /** SessionHandle.waitSignal */
   get waitSignal(): AbortSignal | undefined {
-    if (!this.judgeAbort) return undefined;
+    if (!this.judging) return undefined;
+    if (!this.judgeAbort) {
+      this.judgeAbort = new AbortController();
+      if (this.judgeAbortReason !== undefined) this.judgeAbort.abort(this.judgeAbortReason);
+    }
     this.judgeWaiting = true;
     this.clientGate.release('judge');
     return this.judgeAbort.signal;
   }
 
+  /** Aborts the running judge's wait signal (now, or when it is made). */
+  private abortJudge(reason: 'cancel' | 'disconnect'): void {
+    if (!this.judging) return;
+    if (this.judgeAbort) this.judgeAbort.abort(reason);
+    else this.judgeAbortReason ??= reason;
+  }
+
   /** A CancelRequest with this session's key arrived: a judge holding a statement gives up. */
   clientCancelled(): void {
-    this.judgeAbort?.abort('cancel');
+    this.abortJudge('cancel');
   }
 
   /** SessionHandle.notice: a NoticeResponse to the client, never inside a partly forwarded message. */
@@ -386,7 +405,7 @@ export class Session implements SessionHandle {
       setTimeout(() => this.upstream.destroy(), 1000).unref();
     }
     if (this.init.cancelPid !== undefined) this.init.cancels.release(this.init.cancelPid);
-    this.judgeAbort?.abort('disconnect');
+    this.abortJudge('disconnect');
     const err = new Error('dbguard: session closed');
     for (const job of this.internalQueue.splice(0)) job.reject(err);
     this.internalRunning?.reject(err);
@@ -671,12 +690,16 @@ export class Session implements SessionHandle {
     apply: (v: Verdict) => void,
   ): Promise<() => void> | undefined {
     let v: Verdict | Promise<Verdict>;
-    const abort = new AbortController();
-    this.judgeAbort = abort;
+    const me = ++this.judgeCount;
+    this.judging = me;
+    this.judgeAbort = null;
+    this.judgeAbortReason = undefined;
     this.judgeWaiting = false;
     const done = () => {
-      if (this.judgeAbort === abort) {
+      if (this.judging === me) {
+        this.judging = 0;
         this.judgeAbort = null;
+        this.judgeAbortReason = undefined;
         this.judgeWaiting = false;
       }
     };

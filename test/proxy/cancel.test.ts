@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DecisionPoint, Verdict } from '../../sidecar/decision-point.js';
 import { cstring, errorFields, msg, pgjs, RawConn, startTestProxy, type TestProxy, via } from './helpers.js';
 
 let proxy: TestProxy;
@@ -70,5 +71,48 @@ describe('cancel', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(proxy.logs.some((l) => l.msg.includes('unknown key'))).toBe(true);
     conn.close();
+  });
+
+  it('a cancel that arrives before a slow judge asks for its wait signal still aborts that signal', async () => {
+    // The signal is made only when a judge asks for it; a cancel before that must not be lost.
+    const seen: (string | undefined)[] = [];
+    const dp: DecisionPoint = {
+      judge(sql, s): Verdict | Promise<Verdict> {
+        if (!sql.includes('hold_me')) return { action: 'forward', sql };
+        return new Promise((resolve) =>
+          setTimeout(() => {
+            const signal = s.waitSignal;
+            seen.push(signal?.aborted ? String(signal.reason) : 'not aborted');
+            resolve(
+              signal?.aborted
+                ? { action: 'reject', sqlstate: '57014', message: 'canceling statement due to user request' }
+                : { action: 'forward', sql },
+            );
+          }, 400),
+        );
+      },
+      judgeFunctionCall: () => ({ action: 'reject', sqlstate: '42501', message: 'not in this test' }),
+    };
+    const p = await startTestProxy({ decisionPoint: dp });
+    try {
+      const { conn, messages } = await RawConn.login(via(p));
+      const k = messages.find((m) => m.type === 'K')!;
+      const pid = k.body.readInt32BE(0);
+      const secret = Buffer.from(k.body.subarray(4));
+      conn.send(msg('Q', cstring('select 1 as hold_me')));
+      await new Promise((r) => setTimeout(r, 100));
+      await sendCancel(p.port, pid, secret);
+      const res = await conn.readUntil('Z');
+      expect(errorFields(res.find((m) => m.type === 'E')!.body).C).toBe('57014');
+      expect(seen).toEqual(['cancel']);
+      // the next judge starts with a fresh, unaborted signal
+      conn.send(msg('Q', cstring('select 2 as hold_me')));
+      const res2 = await conn.readUntil('Z');
+      expect(res2.map((m) => m.type).join('')).toBe('TDCZ');
+      expect(seen).toEqual(['cancel', 'not aborted']);
+      conn.close();
+    } finally {
+      await p.close();
+    }
   });
 });
