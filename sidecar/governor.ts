@@ -114,6 +114,12 @@ function remember(st: SessionState, sql: string, d: Decision): void {
   if (st.recent.size > 256) st.recent.delete(st.recent.keys().next().value!);
 }
 
+/** SQL-level PREPARE or DECLARE among the statements (their text is rewritten under today's policy). */
+function preparesOrDeclares(d: Decision): boolean {
+  for (const x of d.statements) if (x.command === 'PREPARE' || x.command === 'DECLARE CURSOR') return true;
+  return false;
+}
+
 function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pending' {
   return d.kind === 'approval' ? 'approval_pending' : d.kind;
 }
@@ -353,10 +359,10 @@ export class Governor implements DecisionPoint {
       }
     }
     if (!(d.enforced && d.kind === 'approval' && this.opts.approvals)) return this.settle(sql, s, st, d, via);
-    remember(st, sql, d);
     const inflight: Inflight | undefined =
       via === 'query' ? { sql, decision: d, index: 0, started: Date.now() } : undefined;
     if (inflight) st.queries.push(inflight);
+    else remember(st, sql, d);
     const held = await judgeApproval({
       gate: this.opts.approvals,
       session: s,
@@ -387,8 +393,9 @@ export class Governor implements DecisionPoint {
     d: Decision,
     via: 'query' | 'parse',
   ): Verdict {
-    remember(st, sql, d);
-    if (via === 'query') st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+    // A Parse's decision is looked up by text when its Execute completes; a Query's travels in `queries`.
+    if (via === 'parse') remember(st, sql, d);
+    else st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
     const enforce = d.enforced;
     if (enforce && d.kind === 'deny') {
       return {
@@ -406,8 +413,7 @@ export class Governor implements DecisionPoint {
       };
     }
     this.applyEffects(s, st, d);
-    if (d.statements.some((x) => x.command === 'PREPARE' || x.command === 'DECLARE CURSOR'))
-      st.sqlPrepared = true;
+    if (!st.sqlPrepared && preparesOrDeclares(d)) st.sqlPrepared = true;
     return { action: 'forward', sql: enforce ? d.sql : sql };
   }
 
