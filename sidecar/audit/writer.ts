@@ -191,7 +191,18 @@ interface Flusher {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 class AuditLogImpl implements AuditLog {
+  /**
+   * Accepted events, already serialised: their lines (with seq and prev) are in `enc` up to `encOff`,
+   * line i ending at `encEnds[i]`. An event is encoded when it is accepted, so its cost falls on the
+   * statement that made it (after its answer went out) instead of on a burst of a few dozen events when
+   * the linger time ends, which held up whatever the event loop had to do next.
+   */
   private readonly queue: AuditEvent[] = [];
+  private readonly encEnds: number[] = [];
+  private enc: Buffer = Buffer.allocUnsafe(INITIAL_SCRATCH);
+  private encOff = 0;
+  /** a batch buffer a file sink is done with, kept for the next swap instead of a new allocation */
+  private spare: Buffer | undefined;
   private readonly waiters: Waiter[] = [];
   private flushers: Flusher[] = [];
   private reopenWaiters: { resolve(): void; reject(err: Error): void }[] = [];
@@ -208,8 +219,6 @@ class AuditLogImpl implements AuditLog {
   private readonly maxQueue: number;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
-  /** the batch buffer, reused for file sinks: persist() is done with it before the next serialize() */
-  private scratch = Buffer.allocUnsafe(INITIAL_SCRATCH);
 
   constructor(
     private readonly target: string,
@@ -227,9 +236,12 @@ class AuditLogImpl implements AuditLog {
   write(event: AuditEvent): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.closed) return Promise.reject(new AuditLogError('audit log is closed'));
-    this.accepted++;
     if (this.waiters.length === 0 && this.queue.length < this.maxQueue) {
-      this.queue.push(event);
+      try {
+        this.accept(event);
+      } catch (err) {
+        return Promise.reject(err);
+      }
       this.kick();
       return Promise.resolve();
     }
@@ -242,10 +254,43 @@ class AuditLogImpl implements AuditLog {
   tryWrite(event: AuditEvent): boolean {
     if (this.fatal || this.closed || this.waiters.length > 0 || this.queue.length >= this.maxQueue)
       return false;
-    this.accepted++;
-    this.queue.push(event);
+    this.accept(event); // an event that cannot be serialised throws here, to its caller, and is not counted
     this.kick();
     return true;
+  }
+
+  /**
+   * Serialises the event as the next line of the chain (seq and prev assigned here, in acceptance
+   * order) into the pending batch. Each line is encoded once, straight into the batch buffer, and
+   * hashed from there: hashing the string would encode it to UTF-8 a second time.
+   */
+  private accept(event: AuditEvent): void {
+    const seq = this.chain.seq + 1;
+    // Same bytes as JSON.stringify({ ...event, seq, prev }) (events never carry seq or prev), without
+    // the spread copy, which costs V8 about 10 µs per event on the hot path.
+    const line = `${eventBody(event)},"seq":${seq},"prev":"${this.chain.prev}"}`;
+    let off = this.encOff;
+    // At most 3 bytes per UTF-16 unit, the newline, and a newline owed to a torn last line.
+    const need = off + line.length * 3 + 2;
+    if (this.enc.length < need) {
+      const grown = Buffer.allocUnsafe(Math.max(this.enc.length * 2, need));
+      this.enc.copy(grown, 0, 0, off);
+      this.enc = grown;
+    }
+    const buf = this.enc;
+    if (this.pendingPrefix) {
+      off += buf.write(this.pendingPrefix, off, 'utf8');
+      this.pendingPrefix = '';
+    }
+    const n = buf.write(line, off, 'utf8');
+    this.chain.seq = seq;
+    this.chain.prev = lineHash(buf.subarray(off, off + n));
+    off += n;
+    buf[off++] = 0x0a;
+    this.encOff = off;
+    this.encEnds.push(off);
+    this.queue.push(event);
+    this.accepted++;
   }
 
   reopen(): Promise<void> {
@@ -329,7 +374,12 @@ class AuditLogImpl implements AuditLog {
   private admitWaiters(): void {
     while (this.waiters.length > 0 && this.queue.length < this.maxQueue) {
       const w = this.waiters.shift()!;
-      this.queue.push(w.event);
+      try {
+        this.accept(w.event);
+      } catch (err) {
+        w.reject(err instanceof Error ? err : new Error(String(err)));
+        continue;
+      }
       this.opts.observer?.waited?.(Number(process.hrtime.bigint() - w.since) / 1e9);
       w.resolve();
     }
@@ -348,9 +398,10 @@ class AuditLogImpl implements AuditLog {
         if (this.reopenWaiters.length > 0) await this.swapSink();
         this.admitWaiters();
         if (this.queue.length === 0) break;
-        const batch = this.queue.splice(0, this.maxBatch);
+        const { batch, buf, reusable } = this.take();
         this.admitWaiters();
-        await this.persist(this.serialize(batch));
+        await this.persist(buf);
+        if (reusable && !this.spare && reusable.length <= MAX_KEPT_SCRATCH) this.spare = reusable;
         this.written += batch.length;
         this.opts.observer?.written?.(batch);
         this.settleFlushers();
@@ -374,39 +425,32 @@ class AuditLogImpl implements AuditLog {
   }
 
   /**
-   * One buffer per batch: seq and prev are assigned here, in write order. Each line is encoded
-   * once, straight into the batch buffer, and hashed from there: hashing the string would encode it
-   * to UTF-8 a second time, and joining the lines first would copy the whole batch once more.
+   * The next batch: up to maxBatch accepted events and their bytes. When it is everything pending, a
+   * file sink gets the batch buffer itself and accepting goes on in the spare one (the pump writes one
+   * batch at a time, and a file sink is done with it when persist() resolves). A stream may still hold
+   * a chunk after its write callback (a pipe's readable side keeps it until read), so it gets a copy,
+   * as does the head of a longer queue, whose tail then moves to the front.
    */
-  private serialize(batch: AuditEvent[]): Buffer {
-    let buf = this.scratch;
-    let off = 0;
-    if (this.pendingPrefix) {
-      off = buf.write(this.pendingPrefix, 0, 'utf8');
-      this.pendingPrefix = '';
+  private take(): { batch: AuditEvent[]; buf: Buffer; reusable?: Buffer } {
+    const total = this.queue.length;
+    const n = Math.min(total, this.maxBatch);
+    const end = this.encEnds[n - 1]!;
+    const batch = this.queue.splice(0, n);
+    this.encEnds.splice(0, n);
+    if (n === total && this.sink instanceof FileSink) {
+      const full = this.enc;
+      this.enc = this.spare ?? Buffer.allocUnsafe(INITIAL_SCRATCH);
+      this.spare = undefined;
+      this.encOff = 0;
+      return { batch, buf: full.subarray(0, end), reusable: full };
     }
-    for (const event of batch) {
-      this.chain.seq += 1;
-      // Same bytes as JSON.stringify({ ...event, seq, prev }) (events never carry seq or prev), without
-      // the spread copy, which costs V8 about 10 µs per event on the hot path.
-      const line = `${eventBody(event)},"seq":${this.chain.seq},"prev":"${this.chain.prev}"}`;
-      // At most 3 bytes per UTF-16 unit, plus the newline.
-      if (buf.length - off < line.length * 3 + 1) {
-        const grown = Buffer.allocUnsafe(Math.max(buf.length * 2, off + line.length * 3 + 1));
-        buf.copy(grown, 0, 0, off);
-        buf = grown;
-      }
-      const n = buf.write(line, off, 'utf8');
-      this.chain.prev = lineHash(buf.subarray(off, off + n));
-      off += n;
-      buf[off++] = 0x0a;
-    }
-    // The scratch buffer is reused for the next batch unless a burst of huge statements grew it.
-    // A file sink is done with a batch when persist() resolves (the pump writes one at a time); a
-    // stream may still hold the chunk after its write callback (a pipe's readable side keeps it until
-    // read), so it gets its own copy.
-    this.scratch = buf.length <= MAX_KEPT_SCRATCH ? buf : Buffer.allocUnsafe(INITIAL_SCRATCH);
-    return this.sink instanceof FileSink ? buf.subarray(0, off) : Buffer.from(buf.subarray(0, off));
+    const buf = Buffer.from(this.enc.subarray(0, end));
+    this.enc.copy(this.enc, 0, end, this.encOff);
+    this.encOff -= end;
+    for (let k = 0; k < this.encEnds.length; k++) this.encEnds[k]! -= end;
+    if (this.encOff === 0 && this.enc.length > MAX_KEPT_SCRATCH)
+      this.enc = Buffer.allocUnsafe(INITIAL_SCRATCH);
+    return { batch, buf };
   }
 
   /** Write one batch; retry a file sink with backoff, resuming after what was already written. */
@@ -440,8 +484,8 @@ class AuditLogImpl implements AuditLog {
     this.reopenWaiters = [];
     // What is queued goes to the old file first: the new file's first line then chains from its last.
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      await this.persist(this.serialize(batch));
+      const { batch, buf } = this.take();
+      await this.persist(buf);
       this.written += batch.length;
       this.opts.observer?.written?.(batch);
     }

@@ -210,6 +210,45 @@ describe('dbguard audit verify', () => {
 describe('batching', () => {
   const turn = () => new Promise<void>((r) => setImmediate(r));
 
+  it('events are serialised when accepted: a batch larger than maxBatch is split, its tail kept in order', async () => {
+    const path = newPath('split');
+    const batches: number[] = [];
+    const log = await openAuditLog(path, {
+      lingerMs: 10_000,
+      maxBatch: 8,
+      observer: { written: (b) => batches.push(b.length) },
+    });
+    // 20 events in one turn: the full-batch kick runs only after all of them are accepted.
+    for (let i = 1; i <= 20; i++) expect(log.tryWrite(sampleQuery(i))).toBe(true);
+    expect(log.status().chain.seq).toBe(20); // seq and prev are assigned at acceptance
+    await log.flush();
+    expect(batches).toEqual([8, 8, 4]);
+    for (let i = 21; i <= 23; i++) log.tryWrite(sampleQuery(i));
+    await log.close();
+    expect(readLines(path).map((l) => JSON.parse(l).seq)).toEqual(
+      Array.from({ length: 23 }, (_, i) => i + 1),
+    );
+    expect(await verifyAuditFiles([path])).toMatchObject({ ok: true, lines: 23 });
+  });
+
+  it('an event that cannot be serialised is refused to its writer; the log and its chain go on', async () => {
+    const path = newPath('unserialisable');
+    const log = await openAuditLog(path, { lingerMs: 10_000 });
+    log.tryWrite(sampleQuery(1));
+    const bad = { ...sampleQuery(2), rowCount: 10n } as unknown as ReturnType<typeof sampleQuery>;
+    expect(() => log.tryWrite(bad)).toThrow(/BigInt/);
+    await expect(log.write(bad)).rejects.toThrow(/BigInt/);
+    log.tryWrite(sampleQuery(3));
+    await log.flush(); // would hang if the refused event had been counted as accepted
+    await log.close();
+    const lines = readLines(path).map((l) => JSON.parse(l));
+    expect(lines.map((l) => [l.seq, l.rowCount])).toEqual([
+      [1, sampleQuery(1).rowCount],
+      [2, sampleQuery(3).rowCount],
+    ]);
+    expect(await verifyAuditFiles([path])).toMatchObject({ ok: true, lines: 2 });
+  });
+
   it('a slow trickle of events (one client) goes out in few writes; flush does not wait for the linger', async () => {
     const path = newPath('linger');
     const batches: number[] = [];
