@@ -147,7 +147,13 @@ export class Governor implements DecisionPoint {
     const audit = this.opts.audit;
     if (!audit) return;
     // Room in the queue and nothing of this session's waiting: queued, in order, no promise needed.
-    if (!st.auditWait && audit.tryWrite(event)) return;
+    try {
+      if (!st.auditWait && audit.tryWrite(event)) return;
+    } catch (err) {
+      // The event could not be serialised: it is refused alone, the log and its chain go on.
+      this.opts.log?.({ msg: 'audit event refused', error: String((err as Error)?.message ?? err) });
+      return;
+    }
     const p = audit.write(event).then(
       () => {
         if (st.auditWait === p) st.auditWait = undefined;
