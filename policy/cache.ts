@@ -43,10 +43,6 @@ export function contextKey(ctx: SessionContext, policy: CompiledPolicy): string 
 const EXACT = '\u0000';
 const TEMPLATE = '\u0001';
 
-export function decisionKey(sql: string, ctx: SessionContext, policy: CompiledPolicy): string {
-  return contextKey(ctx, policy) + EXACT + sql;
-}
-
 /**
  * Characters that can open a constant other than a number, or hide text from a plain reading: quotes
  * (every string, bit, hex, escape and Unicode constant has one), dollar quotes and `$name`, comments
@@ -202,6 +198,15 @@ export class DecisionCache {
   private readonly map = new Map<string, Decision>();
   /** plain templates the normalizer does not follow: their texts use the normalized template */
   private readonly inexact = new Set<string>();
+  /**
+   * contextKey → a short id that stands for it in the keys of `map`. A context key is a few hundred
+   * characters (policy version, subject, search_path, catalog version); keyed by it, every lookup
+   * copied and hashed it again in front of the text, and every entry held a copy. Ids are never
+   * reused, so dropping this table (too many contexts) only makes older entries unreachable until the
+   * LRU evicts them.
+   */
+  private readonly contexts = new Map<string, string>();
+  private nextContext = 0;
   hits = 0;
   /** hits through a numeric template (counted in `hits` too) */
   templateHits = 0;
@@ -232,6 +237,17 @@ export class DecisionCache {
 
   clear(): void {
     this.map.clear();
+    this.contexts.clear();
+  }
+
+  private contextId(ctxKey: string): string {
+    let id = this.contexts.get(ctxKey);
+    if (id === undefined) {
+      if (this.contexts.size >= this.maxEntries) this.contexts.clear();
+      id = String(this.nextContext++);
+      this.contexts.set(ctxKey, id);
+    }
+    return id;
   }
 
   /**
@@ -245,7 +261,8 @@ export class DecisionCache {
     policy: CompiledPolicy,
     ctxKey = contextKey(ctx, policy),
   ): Decision {
-    const exactKey = ctxKey + EXACT + sql;
+    const context = this.contextId(ctxKey);
+    const exactKey = context + EXACT + sql;
     const hit = this.get(exactKey);
     if (hit) {
       this.hits++;
@@ -254,7 +271,7 @@ export class DecisionCache {
     let template = numericTemplate(sql);
     // A plain template the normalizer would not follow (see plainTemplateExact): fall back to the normalizer's.
     if (template !== undefined && this.inexact.has(template)) template = normalizedTemplate(sql);
-    const templateKey = template === undefined ? undefined : ctxKey + TEMPLATE + template;
+    const templateKey = template === undefined ? undefined : context + TEMPLATE + template;
     if (templateKey !== undefined) {
       const shared = this.get(templateKey);
       if (shared) {
@@ -276,7 +293,7 @@ export class DecisionCache {
         if (this.inexact.size >= this.maxEntries) this.inexact.clear();
         this.inexact.add(template!);
         const fallback = normalizedTemplate(sql, normalized);
-        if (fallback !== undefined) this.set(ctxKey + TEMPLATE + fallback, d);
+        if (fallback !== undefined) this.set(context + TEMPLATE + fallback, d);
       }
     }
     return d;

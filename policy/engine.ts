@@ -2,7 +2,7 @@
  * The policy engine's public surface (pure: no network, no files). Call `await initParser()` once;
  * everything else is synchronous.
  */
-export { contextKey, DecisionCache, decisionKey, numericTemplate, subjectKey } from './cache.js';
+export { contextKey, DecisionCache, numericTemplate, subjectKey } from './cache.js';
 export {
   type CatalogColumn,
   type CatalogSnapshot,

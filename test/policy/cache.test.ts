@@ -145,6 +145,21 @@ describe('DecisionCache with numeric templates', () => {
     expect(cache.templateHits).toBe(1); // the masked texts were not shared
   });
 
+  test("more session contexts than the cache keeps ids for: none is answered with another context's decision", () => {
+    // maxEntries 2 also bounds the context-id table: the third context drops it. Ids go on counting, so
+    // an entry made under a dropped id (here the exempt subject's 'allow') can never answer a new one.
+    const cache = new DecisionCache(2);
+    const sql = `SELECT email FROM ${SCHEMA}.customers WHERE id = 1`;
+    const contexts = [
+      { ctx: sessionOf(exempt, catalog), kind: 'allow' },
+      { ctx: sessionOf(masked, catalog), kind: 'mask' },
+      { ctx: sessionOf(masked, catalog, 'other_db'), kind: 'mask' },
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const { ctx, kind } of contexts) expect(cache.judge(sql, ctx, policy).kind).toBe(kind);
+    }
+  });
+
   test('subjects and search paths do not share templates', () => {
     const cache = new DecisionCache(100);
     const asMasked = cache.judge(
