@@ -233,11 +233,18 @@ describe('batching', () => {
 
   it('an event that cannot be serialised is refused to its writer; the log and its chain go on', async () => {
     const path = newPath('unserialisable');
-    const log = await openAuditLog(path, { lingerMs: 10_000 });
+    const errors: string[] = [];
+    const log = await openAuditLog(path, {
+      lingerMs: 10_000,
+      observer: { error: (e) => errors.push(e.message) },
+    });
     log.tryWrite(sampleQuery(1));
     const bad = { ...sampleQuery(2), rowCount: 10n } as unknown as ReturnType<typeof sampleQuery>;
     expect(() => log.tryWrite(bad)).toThrow(/BigInt/);
     await expect(log.write(bad)).rejects.toThrow(/BigInt/);
+    // counted where SREs look (dbguard_audit_write_errors_total), with the reason
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/audit event refused, it cannot be serialised: .*BigInt/);
     log.tryWrite(sampleQuery(3));
     await log.flush(); // would hang if the refused event had been counted as accepted
     await log.close();
