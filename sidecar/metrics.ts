@@ -289,7 +289,7 @@ export class SidecarMetrics {
     });
     this.auditErrors = new Counter({
       name: 'dbguard_audit_write_errors_total',
-      help: 'Audit sink write errors (file sinks are retried; events are kept).',
+      help: 'Audit sink write errors (file sinks are retried; events are kept), and events refused because they cannot be serialised.',
       registers,
     });
     this.authFailures = new Counter({
