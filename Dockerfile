@@ -51,5 +51,6 @@ COPY examples/demo ./examples/demo
 ENV NODE_ENV=production
 USER 65532:65532
 EXPOSE 5432 8443 9090
-ENTRYPOINT ["/nodejs/bin/node", "/app/dist/cli/main.js"]
+# node flags: cli/node-flags.ts says why (a larger young generation: fewer collection pauses)
+ENTRYPOINT ["/nodejs/bin/node", "--min-semi-space-size=8", "/app/dist/cli/main.js"]
 CMD ["--help"]

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../cli/node-flags.js';
 import { freePort, type RunningCluster, startCluster } from '../test/support/pg-cluster.js';
 import { ensurePgbouncer, startPgbouncer } from './pgbouncer.js';
 import { type AuditStatements, realisticPolicy } from './policy.js';
@@ -78,8 +79,9 @@ function psql(pg: RunningCluster, db: string, sql: string): void {
 }
 
 /**
- * `dbguard proxy` as the benchmarks and the soak run it: on 127.0.0.1:`port`, plain TCP to database
- * `app` upstream, one policy file, one audit file. Callers append their own flags.
+ * `dbguard proxy` as the benchmarks and the soak run it (after the image's node flags): on
+ * 127.0.0.1:`port`, plain TCP to database `app` upstream, one policy file, one audit file. Callers
+ * append their own flags.
  */
 export function proxyArgs(o: {
   cli: string;
@@ -89,6 +91,7 @@ export function proxyArgs(o: {
   auditFile: string;
 }): string[] {
   return [
+    ...NODE_FLAGS, // as the image runs it
     o.cli,
     'proxy',
     '--listen',
