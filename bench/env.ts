@@ -194,35 +194,24 @@ export async function startEnv(o: EnvOptions): Promise<BenchEnv> {
     services.push(bouncer);
     targets.set('pgbouncer', { port: bouncer.port, pid: bouncer.pid, service: bouncer });
 
-    for (const [name, audit] of [
-      ['dbguard', 'All'],
-      ['dbguard-audit-none', 'None'],
-    ] as const) {
-      o.log(`starting ${name} (dbguard proxy process, audit statements: ${audit}) ...`);
+    const proxies: { name: TargetName; audit: AuditStatements; cli?: string }[] = [
+      { name: 'dbguard', audit: 'All' },
+      { name: 'dbguard-audit-none', audit: 'None' },
+    ];
+    if (o.baselineCli) proxies.push({ name: 'dbguard-baseline', audit: 'All', cli: o.baselineCli });
+    for (const { name, audit, cli } of proxies) {
+      o.log(`starting ${name} (${cli ?? 'dbguard proxy process'}, audit statements: ${audit}) ...`);
       const { service, auditFile } = await startDbguard(
         name,
         pg,
         dir,
         audit,
         name === 'dbguard' ? o.cpuProfDir : undefined,
+        cli,
       );
       services.push(service);
       targets.set(name, { port: service.port, pid: service.pid, service });
       auditFiles.set(name, auditFile);
-    }
-    if (o.baselineCli) {
-      o.log(`starting dbguard-baseline (${o.baselineCli}, audit statements: All) ...`);
-      const { service, auditFile } = await startDbguard(
-        'dbguard-baseline',
-        pg,
-        dir,
-        'All',
-        undefined,
-        o.baselineCli,
-      );
-      services.push(service);
-      targets.set('dbguard-baseline', { port: service.port, pid: service.pid, service });
-      auditFiles.set('dbguard-baseline', auditFile);
     }
 
     o.log('starting the bare Node pipe ...');
