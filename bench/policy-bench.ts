@@ -120,15 +120,15 @@ function medianOf(xs: number[]): number {
 
 export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Promise<PolicyCost> {
   await initParser();
+  // Cache lookups as a proxy session makes them: its context key made once per change of its facts.
+  const session = ctx(masked);
+  const sessionKey = contextKey(session, policy);
   const statements: StatementCost[] = [];
   for (const [label, sql] of Object.entries(STATEMENTS)) {
     const parse = time(() => parseText(sql), iterations);
     const j = time(() => judge(sql, ctx(plain), policy), iterations);
     const jm = time(() => judge(sql, ctx(masked), policy), iterations);
     const cache = new DecisionCache(1000);
-    // As a proxy session calls it: the context key made once per change of the session's facts.
-    const session = ctx(masked);
-    const sessionKey = contextKey(session, policy);
     cache.judge(sql, session, policy, sessionKey);
     const cached = time(() => cache.judge(sql, session, policy, sessionKey), iterations);
     statements.push({ label, parse, judge: j, judgeMasked: jm, cached });
@@ -136,8 +136,6 @@ export async function measurePolicyCost(iterations = 2000, manyRules = 1000): Pr
   // cache behaviour over a workload with repeats: 50 distinct texts, 20 rounds
   const cache = new DecisionCache(10_000);
   const texts = Array.from({ length: 50 }, (_, i) => `SELECT * FROM customers WHERE id = ${i}`);
-  const session = ctx(masked);
-  const sessionKey = contextKey(session, policy);
   const t = time(() => {
     for (const s of texts) cache.judge(s, session, policy, sessionKey);
   }, 20);
