@@ -31,6 +31,13 @@ function sendCancel(port: number, pid: number, secret: Buffer): Promise<void> {
   });
 }
 
+/** A raw session and the cancel key (BackendKeyData) the proxy gave it. */
+async function loginWithKey(t: { host: string; port: number }) {
+  const { conn, messages } = await RawConn.login(t);
+  const k = messages.find((m) => m.type === 'K')!;
+  return { conn, pid: k.body.readInt32BE(0), secret: Buffer.from(k.body.subarray(4)) };
+}
+
 describe('cancel', () => {
   it('postgres.js cancels a running pg_sleep(20) with 57014 within seconds', async () => {
     const sql = pgjs(via(proxy));
@@ -46,10 +53,7 @@ describe('cancel', () => {
   });
 
   it('a raw CancelRequest with the proxy key cancels; a wrong key does not', async () => {
-    const { conn, messages } = await RawConn.login(via(proxy));
-    const k = messages.find((m) => m.type === 'K')!;
-    const pid = k.body.readInt32BE(0);
-    const secret = Buffer.from(k.body.subarray(4));
+    const { conn, pid, secret } = await loginWithKey(via(proxy));
     conn.send(msg('Q', cstring('select pg_sleep(3)')));
     await new Promise((r) => setTimeout(r, 200));
     const wrong = Buffer.from(secret);
@@ -95,10 +99,7 @@ describe('cancel', () => {
     };
     const p = await startTestProxy({ decisionPoint: dp });
     try {
-      const { conn, messages } = await RawConn.login(via(p));
-      const k = messages.find((m) => m.type === 'K')!;
-      const pid = k.body.readInt32BE(0);
-      const secret = Buffer.from(k.body.subarray(4));
+      const { conn, pid, secret } = await loginWithKey(via(p));
       conn.send(msg('Q', cstring('select 1 as hold_me')));
       await new Promise((r) => setTimeout(r, 100));
       await sendCancel(p.port, pid, secret);
