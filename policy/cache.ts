@@ -37,6 +37,7 @@ export function contextKey(ctx: SessionContext, policy: CompiledPolicy): string 
     ctx.searchPath,
     ctx.tempSchema ?? ctx.catalog?.tempSchema ?? '',
     ctx.catalog?.version ?? '-',
+    ctx.catalog?.serverVersionNum ?? 0,
   ]);
 }
 

@@ -29,6 +29,11 @@ export interface MaskedRelation {
 export interface CatalogSnapshot {
   /** changes whenever relations, functions, operators, rules or inheritance change */
   version: string;
+  /**
+   * The server's `server_version_num` (150004 for 15.4); 0 when the snapshot does not say. Mask
+   * expressions use cheaper built-ins where the server has them.
+   */
+  serverVersionNum: number;
   /** current_schemas(true) at the time of the snapshot */
   searchPath: string[];
   currentUser?: string;
@@ -138,6 +143,7 @@ UNION ALL SELECT DISTINCT 'func', n.nspname::text, p.proname::text, NULL, NULL, 
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid >= 16384
 UNION ALL SELECT DISTINCT 'op', n.nspname::text, o.oprname::text, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384
+UNION ALL SELECT 'server', pg_catalog.current_setting('server_version_num'), NULL, NULL, NULL, NULL, NULL, NULL
 UNION ALL SELECT 'version', ${version}, NULL, NULL, NULL, NULL, NULL, NULL`;
 }
 
@@ -152,6 +158,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
   if (!Array.isArray(rows)) throw new Error('dbguard: catalog rows must be an array of rows');
   const snap: CatalogSnapshot = {
     version: '',
+    serverVersionNum: 0,
     searchPath: [],
     schemas: new Set(),
     relations: new Map(),
@@ -238,6 +245,11 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'version':
         snap.version = need(row, 1, kind);
         break;
+      case 'server': {
+        const n = Number(need(row, 1, kind));
+        snap.serverVersionNum = Number.isSafeInteger(n) && n > 0 ? n : 0;
+        break;
+      }
       default:
         break; // a newer query's extra facts: ignore
     }
@@ -304,6 +316,7 @@ export class SnapshotInterner {
     const key = JSON.stringify([
       policyVersion,
       snap.version,
+      snap.serverVersionNum,
       snap.searchPath,
       snap.currentUser ?? null,
       snap.tempSchema ?? null,

@@ -28,11 +28,21 @@ function hashed(value: string, col: CatalogColumn, salt: string): string {
   return nullOf(t);
 }
 
+/** PostgreSQL 14 added negative field numbers to split_part (count from the end). */
+const SPLIT_PART_FROM_END = 140000;
+
 /**
  * The masked value of `value` (an SQL expression reading the column) for one strategy.
  * Unknown strategies and type/strategy combinations without a sensible mask give NULL.
+ * `serverVersionNum` (the catalog snapshot's) picks cheaper built-ins where the server has them;
+ * every form gives the same values (tested against each other on the server).
  */
-export function maskExpression(value: string, col: CatalogColumn, m: EffectiveMask): string {
+export function maskExpression(
+  value: string,
+  col: CatalogColumn,
+  m: EffectiveMask,
+  serverVersionNum = 0,
+): string {
   const t = col.type;
   const text = col.category === 'S';
   const v = `CAST(${value} AS text)`;
@@ -46,23 +56,35 @@ export function maskExpression(value: string, col: CatalogColumn, m: EffectiveMa
       const kf = Math.max(0, Math.floor(m.partial?.keepFirst ?? 0));
       const kl = Math.max(0, Math.floor(m.partial?.keepLast ?? 0));
       const mc = quoteLiteral((m.partial?.maskChar ?? '*').slice(0, 1) || '*');
+      // left(v, 0) and right(v, 0) are '' but still cost a call per row.
+      const kept = [
+        ...(kf > 0 ? [`left(${v}, ${kf})`] : []),
+        `repeat(${mc}, length(${v}) - ${kf + kl})`,
+        ...(kl > 0 ? [`right(${v}, ${kl})`] : []),
+      ];
       return cast(
         `CASE WHEN ${value} IS NULL THEN NULL` +
           ` WHEN length(${v}) <= ${kf + kl} THEN repeat(${mc}, length(${v}))` +
-          ` ELSE left(${v}, ${kf}) || repeat(${mc}, length(${v}) - ${kf + kl}) || right(${v}, ${kl}) END`,
+          ` ELSE ${kept.join(' || ')} END`,
         t,
       );
     }
-    case 'Email':
+    case 'Email': {
       if (!text) return nullOf(t);
-      // The domain is what follows the last '@'. reverse/split_part instead of regexp_replace('^.*@'):
-      // same result, about half the server's CPU per row (a 1M-row masked read is bound by it).
+      // The domain is what follows the last '@'. A masked read of many rows is bound by the server
+      // computing this, so the cheapest built-in wins: split_part(v, '@', -1) on PostgreSQL 14+ (a
+      // quarter of regexp_replace(v, '^.*@', '')'s CPU per row), else reverse/split_part/reverse (half).
+      const domain =
+        serverVersionNum >= SPLIT_PART_FROM_END
+          ? `split_part(${v}, '@', -1)`
+          : `reverse(split_part(reverse(${v}), '@', 1))`;
       return cast(
         `CASE WHEN ${value} IS NULL THEN NULL` +
-          ` WHEN strpos(${v}, '@') > 0 THEN left(split_part(${v}, '@', 1), 1) || '***@' || reverse(split_part(reverse(${v}), '@', 1))` +
+          ` WHEN strpos(${v}, '@') > 0 THEN left(split_part(${v}, '@', 1), 1) || '***@' || ${domain}` +
           ` ELSE left(${v}, 1) || '***' END`,
         t,
       );
+    }
     case 'Hash':
       return hashed(value, col, m.hash?.salt ?? '');
     case 'Constant':
@@ -71,7 +93,10 @@ export function maskExpression(value: string, col: CatalogColumn, m: EffectiveMa
       const unit = m.generalize?.unit;
       const step = m.generalize?.step;
       if (col.category === 'D' && !/^time( |\(|$)/.test(t)) {
-        return cast(`date_trunc(${quoteLiteral(unit ?? 'year')}, ${value})`, t);
+        // A date goes through timestamp, not the implicit timestamptz: same day, without a time zone
+        // conversion on the way in and out (a third of this mask's cost per row).
+        const at = t === 'date' ? `CAST(${value} AS timestamp)` : value;
+        return cast(`date_trunc(${quoteLiteral(unit ?? 'year')}, ${at})`, t);
       }
       if (col.category === 'N' && typeof step === 'number' && step > 0 && Number.isFinite(step)) {
         return cast(`floor(CAST(${value} AS numeric) / ${step}) * ${step}`, t);

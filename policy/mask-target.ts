@@ -25,6 +25,8 @@ export interface TargetMaskInput {
   bytes: Buffer;
   /** resolution of RangeVars met in sub-selects (to know which ones have which columns) */
   resolvedRv: Map<PgNode, { rel?: MaskedRelation }>;
+  /** the catalog snapshot's server_version_num, for maskExpression */
+  serverVersionNum: number;
 }
 
 export class Refused extends Error {}
@@ -111,7 +113,9 @@ class TargetMasker {
     const parts = (cr.fields ?? []).length;
     const { start, end } = this.span(loc(cr), parts);
     const original = this.inp.bytes.subarray(start, end).toString('utf8');
-    const expr = `(${maskExpression(original, c, mask)})` + (alias ? ` AS ${quoteIdent(col)}` : '');
+    const expr =
+      `(${maskExpression(original, c, mask, this.inp.serverVersionNum)})` +
+      (alias ? ` AS ${quoteIdent(col)}` : '');
     this.edits.push({ start, end, text: expr });
     this.masked.add(`${this.inp.res.display}.${col}`);
   }
@@ -218,7 +222,7 @@ class TargetMasker {
       const m = this.inp.masks.get(c.name);
       if (!m) return ref;
       this.masked.add(`${this.inp.res.display}.${c.name}`);
-      return `(${maskExpression(ref, c, m)}) AS ${quoteIdent(c.name)}`;
+      return `(${maskExpression(ref, c, m, this.inp.serverVersionNum)}) AS ${quoteIdent(c.name)}`;
     });
     if (list.length === 0) throw new Refused(`no columns known for ${this.inp.res.display}`);
     this.edits.push({ start, end, text: list.join(', ') });

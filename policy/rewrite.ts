@@ -141,6 +141,7 @@ class Masker {
           tokens: this.inp.tokens,
           bytes: this.inp.bytes,
           resolvedRv: this.rvInfo,
+          serverVersionNum: this.inp.catalog.serverVersionNum,
         },
         this.edits,
         this.maskedColumns,
@@ -259,7 +260,7 @@ class Masker {
       const m = info.masks.get(c.name);
       if (!m) return ref;
       this.maskedColumns.add(`${res.display}.${c.name}`);
-      return `${maskExpression(ref, c, m)} AS ${quoteIdent(c.name)}`;
+      return `${maskExpression(ref, c, m, this.inp.catalog.serverVersionNum)} AS ${quoteIdent(c.name)}`;
     });
     const from = `${only ? 'ONLY ' : ''}${quoteIdent(res.schema)}.${quoteIdent(res.name)}`;
     return `(SELECT ${list.join(', ')} FROM ${from})`;

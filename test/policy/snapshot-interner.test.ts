@@ -2,7 +2,9 @@
 import { describe, expect, test } from 'vitest';
 import { parseCatalog, SnapshotInterner } from '../../policy/catalog.js';
 
-const rows = (opts: { path?: string[]; user?: string; temp?: string; version?: string } = {}) => [
+const rows = (
+  opts: { path?: string[]; user?: string; temp?: string; version?: string; server?: string } = {},
+) => [
   ...(opts.path ?? ['pg_catalog', 'public']).map((s, i) => [
     'path',
     s,
@@ -17,6 +19,7 @@ const rows = (opts: { path?: string[]; user?: string; temp?: string; version?: s
   ...(opts.temp ? [['temp', opts.temp, null, null, null, null, null, null]] : []),
   ['schema', 'public', null, null, null, null, null, null],
   ['rel', 'public', 'orders', 'r', null, null, null, null],
+  ['server', opts.server ?? '150004', null, null, null, null, null, null],
   ['version', opts.version ?? '10.1:2.3:0', null, null, null, null, null, null],
 ];
 
@@ -29,7 +32,7 @@ describe('SnapshotInterner', () => {
     expect(interner.size).toBe(1);
   });
 
-  test('another policy, catalog version, search path, user or temp schema keeps its own snapshot', () => {
+  test('another policy, catalog version, server version, search path, user or temp schema keeps its own snapshot', () => {
     const interner = new SnapshotInterner();
     const base = interner.intern('sha256:p1', parseCatalog(rows()));
     const others = [
@@ -38,10 +41,14 @@ describe('SnapshotInterner', () => {
       interner.intern('sha256:p1', parseCatalog(rows({ path: ['pg_catalog', 'shop', 'public'] }))),
       interner.intern('sha256:p1', parseCatalog(rows({ user: 'reporting' }))),
       interner.intern('sha256:p1', parseCatalog(rows({ temp: 'pg_temp_3' }))),
+      interner.intern('sha256:p1', parseCatalog(rows({ server: '130012' }))),
     ];
     for (const o of others) expect(o).not.toBe(base);
     expect(new Set(others).size).toBe(others.length);
     expect(others[2]!.searchPath).toEqual(['pg_catalog', 'shop', 'public']);
+    expect(base.serverVersionNum).toBe(150004);
+    expect(others[5]!.serverVersionNum).toBe(130012);
+    expect(parseCatalog(rows({ server: 'garbage' })).serverVersionNum).toBe(0);
   });
 
   test('holds a bounded number of snapshots', () => {
