@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { errorFields, msg, startupMessage } from '../test/support/wire.js';
 
 export interface WireLogin {
   host: string;
@@ -23,33 +24,9 @@ export interface QueryResult {
 
 const md5 = (s: string | Buffer) => crypto.createHash('md5').update(s).digest('hex');
 
-function startupMessage(user: string, database: string): Buffer {
-  const params = Buffer.from(`user\0${user}\0database\0${database}\0application_name\0dbguard-bench\0\0`);
-  const out = Buffer.alloc(8 + params.length);
-  out.writeInt32BE(out.length, 0);
-  out.writeInt32BE(196608, 4);
-  params.copy(out, 8);
-  return out;
-}
-
-function typed(type: string, body: Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out.write(type, 0, 'latin1');
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-
 function errorText(body: Buffer): string {
-  const fields: Record<string, string> = {};
-  let i = 0;
-  while (i < body.length && body[i] !== 0) {
-    const code = String.fromCharCode(body[i]!);
-    const end = body.indexOf(0, i + 1);
-    fields[code] = body.toString('utf8', i + 1, end);
-    i = end + 1;
-  }
-  return `${fields.S ?? 'ERROR'} ${fields.C ?? ''}: ${fields.M ?? '?'}`;
+  const f = errorFields(body);
+  return `${f.S ?? 'ERROR'} ${f.C ?? ''}: ${f.M ?? '?'}`;
 }
 
 /**
@@ -83,18 +60,22 @@ export class WireClient {
       this.sock.on('close', () => this.abort(new Error('connection closed')));
       this.sock.on('data', (chunk: Buffer) => this.onData(chunk));
       this.rejectWaiter = fail;
-      this.sock.once('connect', () => this.sock.write(startupMessage(login.user, login.database)));
+      this.sock.once('connect', () =>
+        this.sock.write(
+          startupMessage({ user: login.user, database: login.database, application_name: 'dbguard-bench' }),
+        ),
+      );
       this.onMessage = (type, body) => {
         switch (type) {
           case 0x52: {
             // 'R' authentication request
             const code = body.readInt32BE(0);
             if (code === 0) return;
-            if (code === 3) this.sock.write(typed('p', Buffer.from(`${login.password ?? ''}\0`)));
+            if (code === 3) this.sock.write(msg('p', Buffer.from(`${login.password ?? ''}\0`)));
             else if (code === 5) {
               const inner = md5(`${login.password ?? ''}${login.user}`);
               const outer = md5(Buffer.concat([Buffer.from(inner), body.subarray(4, 8)]));
-              this.sock.write(typed('p', Buffer.from(`md5${outer}\0`)));
+              this.sock.write(msg('p', Buffer.from(`md5${outer}\0`)));
             } else fail(new Error(`authentication method ${code} is not supported by the bench client`));
             return;
           }
@@ -161,13 +142,13 @@ export class WireClient {
           else resolve({ rows, bytes, ms: performance.now() - t0, commandTag });
         }
       };
-      this.sock.write(typed('Q', Buffer.from(`${sql}\0`)));
+      this.sock.write(msg('Q', Buffer.from(`${sql}\0`)));
     });
   }
 
   close(): void {
     this.failed ??= new Error('closed');
-    if (!this.sock.destroyed) this.sock.end(typed('X', Buffer.alloc(0)));
+    if (!this.sock.destroyed) this.sock.end(msg('X', Buffer.alloc(0)));
     this.sock.destroy();
   }
 }

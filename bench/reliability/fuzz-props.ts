@@ -12,7 +12,6 @@
  * Used by `test/reliability/fuzz.test.ts` (short runs) and `bench/reliability/fuzz.ts` (`npm run fuzz`,
  * long runs with fresh seeds).
  */
-import net from 'node:net';
 import fc from 'fast-check';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import type { Decision } from '../../policy/decision.js';
@@ -31,6 +30,7 @@ import {
   ProtocolViolation,
 } from '../../sidecar/protocol/codec.js';
 import { type Frame, Framer } from '../../sidecar/protocol/framer.js';
+import { errorFields, RawConn } from '../../test/support/wire.js';
 
 // ------------------------------------------------------------------ wire helpers
 
@@ -53,14 +53,6 @@ const i32 = (n: number) => {
   b.writeInt32BE(n);
   return b;
 };
-
-export function startupBytes(params: Record<string, string>): Buffer {
-  const payload = Buffer.concat([
-    ...Object.entries(params).map(([k, v]) => Buffer.from(`${k}\0${v}\0`)),
-    Buffer.from([0]),
-  ]);
-  return Buffer.concat([i32(8 + payload.length), i32(3 << 16), payload]);
-}
 
 // ------------------------------------------------------------------ frontend message arbitraries
 
@@ -450,18 +442,12 @@ export function checkDecision(d: Decision, g: GeneratedSql): string | undefined 
 }
 
 /**
- * judge() never throws and always answers a well-formed decision. KNOWN ISSUE (reported): a text
- * with a NUL is judged by what precedes the NUL and allowed with the NUL in its SQL; the wire
- * cannot carry such a text (Query and Parse strings end at NUL, and the session refuses a verdict
- * with a NUL), so only `strict` generates them.
+ * judge() never throws and always answers a well-formed decision, also for texts the wire cannot
+ * carry (a NUL inside: the fuzzer found such a text allowed by what preceded the NUL; it is denied
+ * with 42601 since, and generated here with every other text).
  */
-export function propJudgeDefined(
-  schema: string,
-  policy: CompiledPolicy,
-  ctx: SessionContext,
-  strict = false,
-) {
-  const texts = strict ? arbSql(schema) : arbSql(schema).filter((g) => !g.sql.includes('\0'));
+export function propJudgeDefined(schema: string, policy: CompiledPolicy, ctx: SessionContext) {
+  const texts = arbSql(schema);
   return fc.property(texts, (g) => {
     let d: Decision;
     try {
@@ -474,82 +460,7 @@ export function propJudgeDefined(
   });
 }
 
-// ------------------------------------------------------------------ a raw client for the live proxy
-
-/** Reads typed backend messages from a socket. */
-export class RawClient {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: (() => void) | null = null;
-  closed = false;
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      this.waiter?.();
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.waiter?.();
-    });
-    sock.on('error', () => {});
-  }
-
-  static async connect(port: number, user = 'trustuser', database = 'app'): Promise<RawClient> {
-    const sock = net.connect(port, '127.0.0.1');
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', () => resolve());
-      sock.once('error', reject);
-    });
-    const c = new RawClient(sock);
-    sock.write(startupBytes({ user, database }));
-    for (;;) {
-      const m = await c.next(10_000);
-      if (!m) throw new Error('closed during login');
-      if (m.type === 'E') throw new Error(`login failed: ${m.body.toString('latin1')}`);
-      if (m.type === 'Z') return c;
-    }
-  }
-
-  async next(timeoutMs: number): Promise<{ type: string; body: Buffer } | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error('timed out waiting for the proxy');
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left);
-        this.waiter = () => {
-          clearTimeout(t);
-          this.waiter = null;
-          r();
-        };
-      });
-    }
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
-const errorField = (body: Buffer, code: string): string | undefined => {
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const c = String.fromCharCode(body[pos]!);
-    const end = body.indexOf(0, pos + 1);
-    if (end < 0) return undefined;
-    if (c === code) return body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return undefined;
-};
+// ------------------------------------------------------------------ the live proxy
 
 /**
  * Sends `messages` (cut at `cuts`) to a fresh session, then Sync + a probe query. Outcome: 'usable'
@@ -563,20 +474,20 @@ export async function probeSequence(
   cuts: number[],
   timeoutMs = 8000,
 ): Promise<'usable' | 'fatal' | 'terminated'> {
-  const c = await RawClient.connect(port);
+  const { conn: c } = await RawConn.login({ host: '127.0.0.1', port });
   try {
     const whole = Buffer.concat([...messages, wireMessage(0x53, Buffer.alloc(0))]);
     const points = [...new Set(cuts.map((x) => x % whole.length))].sort((a, b) => a - b);
     let prev = 0;
     for (const p of [...points, whole.length]) {
-      if (p > prev) c.sock.write(whole.subarray(prev, p));
+      if (p > prev) c.send(whole.subarray(prev, p));
       prev = p;
     }
     // COPY FROM STDIN cannot be generated; a CopyFail ends any copy-in the sequence could leave open.
-    c.sock.write(wireMessage(0x66, cstr('fuzz end')));
+    c.send(wireMessage(0x66, cstr('fuzz end')));
     // A BEGIN in the sequence may have left a (failed) transaction block: end it before probing.
-    c.sock.write(wireMessage(0x51, cstr('ROLLBACK')));
-    c.sock.write(wireMessage(0x51, cstr('SELECT 4242 AS probe')));
+    c.send(wireMessage(0x51, cstr('ROLLBACK')));
+    c.send(wireMessage(0x51, cstr('SELECT 4242 AS probe')));
     let sawProbe = false;
     for (;;) {
       const m = await c.next(timeoutMs);
@@ -586,9 +497,9 @@ export async function probeSequence(
         throw new Error('connection closed without a FATAL error');
       }
       if (m.type === 'E') {
-        const sev = errorField(m.body, 'V') ?? errorField(m.body, 'S');
-        const code = errorField(m.body, 'C');
-        if (code === 'XX000') throw new Error(`internal proxy error: ${errorField(m.body, 'M')}`);
+        const f = errorFields(m.body);
+        const sev = f.V ?? f.S;
+        if (f.C === 'XX000') throw new Error(`internal proxy error: ${f.M}`);
         if (sev === 'FATAL') {
           const rest = await c.next(timeoutMs).catch(() => null);
           if (rest !== null) throw new Error(`messages after a FATAL error: ${rest.type}`);
@@ -603,36 +514,15 @@ export async function probeSequence(
   }
 }
 
-const EXTENDED = new Set([0x50, 0x42, 0x44, 0x45, 0x43]); // Parse Bind Describe Execute Close
-
 /**
- * KNOWN ISSUE (reported, see docs/reliability.md): a simple Query sent after an extended-protocol
- * message without a Sync in between, when that extended message fails, deadlocks the session if the
- * governor needs an internal query meanwhile (the proxy expects a ReadyForQuery for the Query, which
- * the server discards until Sync, while the client's Sync waits behind the judge). Real drivers
- * never send this; `strict` keeps such sequences, the default inserts the Sync drivers would send.
+ * Any sequence of frontend messages, well-formed or damaged, in any order, through the live proxy;
+ * also orders no driver sends (a simple Query after unsynced extended messages, which once deadlocked
+ * a session: docs/reliability.md).
  */
-export function withSyncBeforeQuery(msgs: Buffer[]): Buffer[] {
-  const out: Buffer[] = [];
-  let open = false;
-  for (const m of msgs) {
-    const t = m[0]!;
-    if ((t === 0x51 || t === 0x46) && open) {
-      out.push(wireMessage(0x53, Buffer.alloc(0)));
-      open = false;
-    }
-    if (EXTENDED.has(t)) open = true;
-    if (t === 0x53) open = false;
-    out.push(m);
-  }
-  return out;
-}
-
-/** Any sequence of frontend messages, well-formed or damaged, in any order, through the live proxy. */
 export function propProxySurvives(
   port: number,
   outcomes?: { usable: number; fatal: number; terminated?: number },
-  opts: { strict?: boolean; timeoutMs?: number } = {},
+  opts: { timeoutMs?: number } = {},
 ) {
   return fc.asyncProperty(
     fc.array(
@@ -644,12 +534,7 @@ export function propProxySurvives(
     ),
     fc.array(fc.nat(), { maxLength: 6 }),
     async (msgs, cuts) => {
-      const r = await probeSequence(
-        port,
-        opts.strict ? msgs : withSyncBeforeQuery(msgs),
-        cuts,
-        opts.timeoutMs,
-      );
+      const r = await probeSequence(port, msgs, cuts, opts.timeoutMs);
       if (outcomes) outcomes[r] = (outcomes[r] ?? 0) + 1;
     },
   );

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { adminQuery } from '../support/admin.js';
 import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { until } from '../support/until.js';
 
@@ -56,19 +57,13 @@ describe('operator to sidecar', () => {
     fs.writeFileSync(path.join(tmp, 'token'), `sa:${NS}:checkout`);
     api = await startKubeApi({ crds: crdObjects() as any, namespaces: ['default', NS] });
     api.setTokenReview(serviceAccountTokenReview());
-    const admin = new pg.Client({
-      host: server.host,
-      port: server.port,
-      user: 'postgres',
-      password: 'postgres',
-      database: 'app',
-    });
-    await admin.connect();
-    await admin.query(`DROP TABLE IF EXISTS e2e_customers;
+    await adminQuery(
+      server,
+      `DROP TABLE IF EXISTS e2e_customers;
       CREATE TABLE e2e_customers (id int PRIMARY KEY, ssn text, card text);
       INSERT INTO e2e_customers VALUES (1, '123-45-6789', '4111111111111111');
-      GRANT ALL ON e2e_customers TO app;`);
-    await admin.end();
+      GRANT ALL ON e2e_customers TO app;`,
+    );
     op = await runOperator({ kubeConfig: api.kubeConfig(), listen: '127.0.0.1:0', log: () => {} });
   });
 

@@ -14,6 +14,7 @@ import { crdObjects } from '../../api/crds.js';
 import { sleep, until } from '../../bench/reliability/support.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { adminQuery } from '../support/admin.js';
 import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 
 const NS = 'shop';
@@ -31,18 +32,12 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(tmp, 'token'), `sa:${NS}:checkout`);
   api = await startKubeApi({ crds: crdObjects() as never, namespaces: ['default', NS] });
   api.setTokenReview(serviceAccountTokenReview());
-  const su = new pg.Client({
-    host: server.host,
-    port: server.port,
-    user: 'postgres',
-    password: 'postgres',
-    database: 'app',
-  });
-  await su.connect();
-  await su.query(`CREATE TABLE ${table} (id int PRIMARY KEY, ssn text, card text);
+  await adminQuery(
+    server,
+    `CREATE TABLE ${table} (id int PRIMARY KEY, ssn text, card text);
     INSERT INTO ${table} VALUES (1, '123-45-6789', '4111111111111111');
-    GRANT ALL ON ${table} TO app;`);
-  await su.end();
+    GRANT ALL ON ${table} TO app;`,
+  );
   op = await runOperator({ kubeConfig: api.kubeConfig(), listen: '127.0.0.1:0', log: () => {} });
 });
 
@@ -50,16 +45,7 @@ afterAll(async () => {
   await sidecar?.close().catch(() => {});
   await op?.close().catch(() => {});
   await api?.close();
-  const su = new pg.Client({
-    host: server.host,
-    port: server.port,
-    user: 'postgres',
-    password: 'postgres',
-    database: 'app',
-  });
-  await su.connect();
-  await su.query(`DROP TABLE IF EXISTS ${table}`);
-  await su.end();
+  await adminQuery(server, `DROP TABLE IF EXISTS ${table}`);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 

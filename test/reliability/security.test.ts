@@ -20,6 +20,7 @@ import {
   startGovernedProxy,
 } from '../../bench/reliability/support.js';
 import { STATE_TOKEN_IDENTITY } from '../../sidecar/governor.js';
+import { adminQuery } from '../support/admin.js';
 import { type RunningCluster, startCluster } from '../support/pg-cluster.js';
 import { issueCert, makeCa, serverKeyFor } from '../support/tls.js';
 
@@ -57,18 +58,10 @@ beforeAll(async () => {
     },
     setupSql: `CREATE ROLE relsec LOGIN PASSWORD '${SECRETS.proxyPassword}';`,
   });
-  const su = new pg.Client({
-    host: cluster.host,
-    port: cluster.port,
-    user: 'postgres',
-    password: 'postgres',
-    database: 'app',
-  });
-  await su.connect();
-  await su.query(
+  await adminQuery(
+    cluster,
     `${reliabilitySchemaSql(schema, 5)} GRANT USAGE ON SCHEMA ${schema} TO relsec; GRANT ALL ON ALL TABLES IN SCHEMA ${schema} TO relsec;`,
   );
-  await su.end();
 }, 120_000);
 
 afterAll(async () => {

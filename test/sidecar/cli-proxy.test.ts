@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { adminQuery } from '../support/admin.js';
 import { freePort } from '../support/pg-cluster.js';
 import { until } from '../support/until.js';
 
@@ -86,19 +87,13 @@ describe('dbguard proxy (CLI process)', () => {
     if (!fs.existsSync(CLI)) throw new Error('run `npm run build` first: the test drives the built CLI');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-cli-'));
     fs.writeFileSync(policyFile(), policyYaml(server.port));
-    const admin = new pg.Client({
-      host: server.host,
-      port: server.port,
-      user: 'postgres',
-      password: 'postgres',
-      database: 'app',
-    });
-    await admin.connect();
-    await admin.query(`DROP TABLE IF EXISTS cli_customers;
+    await adminQuery(
+      server,
+      `DROP TABLE IF EXISTS cli_customers;
       CREATE TABLE cli_customers (id int PRIMARY KEY, email text, ssn text);
       INSERT INTO cli_customers VALUES (1, 'ada@example.org', '123-45-6789');
-      GRANT ALL ON cli_customers TO app;`);
-    await admin.end();
+      GRANT ALL ON cli_customers TO app;`,
+    );
     port = await freePort();
     metricsPort = await freePort();
     ({ proc, stderr } = spawnProxy(

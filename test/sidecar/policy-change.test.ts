@@ -10,6 +10,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { adminQuery } from '../support/admin.js';
 import { until } from '../support/until.js';
 
 function policyText(port: number, masked: boolean): string {
@@ -42,17 +43,11 @@ describe('policy change and prepared statements', () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-pc-'));
     fs.writeFileSync(file(), policyText(server.port, false));
-    const admin = new pg.Client({
-      host: server.host,
-      port: server.port,
-      user: 'postgres',
-      password: 'postgres',
-      database: 'app',
-    });
-    await admin.connect();
-    await admin.query(`DROP TABLE IF EXISTS pc_people; CREATE TABLE pc_people (id int, ssn text);
-      INSERT INTO pc_people VALUES (1, '111-22-3333'); GRANT ALL ON pc_people TO app;`);
-    await admin.end();
+    await adminQuery(
+      server,
+      `DROP TABLE IF EXISTS pc_people; CREATE TABLE pc_people (id int, ssn text);
+      INSERT INTO pc_people VALUES (1, '111-22-3333'); GRANT ALL ON pc_people TO app;`,
+    );
     sidecar = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: server.host, port: server.port, sslmode: 'disable' },

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { adminQuery } from '../support/admin.js';
 import { freePort, type RunningCluster, startCluster } from '../support/pg-cluster.js';
 
 const AUD = 'dbguard-gateway';
@@ -97,19 +98,13 @@ describe('token identity through the proxy', () => {
     });
     await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', () => r()));
     issuer = `http://127.0.0.1:${(jwks.address() as { port: number }).port}`;
-    const admin = new pg.Client({
-      host: server.host,
-      port: server.port,
-      user: 'postgres',
-      password: 'postgres',
-      database: 'app',
-    });
-    await admin.connect();
-    await admin.query(`DROP TABLE IF EXISTS tok_people;
+    await adminQuery(
+      server,
+      `DROP TABLE IF EXISTS tok_people;
       CREATE TABLE tok_people (id int, ssn text);
       INSERT INTO tok_people VALUES (1, '987-65-4321');
-      GRANT ALL ON tok_people TO app;`);
-    await admin.end();
+      GRANT ALL ON tok_people TO app;`,
+    );
     const policy = compile(server.port);
     sidecar = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
