@@ -72,8 +72,9 @@ export function maskExpression(
     case 'Email': {
       if (!text) return nullOf(t);
       // The domain is what follows the last '@'. A masked read of many rows is bound by the server
-      // computing this, so the cheapest built-in wins: split_part(v, '@', -1) on PostgreSQL 14+ (a
-      // quarter of regexp_replace(v, '^.*@', '')'s CPU per row), else reverse/split_part/reverse (half).
+      // computing this, so the cheapest built-in wins: split_part(v, '@', -1) on PostgreSQL 14+, else
+      // reverse/split_part/reverse, which costs the server four times as much per row (and
+      // regexp_replace(v, '^.*@', '') twice as much again; docs/benchmarks.md items 5 and 19).
       const domain =
         serverVersionNum >= SPLIT_PART_FROM_END
           ? `split_part(${v}, '@', -1)`
