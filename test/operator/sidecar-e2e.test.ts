@@ -6,12 +6,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
-import { adminQuery } from '../support/admin.js';
+import { adminQuery, queryOnce } from '../support/admin.js';
 import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 import { until } from '../support/until.js';
 
@@ -36,21 +35,8 @@ describe('operator to sidecar', () => {
     sidecars.push(s);
     return s;
   };
-  const query = async (s: Sidecar, sql: string) => {
-    const c = new pg.Client({
-      host: s.proxy.host,
-      port: s.proxy.port,
-      user: 'app',
-      password: 'app',
-      database: 'app',
-    });
-    await c.connect();
-    try {
-      return await c.query(sql);
-    } finally {
-      await c.end();
-    }
-  };
+  const query = (s: Sidecar, sql: string) =>
+    queryOnce({ host: s.proxy.host, port: s.proxy.port, user: 'app', password: 'app', database: 'app' }, sql);
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-e2e-'));

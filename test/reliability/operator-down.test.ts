@@ -8,13 +8,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { crdObjects } from '../../api/crds.js';
 import { sleep, until } from '../../bench/reliability/support.js';
 import { type RunningOperator, runOperator } from '../../operator/operator.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
-import { adminQuery } from '../support/admin.js';
+import { adminQuery, queryOnce } from '../support/admin.js';
 import { type KubeApi, serviceAccountTokenReview, startKubeApi } from '../support/kube-api/index.js';
 
 const NS = 'shop';
@@ -49,20 +48,11 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function query(s: Sidecar, sql: string) {
-  const c = new pg.Client({
-    host: s.proxy.host,
-    port: s.proxy.port,
-    user: 'app',
-    password: 'app',
-    database: 'app',
-  });
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
+function query(s: Sidecar, sql: string) {
+  return queryOnce(
+    { host: s.proxy.host, port: s.proxy.port, user: 'app', password: 'app', database: 'app' },
+    sql,
+  );
 }
 
 const metric = async (s: Sidecar, name: string) => {
