@@ -7,7 +7,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type CryptoKey, exportJWK, generateKeyPair, type JWTPayload, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuthError, createTokenVerifier, JwtVerifier, looksLikeJwt } from '../../sidecar/identity/index.js';
+import { createTokenVerifier, JwtVerifier, looksLikeJwt } from '../../sidecar/identity/index.js';
+import { reason } from './helpers.js';
 
 let server: Server;
 let base: string;
@@ -57,16 +58,6 @@ function sign(claims: JWTPayload, opts: { key?: CryptoKey; kid?: string } = {}):
 
 function verifier(extra: Partial<ConstructorParameters<typeof JwtVerifier>[0]> = {}) {
   return new JwtVerifier({ type: 'jwt', issuer, audiences: [AUD], jwksUrl: `${base}/keys`, ...extra });
-}
-
-async function reason(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AuthError);
-    return (err as AuthError).reason;
-  }
-  throw new Error('token was accepted');
 }
 
 describe('JwtVerifier', () => {

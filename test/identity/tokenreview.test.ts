@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuthError, createTokenVerifier, TokenReviewVerifier } from '../../sidecar/identity/index.js';
+import { createTokenVerifier, TokenReviewVerifier } from '../../sidecar/identity/index.js';
+import { reason } from './helpers.js';
 
 const PROXY_TOKEN = 'proxy-own-token';
 let server: Server;
@@ -70,16 +71,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
 });
-
-async function reason(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AuthError);
-    return (err as AuthError).reason;
-  }
-  throw new Error('token was accepted');
-}
 
 describe('TokenReviewVerifier', () => {
   it('asks the API server with the proxy token and returns user and groups', async () => {
