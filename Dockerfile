@@ -22,10 +22,11 @@ COPY operator operator
 COPY cli cli
 COPY scripts scripts
 COPY bench bench
-# the benchmarks (compiled with the rest, never run in the image) import the test cluster, polling and wire helpers
+# the benchmarks (compiled with the rest, never run in the image) import the test cluster, polling, wire and one-shot query helpers
 COPY test/support/pg-cluster.ts test/support/pg-cluster.ts
 COPY test/support/until.ts test/support/until.ts
 COPY test/support/wire.ts test/support/wire.ts
+COPY test/support/admin.ts test/support/admin.ts
 RUN npm run build
 
 FROM node:${NODE_VERSION}-bookworm-slim AS deps

@@ -13,6 +13,7 @@ import {
   parseSearchPath,
   searchPathQuery,
 } from '../../policy/engine.js';
+import { adminQuery } from '../../test/support/admin.js';
 import { type RunningCluster, startCluster } from '../../test/support/pg-cluster.js';
 import { parseArgs, parseDuration } from './args.js';
 import {
@@ -50,16 +51,7 @@ async function main() {
   if (!args.has('no-proxy')) {
     say('starting a PostgreSQL cluster');
     cluster = await startCluster();
-    const su = new pg.Client({
-      host: cluster.host,
-      port: cluster.port,
-      user: 'postgres',
-      password: 'postgres',
-      database: 'app',
-    });
-    await su.connect();
-    await su.query(reliabilitySchemaSql(schema, 50));
-    await su.end();
+    await adminQuery(cluster, reliabilitySchemaSql(schema, 50));
     const policy = policyFor(cluster.port);
     const app = new pg.Client({
       host: cluster.host,

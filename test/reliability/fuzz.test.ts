@@ -34,28 +34,19 @@ import {
   parseSearchPath,
   searchPathQuery,
 } from '../../policy/engine.js';
+import { adminQuery } from '../support/admin.js';
 
 const server = inject('pg');
 const schema = `relz_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
 const policy = compilePolicy(reliabilityPolicyYaml({ schema, upstreamPort: server.port }));
 const runs = (n: number) => Number(process.env.DBGUARD_FUZZ_RUNS ?? n);
 
-let su: pg.Client;
 beforeAll(async () => {
   await initParser();
-  su = new pg.Client({
-    host: server.host,
-    port: server.port,
-    user: 'postgres',
-    password: 'postgres',
-    database: 'app',
-  });
-  await su.connect();
-  await su.query(reliabilitySchemaSql(schema, 20));
+  await adminQuery(server, reliabilitySchemaSql(schema, 20));
 });
 afterAll(async () => {
-  await su.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await su.end();
+  await adminQuery(server, `DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 });
 
 describe('protocol parser (pure)', () => {
