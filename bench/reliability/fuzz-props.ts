@@ -30,29 +30,14 @@ import {
   ProtocolViolation,
 } from '../../sidecar/protocol/codec.js';
 import { type Frame, Framer } from '../../sidecar/protocol/framer.js';
-import { errorFields, RawConn } from '../../test/support/wire.js';
+import { cstring, errorFields, int16, int32, msg, RawConn } from '../../test/support/wire.js';
 
 // ------------------------------------------------------------------ wire helpers
 
+/** A frontend message with a type byte given as a number: the fuzzer draws any byte, not only letters. */
 export function wireMessage(type: number, body: Uint8Array | Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  Buffer.from(body).copy(out, 5);
-  return out;
+  return msg(String.fromCharCode(type), Buffer.from(body));
 }
-
-const cstr = (s: string) => Buffer.from(`${s}\0`, 'utf8');
-const i16 = (n: number) => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
 
 // ------------------------------------------------------------------ frontend message arbitraries
 
@@ -75,11 +60,11 @@ const fuzzSql = fc.constantFrom(
 
 /** One well-formed frontend message of any kind, in any order with the others. */
 export const arbFrontendMessage: fc.Arbitrary<Buffer> = fc.oneof(
-  fuzzSql.map((sql) => wireMessage(0x51, cstr(sql))),
+  fuzzSql.map((sql) => wireMessage(0x51, cstring(sql))),
   fc
     .tuple(names, fuzzSql, fc.array(fc.constantFrom(0, 23, 25), { maxLength: 2 }))
     .map(([n, sql, types]) =>
-      wireMessage(0x50, Buffer.concat([cstr(n), cstr(sql), i16(types.length), ...types.map(i32)])),
+      wireMessage(0x50, Buffer.concat([cstring(n), cstring(sql), int16(types.length), ...types.map(int32)])),
     ),
   fc
     .tuple(
@@ -91,35 +76,35 @@ export const arbFrontendMessage: fc.Arbitrary<Buffer> = fc.oneof(
       wireMessage(
         0x42,
         Buffer.concat([
-          cstr(portal),
-          cstr(stmt),
-          i16(0),
-          i16(params.length),
+          cstring(portal),
+          cstring(stmt),
+          int16(0),
+          int16(params.length),
           ...params.map((p) =>
-            p === null ? i32(-1) : Buffer.concat([i32(Buffer.byteLength(p)), Buffer.from(p)]),
+            p === null ? int32(-1) : Buffer.concat([int32(Buffer.byteLength(p)), Buffer.from(p)]),
           ),
-          i16(0),
+          int16(0),
         ]),
       ),
     ),
   fc
     .tuple(fc.constantFrom('S', 'P'), names)
-    .map(([k, n]) => wireMessage(0x44, Buffer.concat([Buffer.from(k), cstr(n)]))),
+    .map(([k, n]) => wireMessage(0x44, Buffer.concat([Buffer.from(k), cstring(n)]))),
   fc
     .tuple(names, fc.constantFrom(0, 1, 10))
-    .map(([p, max]) => wireMessage(0x45, Buffer.concat([cstr(p), i32(max)]))),
+    .map(([p, max]) => wireMessage(0x45, Buffer.concat([cstring(p), int32(max)]))),
   fc
     .tuple(fc.constantFrom('S', 'P'), names)
-    .map(([k, n]) => wireMessage(0x43, Buffer.concat([Buffer.from(k), cstr(n)]))),
+    .map(([k, n]) => wireMessage(0x43, Buffer.concat([Buffer.from(k), cstring(n)]))),
   fc.constant(wireMessage(0x53, Buffer.alloc(0))), // Sync
   fc.constant(wireMessage(0x48, Buffer.alloc(0))), // Flush
   fc.uint8Array({ maxLength: 40 }).map((b) => wireMessage(0x64, b)), // CopyData outside COPY
   fc.constant(wireMessage(0x63, Buffer.alloc(0))), // CopyDone
-  fc.constant(wireMessage(0x66, cstr('fuzz'))), // CopyFail
+  fc.constant(wireMessage(0x66, cstring('fuzz'))), // CopyFail
   // FunctionCall of a random function OID with no arguments: opaque, judged by the decision point
   fc
     .integer({ min: 1, max: 20_000 })
-    .map((oid) => wireMessage(0x46, Buffer.concat([i32(oid), i16(0), i16(0), i16(0)]))),
+    .map((oid) => wireMessage(0x46, Buffer.concat([int32(oid), int16(0), int16(0), int16(0)]))),
 );
 
 /** A message damaged on purpose: truncated body, wrong length, unknown type, or random bytes. */
@@ -484,10 +469,10 @@ export async function probeSequence(
       prev = p;
     }
     // COPY FROM STDIN cannot be generated; a CopyFail ends any copy-in the sequence could leave open.
-    c.send(wireMessage(0x66, cstr('fuzz end')));
+    c.send(wireMessage(0x66, cstring('fuzz end')));
     // A BEGIN in the sequence may have left a (failed) transaction block: end it before probing.
-    c.send(wireMessage(0x51, cstr('ROLLBACK')));
-    c.send(wireMessage(0x51, cstr('SELECT 4242 AS probe')));
+    c.send(wireMessage(0x51, cstring('ROLLBACK')));
+    c.send(wireMessage(0x51, cstring('SELECT 4242 AS probe')));
     let sawProbe = false;
     for (;;) {
       const m = await c.next(timeoutMs);
