@@ -305,7 +305,7 @@ export class SidecarMetrics {
     const cell = this.queryCell(q.policy, q.decision, q.command);
     cell.pending++;
     if (q.decision === 'deny') this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE });
-    cell.duration.observe(Number.isFinite(q.durationSeconds) ? Math.max(0, q.durationSeconds) : 0);
+    cell.duration.observe(Math.max(0, q.durationSeconds)); // observe() counts a non-finite value as 0
   }
 
   private queryCell(policy: string, decision: QueryDecision, command: string): QueryCell {
