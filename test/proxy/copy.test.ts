@@ -28,6 +28,7 @@ beforeAll(async () => {
   proxy = await startTestProxy();
   const c = await pgClient(direct());
   await c.query(`create table ${table} (id int, label text, note text)`);
+  await c.query(`grant all on ${table} to trustuser`); // the raw-protocol tests log in as trustuser
   await c.end();
 });
 afterAll(async () => {
@@ -98,13 +99,24 @@ describe('COPY', () => {
   });
 
   it('bad COPY data fails with the server error and the session stays usable', async () => {
-    const c = await pgClient(via(proxy));
     const err = await psql(via(proxy), ['-c', `\\copy ${table} from stdin`], 'not-a-number\tx\ty\n').catch(
       (e: Error) => e.message,
     );
     expect(err).toMatch(/invalid input syntax for type integer/);
-    expect((await c.query('select 1 as ok')).rows[0].ok).toBe(1);
-    await c.end();
+    // the same session, after the failed COPY, answers the next statement (raw protocol)
+    const { conn } = await RawConn.login(via(proxy));
+    conn.send(msg('Q', cstring(`copy ${table} from stdin`)));
+    expect((await conn.readUntil('G'))[0]!.type).toBe('G');
+    conn.send(Buffer.concat([msg('d', Buffer.from('not-a-number\tx\ty\n')), msg('c')]));
+    const res = await conn.readUntil('Z');
+    expect(errorFields(res.find((m) => m.type === 'E')!.body).M).toMatch(
+      /invalid input syntax for type integer/,
+    );
+    conn.send(msg('Q', cstring('select 1')));
+    const after = await conn.readUntil('Z');
+    expect(after.map((m) => m.type).join('')).toBe('TDCZ');
+    expect(after[1]!.body.subarray(6).toString()).toBe('1');
+    conn.close();
   });
 
   it('CopyFail from the client aborts the COPY (raw protocol)', async () => {

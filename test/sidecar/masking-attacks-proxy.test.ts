@@ -220,13 +220,25 @@ describe('masking through the proxy', () => {
         `DO $$ BEGIN RAISE NOTICE '%', (SELECT string_agg(ssn, ',') FROM ${SCHEMA}.customers); END $$`,
       ],
     ],
-    [
-      'COPY of the table and of a query',
-      [`COPY ${SCHEMA}.customers TO STDOUT`, `COPY (SELECT * FROM ${SCHEMA}.customers) TO STDOUT`],
-    ],
   ])('%s', async (_name, statements) => {
     const seen = await attempt(statements as string[]);
     expect(leaks(seen)).toEqual([]);
+  });
+
+  // pg discards COPY data, so COPY is read with psql, which prints every row it receives.
+  it('COPY of the table and of a query (server-side COPY TO STDOUT, read by psql)', async () => {
+    const { stdout } = await promisify(execFile)('psql', [
+      '-X',
+      '-c',
+      `COPY ${SCHEMA}.customers TO STDOUT`,
+      '-c',
+      `COPY (SELECT * FROM ${SCHEMA}.customers ORDER BY id) TO STDOUT`,
+      `postgres://app:app@${sidecar.proxy.host}:${sidecar.proxy.port}/app`,
+    ]);
+    expect(leaks(stdout)).toEqual([]);
+    // both COPYs delivered their rows, masked (so the leak check above read real output)
+    expect(stdout.match(/a\*\*\*@example\.org/g)?.length).toBe(2);
+    expect(stdout).toContain('************1111');
   });
 
   it('psql \\copy and postgres.js (binary, pipelined) get masked values only', async () => {

@@ -89,6 +89,7 @@ describe('policy change and prepared statements', () => {
 
     // the session holding `read-ssn` (prepared unmasked) is gone: it can never execute it again
     await until('prepared session ended', () => prepared.errors.length > 0 || undefined);
+    expect(prepared.errors[0]).toMatchObject({ code: '57P01', severity: 'FATAL' });
     await expect(prepared.c.query(named)).rejects.toThrow();
     // the plain session continues, and the next statement follows the new policy
     expect((await plain.c.query('SELECT ssn FROM pc_people WHERE id = 1')).rows[0].ssn).toBe('****');
@@ -105,6 +106,8 @@ describe('policy change and prepared statements', () => {
     fs.writeFileSync(file(), policyText(server.port, false));
     await until('new policy', () => sidecar.policy()!.version !== before);
     await until('ended', () => s.errors.length > 0 || undefined);
+    expect(s.errors[0]).toMatchObject({ code: '57P01', severity: 'FATAL' });
+    await expect(s.c.query('EXECUTE p2')).rejects.toThrow();
     await s.c.end().catch(() => {});
   });
 });
