@@ -148,8 +148,9 @@ describe('approvals at the operator', () => {
     } catch (e) {
       err = e;
     }
-    // the mutating webhook puts the protected annotation back: it never sticks
-    if (!err) expect(stored(ticket.name).metadata.annotations?.[DECIDED_BY_ANNOTATION]).toBeUndefined();
+    // the patch is admitted, and the mutating webhook puts the protected annotation back: it never sticks
+    expect(err).toBeUndefined();
+    expect(stored(ticket.name).metadata.annotations?.[DECIDED_BY_ANNOTATION]).toBeUndefined();
     // a request cannot be created already approved
     await expect(
       crd.createNamespacedCustomObject({
@@ -164,7 +165,12 @@ describe('approvals at the operator', () => {
           spec: { ...stored(ticket.name).spec, decision: 'Approved' },
         },
       }),
-    ).rejects.toBeInstanceOf(ApiException);
+    ).rejects.toSatisfy(
+      (e) =>
+        e instanceof ApiException &&
+        e.code === 403 &&
+        /an approval request cannot be created already decided/.test(String(e.body)),
+    );
     const deny = await c.kubectl(BOB, 'deny', ticket.name, '--reason', 'not during peak');
     expect(deny.code).toBe(0);
     const r = await client.wait(ticket, new AbortController().signal);
@@ -231,10 +237,19 @@ describe('approvals at the operator', () => {
   });
 
   it('deletes final requests after the retention period (not before validFor)', async () => {
-    const ticket = await client.create(input());
-    expect((await c.kubectl(ALICE, 'deny', ticket.name)).code).toBe(0);
-    await until('deleted after retention', () => !stored(ticket.name), 10_000);
-  });
+    const denied = await client.create(input());
+    expect((await c.kubectl(ALICE, 'deny', denied.name)).code).toBe(0);
+    await until('denied deleted after retention', () => !stored(denied.name), 10_000);
+    // rule rejected-deletes: validFor 3 s, longer than the 2 s retention. An approval is kept while it
+    // still lets statements through: it disappears no earlier than decidedAt + 3 s.
+    const approved = await client.create(
+      input({ rule: 'rejected-deletes', statement: 'DELETE FROM appr_rej.t' }),
+    );
+    expect((await c.kubectl(ALICE, 'approve', approved.name)).code).toBe(0);
+    const decidedAt = await until('decided', () => stored(approved.name)?.status?.decidedAt, 10_000);
+    await until('approved deleted once validFor is over', () => !stored(approved.name), 15_000);
+    expect(Date.now() - Date.parse(decidedAt)).toBeGreaterThanOrEqual(3000);
+  }, 60_000);
 
   it('refuses sidecars of another namespace, impersonation and unknown rules', async () => {
     const other = new ApprovalClient({
