@@ -327,8 +327,10 @@ describe('leader election', () => {
       crds: crdObjects() as any,
       namespaces: ['default', 'dbguard-system', NS],
     });
+    // each replica has its own user, so the request log tells which replica wrote what
+    api.addToken('token-replica-a', { username: 'replica-a' });
+    api.addToken('token-replica-b', { username: 'replica-b' });
     const common = {
-      kubeConfig: api.kubeConfig(),
       listen: '127.0.0.1:0',
       leaderElect: true,
       namespace: 'dbguard-system',
@@ -337,8 +339,16 @@ describe('leader election', () => {
       retryPeriodSeconds: 0.2,
       log: quiet,
     };
-    const a = await runOperator({ ...common, identity: 'replica-a' });
-    const b = await runOperator({ ...common, identity: 'replica-b' });
+    const a = await runOperator({
+      ...common,
+      identity: 'replica-a',
+      kubeConfig: api.kubeConfig({ token: 'token-replica-a' }),
+    });
+    const b = await runOperator({
+      ...common,
+      identity: 'replica-b',
+      kubeConfig: api.kubeConfig({ token: 'token-replica-b' }),
+    });
     try {
       await until('a leader', () => a.isLeader() || b.isLeader());
       await new Promise((r) => setTimeout(r, 600));
@@ -352,6 +362,16 @@ describe('leader election', () => {
           api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')?.status?.policyVersion,
       );
       expect(follower.store.get(`${NS}/orders`)?.version).toBeDefined();
+      const statusWriters = () =>
+        new Set(
+          api.requests
+            .filter(
+              (r) => r.resource === 'databasepolicies' && r.subresource === 'status' && r.verb !== 'get',
+            )
+            .map((r) => r.user),
+        );
+      const leaderUser = leader === a ? 'replica-a' : 'replica-b';
+      expect([...statusWriters()]).toEqual([leaderUser]);
       // kill the leader without releasing the lease (a crash): the follower waits for expiry, then leads
       leader.elector!.abandon();
       await leader.controller.stop();
