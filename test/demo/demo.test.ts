@@ -1,10 +1,14 @@
 /** `dbguard demo` does what the README promises: masked for analyst, real for auditor, DROP blocked. */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DemoHandle, startDemo } from '../../cli/demo.js';
+import { verifyAuditFiles } from '../../sidecar/audit/verify.js';
+import { until } from '../support/until.js';
 
 describe('dbguard demo', () => {
   let demo: DemoHandle;
@@ -55,15 +59,27 @@ describe('dbguard demo', () => {
       `postgres://analyst@${demo.proxyHost}:${demo.proxyPort}/postgres`,
     ]);
     expect(stdout.trim()).toBe('****');
-    const lines = fs
-      .readFileSync(demo.auditFile, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
-    expect(lines.some((e) => e.event === 'query' && e.decision === 'mask')).toBe(true);
-    expect(
-      lines.some((e) => e.event === 'query' && e.decision === 'deny' && e.rule === 'no-destructive-ddl'),
-    ).toBe(true);
+    // this test's own denial (it does not lean on the DROP test above)
+    await expect(query('analyst', 'TRUNCATE TABLE orders')).rejects.toMatchObject({ code: '42501' });
+    const events = () =>
+      fs
+        .readFileSync(demo.auditFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+    await until('the denial is in the audit file', () =>
+      events().some(
+        (e) => e.event === 'query' && e.decision === 'deny' && e.statement?.command === 'TRUNCATE TABLE',
+      ),
+    );
+    expect(events().some((e) => e.event === 'query' && e.decision === 'mask')).toBe(true);
     expect(fs.readFileSync(demo.auditFile, 'utf8')).not.toContain('123-45-6789');
+    // verifiable: the hash chain checks out, and the same file with one line removed does not
+    expect(await verifyAuditFiles([demo.auditFile])).toMatchObject({ ok: true });
+    const lines = fs.readFileSync(demo.auditFile, 'utf8').trim().split('\n');
+    expect(lines.length).toBeGreaterThan(3);
+    const cut = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'demo-audit-')), 'audit.jsonl');
+    fs.writeFileSync(cut, [...lines.slice(0, 1), ...lines.slice(2)].join('\n') + '\n');
+    expect(await verifyAuditFiles([cut])).toMatchObject({ ok: false });
   });
 });
