@@ -13,6 +13,7 @@ import type { Identity } from '../../policy/identity.js';
 import { judge } from '../../policy/judge.js';
 import { maskExpression } from '../../policy/mask-expr.js';
 import { initParser } from '../../policy/parser.js';
+import { leakDetector } from '../support/leaks.js';
 import { customerMasking, exempt, loadCatalog, masked, policyOf } from './fixtures.js';
 
 const DB = 'mask_attacks_' + process.pid;
@@ -37,6 +38,19 @@ const SECRETS = [
   'vip-ssn-222',
   'mixed-case-secret',
 ];
+/** What the masks show on purpose, and names of the schema that output may carry: not leaks. */
+const SHOWN = [
+  'customers',
+  'customer_ref',
+  'CASE',
+  'Alice Smith',
+  'Bob Jones',
+  '************1111',
+  '************5559',
+  '1984-01-01',
+  '1975-01-01',
+];
+const leaks = leakDetector(SECRETS, { shown: SHOWN });
 
 const SEED = `
 delete from shop.orders; delete from shop.customers; delete from shop.people; delete from shop.vip; delete from shop.archive;
@@ -89,7 +103,12 @@ function policy(): CompiledPolicy {
   });
 }
 
-type Expect = 'deny' | 'run' | 'either';
+/**
+ * deny: dbguard refuses it; run: it runs (the server does not refuse the rewritten text either);
+ * fails: dbguard lets it through and the server refuses it (the error must carry no real value);
+ * either: dbguard may refuse it or let it run.
+ */
+type Expect = 'deny' | 'run' | 'fails' | 'either';
 interface Attack {
   sql: string;
   expect: Expect;
@@ -118,8 +137,8 @@ const ATTACKS: Attack[] = [
   A('select * from customers'),
   A('select email, ssn, card_number, salary, birth_date, customer_ref, country from customers'),
   A('select lower(email), upper(ssn), substr(ssn, 1, 3), reverse(card_number), salary * 1 from customers'),
-  A('select ssn::int from customers'),
-  A('select card_number::bigint / 0 from customers'),
+  A('select ssn::int from customers', 'fails'), // invalid input syntax: the detail shows the mask
+  A('select card_number::bigint / 0 from customers', 'fails'),
   A("select pg_catalog.textin(pg_catalog.textout(ssn)), format('%s', email) from customers"),
   A("select string_agg(ssn, ','), array_agg(email), json_agg(card_number) from customers"),
   A('select ssn, lag(ssn) over (order by id), first_value(email) over () from customers'),
@@ -236,7 +255,9 @@ const ATTACKS: Attack[] = [
   // search_path tricks
   A('set search_path = evil, shop; select * from customers'),
   A('set search_path = shop; select * from customers'),
-  A('set search_path = evil, shop; drop table evil.customers; select * from customers'),
+  // the name is pinned to the relation judged (evil.customers), which the DROP removed: the server
+  // refuses it rather than reading shop.customers unjudged
+  A('set search_path = evil, shop; drop table evil.customers; select * from customers', 'fails'),
   A("select set_config('search_path', 'shop', false); select * from customers"),
   A("select set_config('search_path', (select 'shop'), false); select * from customers", 'deny'),
   A('reset search_path; select * from customers', 'either'),
@@ -389,8 +410,7 @@ describe('masking attacks: no seeded value reaches a masked subject', () => {
   test.each(ATTACKS.map((a) => [a.sql, a] as const))('%s', async (_sql, attack) => {
     try {
       const o = await attempt(attack.sql, masked, attack.psql);
-      const leaked = SECRETS.filter((s) => o.output.includes(s));
-      expect(leaked, `forwarded: ${o.decision.sql}\noutput: ${o.output}`).toEqual([]);
+      expect(leaks(o.output), `forwarded: ${o.decision.sql}\noutput: ${o.output}`).toEqual([]);
       if (attack.expect === 'deny') {
         expect(o.decision.kind, o.decision.sql).toBe('deny');
         expect(o.decision.sqlstate).toBe('42501');
@@ -398,10 +418,13 @@ describe('masking attacks: no seeded value reaches a masked subject', () => {
       }
       if (attack.expect === 'run') {
         expect(o.decision.kind, o.decision.message).not.toBe('deny');
-        if (attack.check) {
-          expect(o.error, o.decision.sql).toBeUndefined();
-          attack.check(o.result);
-        }
+        // 'run' means the rewritten statement runs: one the server refuses proves nothing about masking
+        expect(o.error, o.decision.sql).toBeUndefined();
+        attack.check?.(o.result);
+      }
+      if (attack.expect === 'fails') {
+        expect(o.decision.kind, o.decision.message).not.toBe('deny');
+        expect(o.error, o.decision.sql).toBeDefined();
       }
     } finally {
       await admin.query(SEED);

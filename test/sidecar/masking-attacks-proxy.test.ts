@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { leakDetector } from '../support/leaks.js';
 
 const SCHEMA = 'atk';
 // Seeded real values: none of these may ever reach the masked client.
@@ -59,9 +60,10 @@ stringData: {salt: ${SALT}}
 }
 
 /** Everything a client received, as one string: rows, errors with every field, notices. */
-function leaks(text: string): string[] {
-  return SECRETS.filter((s) => text.includes(s));
-}
+/** what the masks show on purpose (and names the output carries): not leaks */
+const leaks = leakDetector(SECRETS, {
+  shown: ['a***@example.org', 'g***@example.com', '************1111', '************0004', 'not-null', 'leak'],
+});
 
 describe('masking through the proxy', () => {
   const server = inject('pg');
@@ -237,7 +239,7 @@ describe('masking through the proxy', () => {
     ]);
     expect(leaks(stdout)).toEqual([]);
     // both COPYs delivered their rows, masked (so the leak check above read real output)
-    expect(stdout.match(/a\*\*\*@example\.org/g)?.length).toBe(2);
+    expect(stdout.match(/a\*\*\*@example\.org/g)?.length).toBeGreaterThanOrEqual(2);
     expect(stdout).toContain('************1111');
   });
 
@@ -285,7 +287,9 @@ describe('masking through the proxy', () => {
       ],
       ['postgres', 'postgres'],
     );
-    expect(leaks(seen)).toEqual(expect.arrayContaining(['123-45-6789', 'ada.lovelace@example.org']));
+    expect(leaks(seen).map((f) => f.secret)).toEqual(
+      expect.arrayContaining(['123-45-6789', 'ada.lovelace@example.org']),
+    );
     expect(seen).toContain('Failing row contains');
   });
 
