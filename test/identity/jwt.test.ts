@@ -114,12 +114,16 @@ describe('JwtVerifier', () => {
 
   it('never puts the token in the error', async () => {
     const token = await sign({ exp: now() - 60 });
-    try {
-      await verifier().verify(token);
-      expect.unreachable();
-    } catch (err) {
-      expect((err as Error).message).not.toContain(token.split('.')[2]!);
-    }
+    const err = await verifier()
+      .verify(token)
+      .then(
+        () => undefined,
+        (e: Error) => e,
+      );
+    // the expired token is refused (an accepted one fails here), and the error does not echo it
+    expect(err).toBeInstanceOf(Error);
+    expect(err!.message).not.toContain(token.split('.')[2]!);
+    expect(err!.message).not.toContain(token.split('.')[1]!);
   });
 });
 

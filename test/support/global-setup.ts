@@ -3,6 +3,7 @@
  * DBGUARD_TEST_PGURL. Tests read it with `inject('pg')`.
  */
 import type { TestProject } from 'vitest/node';
+import { ensureFreshBuild } from './fresh-build.js';
 import { type PgServer, type RunningCluster, serverFromUrl, startCluster } from './pg-cluster.js';
 
 declare module 'vitest' {
@@ -14,6 +15,7 @@ declare module 'vitest' {
 let cluster: RunningCluster | undefined;
 
 export async function setup(project: TestProject) {
+  ensureFreshBuild();
   if (process.env.DBGUARD_TEST_PGURL) {
     project.provide('pg', serverFromUrl(process.env.DBGUARD_TEST_PGURL));
     return;
