@@ -16,7 +16,6 @@ import {
   memoryLogger,
   reliabilityPolicyYaml,
   reliabilitySchemaSql,
-  sleep,
   startGovernedProxy,
 } from '../../bench/reliability/support.js';
 import { STATE_TOKEN_IDENTITY } from '../../sidecar/governor.js';
