@@ -5,7 +5,19 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionPoint, Verdict } from '../../sidecar/decision-point.js';
-import { cstring, errorFields, msg, pgjs, RawConn, startTestProxy, type TestProxy, via } from './helpers.js';
+import { untilActive } from '../support/activity.js';
+import { until } from '../support/until.js';
+import {
+  cstring,
+  errorFields,
+  msg,
+  pgjs,
+  RawConn,
+  server,
+  startTestProxy,
+  type TestProxy,
+  via,
+} from './helpers.js';
 
 let proxy: TestProxy;
 beforeAll(async () => {
@@ -43,8 +55,10 @@ describe('cancel', () => {
     const sql = pgjs(via(proxy));
     await sql`select 1`;
     const started = Date.now();
-    const q = sql`select pg_sleep(20)`;
-    setTimeout(() => q.cancel(), 300);
+    const q = sql`select pg_sleep(20) as cancel_me`;
+    q.execute();
+    await untilActive(server(), 'select pg_sleep(20) as cancel_me');
+    q.cancel();
     await expect(q).rejects.toMatchObject({ code: '57014' });
     expect(Date.now() - started).toBeLessThan(5000);
     // the session goes on
@@ -55,18 +69,16 @@ describe('cancel', () => {
   it('a raw CancelRequest with the proxy key cancels; a wrong key does not', async () => {
     const { conn, pid, secret } = await loginWithKey(via(proxy));
     conn.send(msg('Q', cstring('select pg_sleep(3)')));
-    await new Promise((r) => setTimeout(r, 200));
+    await untilActive(server(), 'select pg_sleep(3)');
     const wrong = Buffer.from(secret);
     wrong[0] = wrong[0]! ^ 0xff;
     await sendCancel(proxy.port, pid, wrong);
-    const started = Date.now();
     const res = await conn.readUntil('Z');
-    // not cancelled: the sleep ran its course
+    // not cancelled: the sleep ran its course (a cancelled one answers E, Z)
     expect(res.map((m) => m.type).join('')).toBe('TDCZ');
-    expect(Date.now() - started).toBeGreaterThan(1500);
 
     conn.send(msg('Q', cstring('select pg_sleep(20)')));
-    await new Promise((r) => setTimeout(r, 200));
+    await untilActive(server(), 'select pg_sleep(20)');
     const t0 = Date.now();
     await sendCancel(proxy.port, pid, secret);
     const res2 = await conn.readUntil('Z');
@@ -80,9 +92,11 @@ describe('cancel', () => {
   it('a cancel that arrives before a slow judge asks for its wait signal still aborts that signal', async () => {
     // The signal is made only when a judge asks for it; a cancel before that must not be lost.
     const seen: (string | undefined)[] = [];
+    let judging = 0;
     const dp: DecisionPoint = {
       judge(sql, s): Verdict | Promise<Verdict> {
         if (!sql.includes('hold_me')) return { action: 'forward', sql };
+        judging++;
         return new Promise((resolve) =>
           setTimeout(() => {
             const signal = s.waitSignal;
@@ -101,7 +115,7 @@ describe('cancel', () => {
     try {
       const { conn, pid, secret } = await loginWithKey(via(p));
       conn.send(msg('Q', cstring('select 1 as hold_me')));
-      await new Promise((r) => setTimeout(r, 100));
+      await until('the judge started', () => judging === 1); // it asks for its signal 400 ms later
       await sendCancel(p.port, pid, secret);
       const res = await conn.readUntil('Z');
       expect(errorFields(res.find((m) => m.type === 'E')!.body).C).toBe('57014');

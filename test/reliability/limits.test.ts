@@ -17,6 +17,7 @@ import {
 } from '../../bench/reliability/support.js';
 import { allowAll } from '../../sidecar/decision-point.js';
 import { startProxy } from '../../sidecar/proxy.js';
+import { untilActive } from '../support/activity.js';
 
 const server = inject('pg');
 const schema = `rell_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
@@ -69,7 +70,7 @@ describe('maximum connections', () => {
     // The proxy is full, yet a runaway statement can still be cancelled.
     const first = inside[0]!;
     const sleeping = first.query('SELECT pg_sleep(20)').catch((e: { code?: string }) => e);
-    await sleep(300);
+    await untilActive(server, 'SELECT pg_sleep(20)');
     const t0 = Date.now();
     await sendCancel(gp.proxy.port, first.processID, first.secretKey);
     expect(await sleeping).toMatchObject({ code: '57014' });

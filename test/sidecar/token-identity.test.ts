@@ -17,6 +17,7 @@ import { loadPolicyFiles } from '../../policy/load.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
 import { freePort, type RunningCluster, startCluster } from '../support/pg-cluster.js';
+import { until } from '../support/until.js';
 
 const AUD = 'dbguard-gateway';
 
@@ -172,9 +173,12 @@ describe('token identity through the proxy', () => {
     await bob.query('SELECT ssn FROM tok_people');
     await bob.query('DROP TABLE tok_people').catch(() => {});
     await bob.end();
-    await new Promise((r) => setTimeout(r, 100));
-    await sidecar.audit!.flush();
-    const events = audit().filter((e) => e.identity.user === 'bob@example.com');
+    // the proxy writes session.end once it sees the client go: wait for that event, not for the clock
+    const events = await until('bob session.end in the audit trail', async () => {
+      await sidecar.audit!.flush();
+      const mine = audit().filter((e) => e.identity.user === 'bob@example.com');
+      return mine.some((e) => e.event === 'session.end') && mine;
+    });
     const kinds = events.filter((e) => e.event === 'query').map((e) => e.decision);
     expect(kinds).toEqual(expect.arrayContaining(['allow', 'mask', 'deny']));
     expect(events.some((e) => e.event === 'session.start')).toBe(true);
@@ -226,8 +230,11 @@ describe('metrics and readiness', () => {
     for (let i = 0; i < 3; i++) await c.query('SELECT ssn FROM tok_people');
     for (let i = 0; i < 2; i++) await c.query('DROP TABLE tok_people').catch(() => {});
     await c.end();
-    await new Promise((r) => setTimeout(r, 100));
-    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    // the session's end is counted once the proxy sees the client go: wait for it on /metrics
+    const text = await until('the session counted as ended', async () => {
+      const t = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return /dbguard_connections_active 0\b/.test(t) && t;
+    });
     const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN);
     expect(value(/dbguard_queries_total\{policy="data\/gw",decision="mask",command="SELECT"\} (\d+)/)).toBe(
       3,
