@@ -112,9 +112,10 @@ describe('operator to sidecar', () => {
     await until(
       'card masked',
       async () => (await query(s, 'SELECT card FROM e2e_customers')).rows[0].card === '************1111',
-      2000,
+      20_000,
     );
-    expect(Date.now() - t0).toBeLessThan(2000);
+    // pushed by the long-poll, not found by a later pull (a bound, not a benchmark)
+    expect(Date.now() - t0).toBeLessThan(15_000);
 
     // the operator goes away: the sidecar keeps enforcing
     await op!.close();
