@@ -83,22 +83,36 @@ function runAs(bin: string, args: string[], input?: string): void {
   else execFileSync(bin, args, opts);
 }
 
-async function waitForPort(port: number, child: ChildProcess, logFile: string, timeoutMs = 30_000) {
+/** Thrown when the postmaster could not bind its port (another process took it after freePort()). */
+class PortTaken extends Error {}
+
+/**
+ * Waits until THIS postmaster is ready: its postmaster.pid names our port and says `ready` (what
+ * `pg_ctl -w` reads), so another process listening on the port is never taken for it.
+ */
+async function waitForPostmaster(
+  dataDir: string,
+  port: number,
+  child: ChildProcess,
+  logFile: string,
+  timeoutMs = 30_000,
+) {
   const deadline = Date.now() + timeoutMs;
+  const pidFile = path.join(dataDir, 'postmaster.pid');
   while (Date.now() < deadline) {
     if (child.exitCode !== null) {
-      throw new Error(`postgres exited with ${child.exitCode}:\n${safeRead(logFile)}`);
+      const log = safeRead(logFile);
+      if (/could not bind|Address already in use/i.test(log)) throw new PortTaken(log);
+      throw new Error(`postgres exited with ${child.exitCode}:\n${log}`);
     }
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
+    let lines: string[] = [];
+    try {
+      lines = fs.readFileSync(pidFile, 'utf8').split('\n');
+    } catch {
+      /* not written yet */
+    }
+    if (lines[3]?.trim() === String(port) && lines[7]?.trim() === 'ready') return;
+    await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`postgres did not start within ${timeoutMs} ms:\n${safeRead(logFile)}`);
 }
@@ -153,7 +167,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
     'host all all ::1/128 scram-sha-256',
   ].join('\n');
   fs.writeFileSync(path.join(dataDir, 'pg_hba.conf'), `${hba}\n`);
-  const port = await freePort();
+  let port = await freePort();
   const settings: Record<string, string | number> = {
     port,
     listen_addresses: "'127.0.0.1'",
@@ -187,7 +201,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
       : ['-D', dataDir];
     child = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], detached: false });
     fs.closeSync(logFd);
-    await waitForPort(port, child, logFile);
+    await waitForPostmaster(dataDir, port, child, logFile);
   };
   const shutdown = async () => {
     if (!child) return;
@@ -203,7 +217,18 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
       await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
     }
   };
-  await launch();
+  // freePort() closes its probe before the postmaster binds: if another process took the port in
+  // between, start again on another one (the last `port =` line of postgresql.conf wins).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt >= 5) throw err;
+      port = await freePort();
+      fs.appendFileSync(path.join(dataDir, 'postgresql.conf'), `port = ${port}\n`);
+    }
+  }
 
   const psqlBin = fs.existsSync(path.join(bindir, 'psql')) ? path.join(bindir, 'psql') : 'psql';
   const setup = `
