@@ -89,6 +89,25 @@ describe('cancel', () => {
     conn.close();
   });
 
+  it("a session's own key cannot cancel another session, and keys cannot be mixed", async () => {
+    const victim = await loginWithKey(via(proxy));
+    const attacker = await loginWithKey(via(proxy));
+    victim.conn.send(msg('Q', cstring('select pg_sleep(2) as victim')));
+    await untilActive(server(), 'select pg_sleep(2) as victim');
+    // the attacker's whole key (it cancels the attacker's own idle session: nothing), then the
+    // victim's pid with the attacker's secret, and the attacker's pid with a guessed secret
+    await sendCancel(proxy.port, attacker.pid, attacker.secret);
+    await sendCancel(proxy.port, victim.pid, attacker.secret);
+    await sendCancel(proxy.port, attacker.pid, victim.secret.subarray(0, 2));
+    const res = await victim.conn.readUntil('Z');
+    expect(res.map((m) => m.type).join('')).toBe('TDCZ'); // ran its course
+    // the attacker's session is unharmed too
+    attacker.conn.send(msg('Q', cstring('select 1')));
+    expect((await attacker.conn.readUntil('Z')).map((m) => m.type).join('')).toBe('TDCZ');
+    victim.conn.close();
+    attacker.conn.close();
+  });
+
   it('a cancel that arrives before a slow judge asks for its wait signal still aborts that signal', async () => {
     // The signal is made only when a judge asks for it; a cancel before that must not be lost.
     const seen: (string | undefined)[] = [];
