@@ -33,6 +33,7 @@ import {
   filterSaslMechanisms,
   PROTOCOL_3_0,
   ProtocolViolation,
+  saslInitialGs2Flag,
   T,
   typeName,
 } from './protocol/codec.js';
@@ -220,6 +221,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       client.write(encodeAuth(AUTH.ok));
     } else {
       const clientReader = hello.reader;
+      let withheldPlus = false;
       for (;;) {
         const m = await upReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
         if (m.type === T.ErrorResponse) {
@@ -242,7 +244,8 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         }
         if (code === AUTH.sasl) {
           // SCRAM-SHA-256-PLUS binds to the TLS channel, which ends at the proxy: it cannot work through it.
-          const { mechanisms, encoded } = filterSaslMechanisms(r.rest());
+          const { mechanisms, encoded, withheldPlus: withheld } = filterSaslMechanisms(r.rest());
+          withheldPlus = withheld;
           if (mechanisms.length === 0)
             throw new Error('upstream offers only SASL mechanisms that need channel binding');
           client.write(encodeAuth(AUTH.sasl, encoded));
@@ -263,6 +266,16 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
           throw new ProtocolViolation(
             `expected password response, got message type ${typeName(answer.type)}`,
           );
+        }
+        if (code === AUTH.sasl && withheldPlus && saslInitialGs2Flag(answer.body) === 'y') {
+          // A client on TLS to the proxy whose server could bind: the server would refuse it with a
+          // "channel binding negotiation error" that does not say what to do. Say it here.
+          fatal(
+            '28000',
+            'dbguard: SCRAM channel binding cannot pass through the proxy (TLS ends here); connect with ' +
+              'channel_binding=disable, or use the sidecar over loopback or the proxy in credentials mode',
+          );
+          return;
         }
         up.write(answer.raw);
       }

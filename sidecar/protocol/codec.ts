@@ -463,7 +463,12 @@ export function encodeCancel(pid: number, secret: Buffer): Buffer {
 }
 
 /** AuthenticationSASL's mechanism list, without SCRAM-SHA-256-PLUS (channel binding cannot cross a proxy). */
-export function filterSaslMechanisms(data: Buffer): { mechanisms: string[]; encoded: Buffer } {
+export function filterSaslMechanisms(data: Buffer): {
+  mechanisms: string[];
+  encoded: Buffer;
+  /** the server offered a channel-binding mechanism that the proxy withheld */
+  withheldPlus: boolean;
+} {
   const r = new BodyReader(data, 'AuthenticationSASL');
   const mechanisms: string[] = [];
   while (r.remaining() > 0) {
@@ -472,5 +477,20 @@ export function filterSaslMechanisms(data: Buffer): { mechanisms: string[]; enco
     mechanisms.push(m);
   }
   const kept = mechanisms.filter((m) => !m.endsWith('-PLUS'));
-  return { mechanisms: kept, encoded: Buffer.concat([...kept.map((m) => cstr(m)), NUL]) };
+  return {
+    mechanisms: kept,
+    encoded: Buffer.concat([...kept.map((m) => cstr(m)), NUL]),
+    withheldPlus: kept.length < mechanisms.length,
+  };
+}
+
+/**
+ * The gs2 channel-binding flag of a SASLInitialResponse (`n`, `y` or `p`), or undefined when the body
+ * is not one. `y`: the client could bind but believes the server cannot; a server that can (it offered
+ * SCRAM-SHA-256-PLUS) refuses that as a downgrade (RFC 5802 §6).
+ */
+export function saslInitialGs2Flag(body: Buffer): string | undefined {
+  const nul = body.indexOf(0);
+  if (nul < 0 || body.length < nul + 6) return undefined;
+  return String.fromCharCode(body[nul + 5]!);
 }
