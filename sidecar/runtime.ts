@@ -234,6 +234,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         return { ok: reasons.length === 0, reasons };
       },
     });
+    // the bound address (a :0 listen gets its port here): for people and for scripts that read the log
+    log.log('info', 'metrics listening', { listen: health.url });
   }
 
   const stopAll = async () => {

@@ -11,26 +11,31 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { adminQuery } from '../support/admin.js';
-import { freePort } from '../support/pg-cluster.js';
 import { until } from '../support/until.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const run = promisify(execFile);
 
-/** The built `dbguard proxy` on 127.0.0.1:`port` (upstream from the policy file); `stderr()` is its log so far. */
+/**
+ * The built `dbguard proxy` on 127.0.0.1, port 0 (the kernel picks it: no port is chosen first and
+ * bound later by someone else); `stderr()` is its log so far, `listening()` the bound ports read from it.
+ */
 function spawnProxy(
-  port: number,
   policyFile: string,
   auditFile: string,
   ...extra: string[]
-): { proc: ChildProcess; stderr: () => string } {
+): {
+  proc: ChildProcess;
+  stderr: () => string;
+  listening: () => Promise<{ port: number; metricsPort?: number }>;
+} {
   const proc = spawn(
     process.execPath,
     [
       CLI,
       'proxy',
       '--listen',
-      `127.0.0.1:${port}`,
+      '127.0.0.1:0',
       '--policy-file',
       policyFile,
       '--audit-log',
@@ -43,7 +48,23 @@ function spawnProxy(
   proc.stderr!.on('data', (d) => {
     log += d;
   });
-  return { proc, stderr: () => log };
+  const lines = () =>
+    log
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg: string; listen?: string });
+  const wantsMetrics = extra.includes('--metrics-listen');
+  const listening = async () => {
+    const listen = await until('proxy listening', () => lines().find((l) => l.msg === 'listening')?.listen);
+    const metrics = wantsMetrics
+      ? await until('metrics listening', () => lines().find((l) => l.msg === 'metrics listening')?.listen)
+      : undefined;
+    return {
+      port: Number(listen.split(':').at(-1)),
+      ...(metrics ? { metricsPort: Number(new URL(metrics).port) } : {}),
+    };
+  };
+  return { proc, stderr: () => log, listening };
 }
 
 function policyYaml(upstreamPort: number, denyMessage = 'Schema changes go through migrations.'): string {
@@ -94,16 +115,9 @@ describe('dbguard proxy (CLI process)', () => {
       INSERT INTO cli_customers VALUES (1, 'ada@example.org', '123-45-6789');
       GRANT ALL ON cli_customers TO app;`,
     );
-    port = await freePort();
-    metricsPort = await freePort();
-    ({ proc, stderr } = spawnProxy(
-      port,
-      policyFile(),
-      auditFile(),
-      '--metrics-listen',
-      `127.0.0.1:${metricsPort}`,
-    ));
-    await until('proxy listening', () => stderr().includes('"listening"'));
+    let listening: () => Promise<{ port: number; metricsPort?: number }>;
+    ({ proc, stderr, listening } = spawnProxy(policyFile(), auditFile(), '--metrics-listen', '127.0.0.1:0'));
+    ({ port, metricsPort = 0 } = await listening());
   });
 
   afterAll(async () => {
@@ -131,6 +145,18 @@ describe('dbguard proxy (CLI process)', () => {
   });
 
   it('writes the audit trail without values and counts in /metrics', async () => {
+    const denials = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return Number(
+        /dbguard_denied_queries_total\{policy="shop\/orders",rule="no-drops"\} (\d+)/.exec(text)?.[1] ?? 0,
+      );
+    };
+    const deniedBefore = await denials();
+    // this test's own statements: one masked read, one denial
+    const app = await connect();
+    await app.query('SELECT email, ssn FROM cli_customers WHERE id = $1', [1]);
+    await expect(app.query('DROP TABLE cli_customers')).rejects.toMatchObject({ code: '42501' });
+    await app.end();
     const events = await until('audit events', () => {
       if (!fs.existsSync(auditFile())) return undefined;
       const lines = fs
@@ -152,8 +178,8 @@ describe('dbguard proxy (CLI process)', () => {
     const { stdout } = await run(process.execPath, [CLI, 'audit', 'verify', auditFile()]);
     expect(stdout).toMatch(/^ok:/);
 
+    expect(await denials()).toBe(deniedBefore + 1);
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    expect(metrics).toMatch(/dbguard_denied_queries_total\{policy="shop\/orders",rule="no-drops"\} 1/);
     expect(metrics).toMatch(/dbguard_masked_queries_total\{policy="shop\/orders"\} [1-9]/);
     expect(metrics).toMatch(/dbguard_policy_info\{policy="shop\/orders",version="sha256:[0-9a-f]+"\} 1/);
     const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
@@ -220,16 +246,14 @@ describe('dbguard proxy --auth-timeout (CLI process)', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('closes a client that connects and sends nothing after the timeout, with FATAL 08006', async () => {
-    const port = await freePort();
-    const { proc, stderr } = spawnProxy(
-      port,
+    const { proc, stderr, listening } = spawnProxy(
       path.join(dir, 'policy.yaml'),
       path.join(dir, 'audit.jsonl'),
       '--auth-timeout',
       '800ms',
     );
     try {
-      await until('proxy listening', () => stderr().includes('"listening"'));
+      const { port } = await listening();
       const sock = net.connect(port, '127.0.0.1');
       const t0 = Date.now();
       let received = Buffer.alloc(0);
