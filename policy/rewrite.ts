@@ -11,6 +11,7 @@ import { loc, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
+import { checkMaskedWrites, type MaskedUse, WriteRefused, WriteUncheckable } from './masked-writes.js';
 import { classifyFunction, classifyOperator, type ResolvedRelation } from './resolve.js';
 import type { Edit, Tokens } from './splice.js';
 import type { EffectiveMask } from './subjects.js';
@@ -46,7 +47,14 @@ export interface MaskingInput {
 
 export type MaskingOutcome =
   | { ok: true; edits: Edit[]; maskedColumns: string[] }
-  | { ok: false; reason: string; rule: string; refreshCatalog?: boolean };
+  | {
+      ok: false;
+      reason: string;
+      rule: string;
+      refreshCatalog?: boolean;
+      /** the complete client-facing message, when it is not a `cannot prove masked` one */
+      message?: string;
+    };
 
 interface MaskInfo {
   rel: MaskedRelation;
@@ -78,6 +86,9 @@ export function maskStatements(inp: MaskingInput): MaskingOutcome {
       };
     }
     if (e instanceof Refused) return { ok: false, reason: e.message, rule: m.lastRule ?? firstRule };
+    if (e instanceof WriteRefused || e instanceof WriteUncheckable) {
+      return { ok: false, reason: e.message, rule: e.rule, message: e.message };
+    }
     throw e;
   }
 }
@@ -88,6 +99,8 @@ class Masker {
   lastRule?: string;
   private readonly dangerousNames = new Set<string>();
   private readonly rvInfo = new Map<PgNode, { rel?: MaskedRelation }>();
+  /** RangeVars of relations masked for this subject, for the masked-writes check */
+  private readonly maskedUse = new Map<PgNode, MaskedUse>();
 
   constructor(private readonly inp: MaskingInput) {
     const c = inp.catalog;
@@ -147,6 +160,24 @@ class Masker {
         this.maskedColumns,
       );
     }
+    if (a.dmls.length && this.maskedUse.size) {
+      checkMaskedWrites(
+        {
+          type: a.type,
+          node: a.node,
+          dmls: a.dmls.map((d) => d.node),
+          maskedRv: this.maskedUse,
+          targets: new Map(
+            a.rels.filter((r) => r.role === 'target').map((r) => [r.rv, this.inp.resolved.get(r)!.display]),
+          ),
+          tokens: this.inp.tokens,
+          bytes: this.inp.bytes,
+          serverVersionNum: this.inp.catalog.serverVersionNum,
+        },
+        this.edits,
+        this.maskedColumns,
+      );
+    }
   }
 
   private func(kind: 'func' | 'op', parts: string[]): void {
@@ -185,7 +216,10 @@ class Masker {
     const info = this.info(res);
     const dependent = cat.dependents.has(res.key);
     const ancestor = cat.ancestors.has(res.key) && !!r.rv.inh;
-    if (info) this.rvInfo.set(r.rv, { rel: info.rel });
+    if (info) {
+      this.rvInfo.set(r.rv, { rel: info.rel });
+      this.maskedUse.set(r.rv, { display: res.display, columns: info.rel.columns, masks: info.masks });
+    }
     const pinIfNeeded = () => {
       if (unqualified && this.dangerousNames.has(res.name)) this.pin(r, res);
     };

@@ -89,7 +89,8 @@ function policy(): CompiledPolicy {
   });
 }
 
-type Expect = 'deny' | 'run' | 'either';
+/** `write`: refused because it would store a masked value (issue 24), which also keeps it from leaking */
+type Expect = 'deny' | 'run' | 'either' | 'write';
 interface Attack {
   sql: string;
   expect: Expect;
@@ -172,7 +173,7 @@ const ATTACKS: Attack[] = [
   // DML with masked targets: RETURNING and predicates
   A('update customers set name = name where id = 1 returning *'),
   A('update customers c set name = c.name where c.id = 1 returning c.*, c.ssn, email'),
-  A('update customers set name = ssn where id = 1 returning name'),
+  A('update customers set name = ssn where id = 1 returning name', 'write'),
   A("update customers set name = 'x' where ssn = '123-45-6789' returning id", 'run', noRows),
   A("delete from customers where ssn = '123-45-6789' returning *", 'run', noRows),
   A('delete from customers where id = 2 returning *'),
@@ -182,8 +183,10 @@ const ATTACKS: Attack[] = [
   ),
   A(
     "insert into customers values (1, 'dup') on conflict (id) do update set name = customers.ssn returning name",
+    'write',
   ),
-  A('insert into orders select 100 + id, id, salary, ssn from customers returning *'),
+  A('insert into orders select 100 + id, id, salary, ssn from customers returning *', 'write'),
+  A('insert into orders select 100 + id, id, 1, name from customers returning *'),
   A('with d as (update customers set name = name returning *) select * from d'),
   A(
     "merge into customers c using orders o on c.id = o.customer_id when matched and c.ssn like '1%' then update set name = 'm'",
@@ -395,6 +398,13 @@ describe('masking attacks: no seeded value reaches a masked subject', () => {
         expect(o.decision.kind, o.decision.sql).toBe('deny');
         expect(o.decision.sqlstate).toBe('42501');
         expect(o.decision.message).toMatch(/^dbguard: cannot prove masked: .+ \(rule shop\/customer-pii\)$/);
+      }
+      if (attack.expect === 'write') {
+        expect(o.decision.kind, o.decision.sql).toBe('deny');
+        expect(o.decision.sqlstate).toBe('42501');
+        expect(o.decision.message).toMatch(
+          /^dbguard: cannot write shop\.\w+.* from a masked value \(rule shop\/customer-pii\)$/,
+        );
       }
       if (attack.expect === 'run') {
         expect(o.decision.kind, o.decision.message).not.toBe('deny');
