@@ -256,6 +256,12 @@ const ATTACKS: Attack[] = [
   A('SELECT * FROM SHOP.CUSTOMERS'),
   A('select * from "shop"."customers"'),
   A('select * from shop . customers'),
+  // schema-qualified column references, as ORMs with a schema write them
+  A(
+    'select shop.customers.id, shop.customers.ssn, shop.customers.email from shop.customers where shop.customers.id = 1',
+  ),
+  A('select shop.customers.* from shop.customers'),
+  A("select count(*) from shop.customers where shop.customers.ssn = '123-45-6789'", 'run', zeroCount),
   A('select * from/**/customers--x'),
   A('SeLeCt SsN fRoM CuStOmErS'),
   A('/* a */ select /* b */ ssn /* c */ from /* d */ customers /* e */'),
