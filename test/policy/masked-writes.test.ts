@@ -304,7 +304,14 @@ describe('writes that read no masked value keep working', () => {
       'first@example.net',
     ]);
     expect(c.error).toBeUndefined();
+    // every strategy's column, parameters typed by the server from the column
+    const d = await run(
+      'update customers set salary = $1, birth_date = $2, country = $3, customer_ref = $4 where id = 2',
+      ['100.50', '1990-05-05', 'FR', 'REF-9'],
+    );
+    expect(d.error).toBeUndefined();
     const rows = await realRows();
+    expect(rows[1]!.slice(5)).toEqual(['100.50', '1990-05-05', 'REF-9', 'FR']);
     expect(rows[0]!.slice(2, 4)).toEqual(['new.alice@example.org', '111-11-1111']);
     expect([rows[1]![2], rows[1]![4]]).toEqual(['new.bob@example.com', '4000000000000002']);
     expect(rows[2]![2]).toBe('first@example.net');
@@ -369,6 +376,32 @@ describe('writing back the masked form that was shown fails loudly (an ORM savin
     const l = await run(`update customers set name = 'Changed', ${column} = ${literal} where id = 1`);
     expect(l.error).toEqual({ code: '42501', message: writtenBack(`shop.customers.${column}`) });
     expect(await realRows()).toEqual(REAL);
+  });
+
+  /** Every spelling of a SET item the guard must wrap exactly: $1 is row 1's email. */
+  const SPELLINGS = [
+    "update customers set name = 'x', email = /* a */ $1 /* b */ where id = 1",
+    "update customers set email = case when $1::text is distinct from 'q' then $1 else 'z@z.org' end where id = 1",
+    'update customers set email = ($1) where id = 1 returning email',
+    "update customers set (name, email) = row('n', $1) where id = 1",
+    "update customers set (email, name) = ($1, 'n') where id = 1",
+    'with u as (update customers set email = $1 where id = 1 returning id) select count(*) from u',
+    'with u as (update customers set email = $1 returning id) select count(*) from u',
+    'merge into customers t using (values (1)) v(id) on t.id = v.id when matched then update set email = $1 when not matched then insert (id) values (v.id)',
+    'insert into customers as c (id, email) values (1, $1) on conflict (id) do update set email = excluded.email where c.id = 1',
+    'prepare pw(text) as update customers set email = $1 where id = 1; execute pw($1)',
+  ];
+
+  test.each(SPELLINGS)('%s', async (sql) => {
+    const multi = sql.startsWith('prepare');
+    const text = multi ? sql.replace('execute pw($1)', "execute pw('a***@example.org')") : sql;
+    const o = await run(text, multi ? undefined : ['a***@example.org']);
+    expect(o.error, o.decision.sql).toEqual({ code: '42501', message: writtenBack('shop.customers.email') });
+    expect(await realRows()).toEqual(REAL);
+    const genuine = multi ? sql.replace('execute pw($1)', "execute pw('fresh@example.org')") : sql;
+    const g = await run(genuine, multi ? undefined : ['fresh@example.org']);
+    expect(g.error, g.decision.sql).toBeUndefined();
+    expect((await realRows())[0]![2]).toBe('fresh@example.org');
   });
 
   test('Hash: the pseudonym written back', async () => {
