@@ -273,6 +273,28 @@ describe('a statement that would store a value read from a masked column is refu
   });
 });
 
+test('writes of masked columns the guard cannot check are refused, not passed', async () => {
+  for (const [sql, why] of [
+    [
+      "update customers set (email, ssn) = (select 'x@y.org', 'z') where id = 1",
+      'a multiple-column assignment from a sub-select',
+    ],
+    [
+      "update customers set email[1] = 'x' where id = 1",
+      'an assignment to part of masked column shop.customers.email',
+    ],
+  ] as const) {
+    const o = await run(sql);
+    expect(o.error?.code, sql).toBe('42501');
+    expect(o.error?.message, sql).toMatch(
+      new RegExp(
+        `^dbguard: cannot check a write of masked data: ${why.replace(/[.*]/g, '\\$&')}.* \\(rule ${RULE}\\)$`,
+      ),
+    );
+  }
+  expect(await realRows()).toEqual(REAL);
+});
+
 describe('writes that read no masked value keep working', () => {
   test('a WHERE on a masked column sees the masked value; nothing masked is stored', async () => {
     const o = await run(
