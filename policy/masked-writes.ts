@@ -601,7 +601,7 @@ class WriteChecker {
         r.cols.set((v[1].colno ?? 1) - 1, rt.name);
         continue;
       }
-      this.guard(this.valueSpan(rt), rt.name, ref, use);
+      this.guard(this.valueSpan(rt), rt.val, rt.name, ref, use);
     }
     for (const { row, cols } of rows.values()) {
       const spans = this.rowSpans(row);
@@ -610,23 +610,30 @@ class WriteChecker {
         if (arg?.[0] === 'SetToDefault') continue;
         const s = spans[i];
         if (!s) throw new WriteUncheckable('cannot locate a value in the text', use.masks.get(col)!.rule);
-        this.guard(s, col, ref, use);
+        this.guard(s, row.args?.[i], col, ref, use);
       }
     }
   }
 
-  private guard(span: Span, col: string, ref: string, use: MaskedUse): void {
+  private guard(span: Span, value: unknown, col: string, ref: string, use: MaskedUse): void {
     const c = use.columns.find((x) => x.name === col);
     const m = use.masks.get(col)!;
     if (!c)
       throw new WriteUncheckable(`column ${col} of ${use.display} is not in the catalog snapshot`, m.rule);
-    const value = this.absorb(span);
+    const effect = sideEffect(value);
+    if (effect) {
+      throw new WriteUncheckable(
+        `the new value of ${use.display}.${col} calls ${effect}(), which the check would run twice; compute it in a statement of its own`,
+        m.rule,
+      );
+    }
+    const text = this.absorb(span);
     const real = `${quoteIdent(ref)}.${quoteIdent(col)}`;
     const shown = maskExpression(real, c, m, this.inp.serverVersionNum);
     // A mask that is NULL whatever the value (Nullify, Redact of a non-text type) makes NULL its
     // masked form; every other mask is NULL only for NULL, and writing NULL over NULL loses nothing.
     const alwaysNull = shown === `CAST(NULL AS ${c.type})`;
-    const same = alwaysNull ? `(${value}) IS NOT DISTINCT FROM (${shown})` : `(${value}) = (${shown})`;
+    const same = alwaysNull ? `(${text}) IS NOT DISTINCT FROM (${shown})` : `(${text}) = (${shown})`;
     const message = quoteLiteral(
       `dbguard: cannot write ${use.display}.${col} from a masked value: the new value is this row's masked value (rule ${m.rule})`,
     );
@@ -636,7 +643,7 @@ class WriteChecker {
     this.edits.push({
       start: span.start,
       end: span.end,
-      text: `CASE WHEN ${same} THEN ${fail} ELSE (${value}) END`,
+      text: `CASE WHEN ${same} THEN ${fail} ELSE (${text}) END`,
     });
     this.masked.add(`${use.display}.${col}`);
   }
@@ -734,6 +741,49 @@ function shapeOf(use: MaskedUse): Shape {
     return { name: c.name, taint: m ? new Map([[`${use.display}.${c.name}`, m.rule]]) : EMPTY };
   });
   return { any: EMPTY, cols };
+}
+
+/**
+ * Built-ins whose second run is not the same as the first: the guard writes the new value twice
+ * (once in the comparison), so these are refused there rather than run twice.
+ */
+const SIDE_EFFECTS = new Set([
+  'nextval',
+  'setval',
+  'set_config',
+  'pg_notify',
+  'txid_current',
+  'pg_current_xact_id',
+  'lo_import',
+  'lo_export',
+  'lo_create',
+  'lo_creat',
+  'lo_unlink',
+  'lo_from_bytea',
+  'lo_put',
+]);
+
+/** The first side-effecting built-in an expression calls (advisory locks included), if any. */
+function sideEffect(n: unknown): string | undefined {
+  if (n === null || typeof n !== 'object') return undefined;
+  if (Array.isArray(n)) {
+    for (const x of n) {
+      const f = sideEffect(x);
+      if (f) return f;
+    }
+    return undefined;
+  }
+  const u = unwrap(n);
+  if (u?.[0] === 'FuncCall') {
+    const fn = names(u[1].funcname);
+    const last = fn[fn.length - 1] ?? '';
+    if (SIDE_EFFECTS.has(last) || /^pg_(try_)?advisory_/.test(last)) return last;
+  }
+  for (const v of Object.values(u ? u[1] : (n as PgNode))) {
+    const f = sideEffect(v);
+    if (f) return f;
+  }
+  return undefined;
 }
 
 function lastName(val: unknown): string | undefined {

@@ -36,6 +36,7 @@ create schema shop;
 create table shop.customers (id int primary key, name text, email text, ssn text, card_number text,
   salary numeric(10,2), birth_date date, customer_ref text, country text);
 create table shop.orders (id int primary key, customer_id int, total int, note text);
+create sequence shop.refs;
 create table shop.staging (id int primary key, name text, email text, ssn text, card_number text,
   salary numeric(10,2), birth_date date, customer_ref text, country text);
 ${SEED}
@@ -282,6 +283,10 @@ test('writes of masked columns the guard cannot check are refused, not passed', 
     [
       "update customers set email[1] = 'x' where id = 1",
       'an assignment to part of masked column shop.customers.email',
+    ],
+    [
+      "update customers set customer_ref = 'C-' || nextval('shop.refs') where id = 1",
+      'the new value of shop.customers.customer_ref calls nextval()',
     ],
   ] as const) {
     const o = await run(sql);
