@@ -120,7 +120,7 @@ function renamed(s: Shape, colnames: unknown): Shape {
   };
 }
 
-/** Byte span of a node's text is not in the tree; only tokens give it (see `valueSpans`). */
+/** Byte offsets in the statement text. The parse tree has no ends: tokens give them (`exprEnd`). */
 interface Span {
   start: number;
   end: number;
@@ -464,6 +464,8 @@ class WriteChecker {
 
   /** Checks one data-modifying statement; returns the shape of its RETURNING list. */
   private dml(type: string, b: PgNode, env0: Env): Shape {
+    // checked (and guarded) once: a second visit would add the same edits again
+    if (this.checked.has(b)) return this.returningShape(b, this.withEnv(b.withClause, [], env0));
     this.checked.add(b);
     const env = this.withEnv(b.withClause, [], env0);
     const t = this.target(b);
