@@ -420,7 +420,10 @@ class WriteChecker {
     if (!it) return this.columnTaint(parts[0] ?? '', scopes); // a composite column's field
     if (star) return whole(it.shape);
     if (!it.shape.cols) return it.shape.any;
-    return union(it.shape.any, ...it.shape.cols.filter((c) => c.name === col).map((c) => c.taint));
+    const cols = it.shape.cols.filter((c) => c.name === col);
+    // not a column: PostgreSQL reads `t.f` as the function call f(t), on the whole row
+    if (!cols.length) return whole(it.shape);
+    return union(it.shape.any, ...cols.map((c) => c.taint));
   }
 
   /** Every masked column an expression (and any sub-select in it, anywhere in it) may read. */

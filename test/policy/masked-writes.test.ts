@@ -37,6 +37,7 @@ create table shop.customers (id int primary key, name text, email text, ssn text
   salary numeric(10,2), birth_date date, customer_ref text, country text);
 create table shop.orders (id int primary key, customer_id int, total int, note text);
 create sequence shop.refs;
+create function shop.summary(shop.customers) returns text language sql immutable as 'select $1.name || $1.ssn';
 create table shop.staging (id int primary key, name text, email text, ssn text, card_number text,
   salary numeric(10,2), birth_date date, customer_ref text, country text);
 ${SEED}
@@ -231,6 +232,8 @@ const READS_MASKED: [string, string][] = [
   ],
   ['insert into orders (id, note) select id + 100, c::text from customers c', 'shop.orders.note'],
   ['insert into staging select * from customers', 'shop.staging (column 3)'],
+  // attribute notation: c.summary is summary(c), a function of the whole (masked) row
+  ['insert into orders (id, note) select id + 100, c.summary from customers c', 'shop.orders.note'],
   [
     'insert into orders (id, note) select * from (select id + 100, email from customers) s',
     'shop.orders.note',

@@ -60,6 +60,7 @@ create table shop.orders (id int primary key, customer_id int, total int, note t
 create view shop.customer_view as select * from shop.customers;
 create view shop.v2 as select id from shop.customer_view;
 create function shop.leak() returns setof text language sql as 'select ssn from shop.customers';
+create function shop.summary(shop.customers) returns text language sql as 'select $1.name || $1.ssn';
 create table shop.people (id int, kind text, email text, ssn text) partition by list (kind);
 create table shop.people_a partition of shop.people for values in ('a');
 create table shop.archive (id int, ssn text);
@@ -192,6 +193,10 @@ const ATTACKS: Attack[] = [
     "merge into customers c using orders o on c.id = o.customer_id when matched and c.ssn like '1%' then update set name = 'm'",
   ),
   A('update customers c set name = c::text where id = 1 returning name', 'deny'),
+  // attribute notation: c.summary is summary(c), a function of the real target row
+  A('update customers c set name = name where id = 1 returning c.summary', 'deny'),
+  A("update customers c set name = 'x' where c.summary like 'Alice%' returning id", 'deny'),
+  A('select c.summary from customers c'),
   A('update customers set name = (select ssn) where id = 1 returning name', 'deny'),
   A("update customers set name = 'x' where exists (select 1 from orders where orders.note = ssn)", 'deny'),
   A(
