@@ -31,6 +31,9 @@ export interface TargetMaskInput {
 
 export class Refused extends Error {}
 
+/** System columns: not in the catalog snapshot's column lists, and no function of the row. */
+const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
+
 interface Scope {
   names: Set<string>;
   cols: Set<string>;
@@ -156,7 +159,7 @@ class TargetMasker {
 
   /** `t.f` where f is no column of the target is the call f(t), on the real row: refused. */
   private columnOrRefuse(col: string): void {
-    if (!this.colByName.has(col)) {
+    if (!this.colByName.has(col) && !SYSTEM_COLUMNS.has(col)) {
       throw new Refused(
         `${col} is not a column of masked table ${this.inp.res.display}: it would be a function of the whole row`,
       );

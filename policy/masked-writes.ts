@@ -422,7 +422,7 @@ class WriteChecker {
     if (!it.shape.cols) return it.shape.any;
     const cols = it.shape.cols.filter((c) => c.name === col);
     // not a column: PostgreSQL reads `t.f` as the function call f(t), on the whole row
-    if (!cols.length) return whole(it.shape);
+    if (!cols.length) return SYSTEM_COLUMNS.has(col) ? EMPTY : whole(it.shape);
     return union(it.shape.any, ...cols.map((c) => c.taint));
   }
 
@@ -747,6 +747,9 @@ function shapeOf(use: MaskedUse): Shape {
   });
   return { any: EMPTY, cols };
 }
+
+/** System columns are no function of the row (`t.xmin`, an ORM's concurrency token). */
+const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
 
 /**
  * Built-ins whose second run is not the same as the first: the guard writes the new value twice

@@ -197,6 +197,7 @@ const ATTACKS: Attack[] = [
   A('update customers c set name = name where id = 1 returning c.summary', 'deny'),
   A("update customers c set name = 'x' where c.summary like 'Alice%' returning id", 'deny'),
   A('select c.summary from customers c'),
+  A('update customers c set name = name where c.id = 1 and c.xmin <> 0 returning c.xmin, c.ctid, c.ssn'),
   A('update customers set name = (select ssn) where id = 1 returning name', 'deny'),
   A("update customers set name = 'x' where exists (select 1 from orders where orders.note = ssn)", 'deny'),
   A(
