@@ -227,8 +227,14 @@ describe('a masked subject writing through the proxy never stores masks', () => 
     expect(flows).toEqual([
       { flow: 'changed-columns', ok: true, shown },
       { flow: 'every-column', ok: false, shown, sqlstate: '42501', message: writtenBack('email') },
+      { flow: 'insert-new', ok: true, shown: {} },
     ]);
-    expect(await real()).toEqual([{ ...REAL[0], name: 'Changed by SQLAlchemy' }, REAL[1]]);
+    expect(await real()).toEqual([
+      { ...REAL[0], name: 'Changed by SQLAlchemy' },
+      { id: 7002, name: 'New One', email: 'new.one@example.org', ssn: '111-11-1111' },
+      { id: 7003, name: 'New Two', email: 'new.two@example.org', ssn: '222-22-2222' },
+      REAL[1],
+    ]);
   });
 
   it('a masked COPY TO loaded back with COPY FROM never replaces real values', async () => {

@@ -8,6 +8,7 @@ Usage: python3 sqlalchemy_flow.py URL SCHEMA ID. Prints one JSON object per flow
 - "every-column": the same, but every attribute is marked modified first, as ORMs that save the
   whole entity do (Django's save(), Hibernate without @DynamicUpdate): the masked forms go back to
   the server as parameters, and the save must fail loudly.
+- "insert-new": new entities, batched by SQLAlchemy into one INSERT with RETURNING.
 """
 import json
 import sys
@@ -65,5 +66,18 @@ def every_column(session):
     return shown
 
 
+def insert_new(session):
+    # two new entities at once: SQLAlchemy batches them (INSERT ... SELECT FROM VALUES ... RETURNING)
+    session.add_all(
+        [
+            Customer(id=cid + 1, name="New One", email="new.one@example.org", ssn="111-11-1111"),
+            Customer(id=cid + 2, name="New Two", email="new.two@example.org", ssn="222-22-2222"),
+        ]
+    )
+    session.flush()
+    return {}
+
+
 report("changed-columns", changed_columns)
 report("every-column", every_column)
+report("insert-new", insert_new)
