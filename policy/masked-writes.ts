@@ -638,17 +638,25 @@ class WriteChecker {
     // A mask that is NULL whatever the value (Nullify, Redact of a non-text type) makes NULL its
     // masked form; every other mask is NULL only for NULL, and writing NULL over NULL loses nothing.
     const alwaysNull = shown === `CAST(NULL AS ${c.type})`;
-    const same = alwaysNull ? `(${text}) IS NOT DISTINCT FROM (${shown})` : `(${text}) = (${shown})`;
+    // The new value is compared in the column's type (explicitly cast, so any value an assignment
+    // accepts compares; a varchar(n) cast that cuts it only matters to the comparison). The value
+    // stored is the one in ELSE, assigned as before.
+    const typed = `CAST((${text}) AS ${c.type})`;
+    const same = alwaysNull ? `${typed} IS NOT DISTINCT FROM (${shown})` : `${typed} = (${shown})`;
     const message = quoteLiteral(
       `dbguard: cannot write ${use.display}.${col} from a masked value: the new value is this row's masked value (rule ${m.rule})`,
     );
     // The failing cast must not be folded at plan time (it would fail every statement): the CASE on
-    // the column keeps it an expression of the row. Its text is the message and nothing else.
-    const fail = `CAST(CAST(CAST(CASE WHEN ${real} IS NULL THEN ${message} ELSE ${message} END AS integer) AS text) AS ${c.type})`;
+    // the column keeps it an expression of the row. Its text is the message and nothing else. It is
+    // a condition, so the CASE's type is the value's own, assigned to the column as before: a string
+    // literal or NULL (no type of its own) takes the column's type from the never-taken branch, any
+    // other value is repeated there (a parameter gets its type from the comparison).
+    const fail = `CAST(CAST(CASE WHEN ${real} IS NULL THEN ${message} ELSE ${message} END AS integer) AS boolean)`;
+    const never = untypedLiteral(value) ? `CAST(NULL AS ${c.type})` : `(${text})`;
     this.edits.push({
       start: span.start,
       end: span.end,
-      text: `CASE WHEN ${same} THEN ${fail} ELSE (${text}) END`,
+      text: `CASE WHEN ${same} THEN CASE WHEN ${fail} THEN ${never} END ELSE (${text}) END`,
     });
     this.masked.add(`${use.display}.${col}`);
   }
@@ -792,6 +800,12 @@ function sideEffect(n: unknown): string | undefined {
     if (f) return f;
   }
   return undefined;
+}
+
+/** A string literal or NULL: PostgreSQL gives it the type of what it is assigned or compared to. */
+function untypedLiteral(n: unknown): boolean {
+  const u = unwrap(n);
+  return u?.[0] === 'A_Const' && (u[1].sval !== undefined || !!u[1].isnull);
 }
 
 function lastName(val: unknown): string | undefined {

@@ -334,6 +334,12 @@ describe('writes that read no masked value keep working', () => {
       'first@example.net',
     ]);
     expect(c.error).toBeUndefined();
+    // values of another type, assigned as before (an integer into text, a timestamp into a date)
+    const t = await run(
+      "update customers set ssn = 42, birth_date = timestamp '2001-02-03 04:05' where id = 3",
+    );
+    expect(t.error).toBeUndefined();
+    expect((await realRows())[2]!.slice(3, 7)).toEqual(['42', null, null, '2001-02-03']);
     // every strategy's column, parameters typed by the server from the column
     const d = await run(
       'update customers set salary = $1, birth_date = $2, country = $3, customer_ref = $4 where id = 2',
