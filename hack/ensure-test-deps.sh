@@ -9,6 +9,32 @@ have_pg() {
     command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1
 }
 
+# Python packages of the ORM tests (SQLAlchemy over psycopg), exactly as pinned in test/requirements.txt.
+REQUIREMENTS="$(cd "$(dirname "$0")/.." && pwd)/test/requirements.txt"
+have_py() {
+  python3 - "$REQUIREMENTS" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split('#')[0].strip()
+    if line:
+        name, pin = line.split('==')
+        assert version(name) == pin, name
+PY
+}
+if ! have_py; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "dbguard tests need python3 (3.11) with the packages of test/requirements.txt" >&2
+    exit 1
+  fi
+  echo "--- installing the Python packages of test/requirements.txt"
+  python3 -m pip install --user --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  if ! have_py; then
+    echo "the Python packages of test/requirements.txt are still missing after pip install" >&2
+    exit 1
+  fi
+fi
+
 if have_pg && command -v openssl >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1; then exit 0; fi
 
 SUDO=""

@@ -275,7 +275,10 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
         bytes: parsed.bytes,
         tokens: new Tokens(tokenList),
       });
-      if (!outcome.ok) return deny(outcome.reason, outcome.rule, outcome.refreshCatalog);
+      if (!outcome.ok) {
+        const d = deny(outcome.reason, outcome.rule, outcome.refreshCatalog);
+        return outcome.message ? { ...d, message: outcome.message } : d;
+      }
       if (outcome.edits.length) {
         try {
           outSql = applyEdits(parsed.bytes, outcome.edits);

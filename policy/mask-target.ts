@@ -31,6 +31,9 @@ export interface TargetMaskInput {
 
 export class Refused extends Error {}
 
+/** System columns: not in the catalog snapshot's column lists, and no function of the row. */
+const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
+
 interface Scope {
   names: Set<string>;
   cols: Set<string>;
@@ -141,15 +144,26 @@ class TargetMasker {
     }
     if (f.length === 2) {
       const [q, col] = parts as [string, string];
-      if ((this.targetNames.has(q) || q === 'old' || q === 'new') && this.inp.masks.has(col)) return col;
-      return undefined;
+      if (!(this.targetNames.has(q) || q === 'old' || q === 'new')) return undefined;
+      this.columnOrRefuse(col);
+      return this.inp.masks.has(col) ? col : undefined;
     }
     if (f.length === 3) {
       const [s, tb, col] = parts as [string, string, string];
-      if (s === this.inp.res.schema && tb === this.inp.res.name && this.inp.masks.has(col)) return col;
-      return undefined;
+      if (!(s === this.inp.res.schema && tb === this.inp.res.name)) return undefined;
+      this.columnOrRefuse(col);
+      return this.inp.masks.has(col) ? col : undefined;
     }
     throw new Refused('column reference with more than three parts on a masked target');
+  }
+
+  /** `t.f` where f is no column of the target is the call f(t), on the real row: refused. */
+  private columnOrRefuse(col: string): void {
+    if (!this.colByName.has(col) && !SYSTEM_COLUMNS.has(col)) {
+      throw new Refused(
+        `${col} is not a column of masked table ${this.inp.res.display}: it would be a function of the whole row`,
+      );
+    }
   }
 
   private top(n: unknown): void {

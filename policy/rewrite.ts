@@ -7,10 +7,11 @@
  */
 
 import type { RelRef, StatementAnalysis } from './analyze.js';
-import { loc, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
+import { loc, names, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
+import { checkMaskedWrites, type MaskedUse, WriteRefused, WriteUncheckable } from './masked-writes.js';
 import { classifyFunction, classifyOperator, type ResolvedRelation } from './resolve.js';
 import type { Edit, Tokens } from './splice.js';
 import type { EffectiveMask } from './subjects.js';
@@ -46,7 +47,14 @@ export interface MaskingInput {
 
 export type MaskingOutcome =
   | { ok: true; edits: Edit[]; maskedColumns: string[] }
-  | { ok: false; reason: string; rule: string; refreshCatalog?: boolean };
+  | {
+      ok: false;
+      reason: string;
+      rule: string;
+      refreshCatalog?: boolean;
+      /** the complete client-facing message, when it is not a `cannot prove masked` one */
+      message?: string;
+    };
 
 interface MaskInfo {
   rel: MaskedRelation;
@@ -78,6 +86,9 @@ export function maskStatements(inp: MaskingInput): MaskingOutcome {
       };
     }
     if (e instanceof Refused) return { ok: false, reason: e.message, rule: m.lastRule ?? firstRule };
+    if (e instanceof WriteRefused || e instanceof WriteUncheckable) {
+      return { ok: false, reason: e.message, rule: e.rule, message: e.message };
+    }
     throw e;
   }
 }
@@ -88,6 +99,10 @@ class Masker {
   lastRule?: string;
   private readonly dangerousNames = new Set<string>();
   private readonly rvInfo = new Map<PgNode, { rel?: MaskedRelation }>();
+  /** RangeVars of relations masked for this subject, for the masked-writes check */
+  private readonly maskedUse = new Map<PgNode, MaskedUse>();
+  /** qkey(schema, relname) of tables this statement reads as a masked subquery named `relname` */
+  private readonly subqueryNames = new Map<string, string>();
 
   constructor(private readonly inp: MaskingInput) {
     const c = inp.catalog;
@@ -123,7 +138,9 @@ class Masker {
           throw new Deny(`schema ${n.schema} holds masked data; it cannot be altered`);
       }
     }
+    this.subqueryNames.clear();
     for (const r of a.rels) this.relation(r);
+    if (this.subqueryNames.size) this.qualifiedRefs(a.node);
     for (const d of a.dmls) {
       const r = a.rels.find((x) => x.role === 'target' && x.dml?.node === d.node);
       if (!r) continue;
@@ -141,6 +158,24 @@ class Masker {
           tokens: this.inp.tokens,
           bytes: this.inp.bytes,
           resolvedRv: this.rvInfo,
+          serverVersionNum: this.inp.catalog.serverVersionNum,
+        },
+        this.edits,
+        this.maskedColumns,
+      );
+    }
+    if (a.dmls.length && this.maskedUse.size) {
+      checkMaskedWrites(
+        {
+          type: a.type,
+          node: a.node,
+          dmls: a.dmls.map((d) => d.node),
+          maskedRv: this.maskedUse,
+          targets: new Map(
+            a.rels.filter((r) => r.role === 'target').map((r) => [r.rv, this.inp.resolved.get(r)!.display]),
+          ),
+          tokens: this.inp.tokens,
+          bytes: this.inp.bytes,
           serverVersionNum: this.inp.catalog.serverVersionNum,
         },
         this.edits,
@@ -185,7 +220,10 @@ class Masker {
     const info = this.info(res);
     const dependent = cat.dependents.has(res.key);
     const ancestor = cat.ancestors.has(res.key) && !!r.rv.inh;
-    if (info) this.rvInfo.set(r.rv, { rel: info.rel });
+    if (info) {
+      this.rvInfo.set(r.rv, { rel: info.rel });
+      this.maskedUse.set(r.rv, { display: res.display, columns: info.rel.columns, masks: info.masks });
+    }
     const pinIfNeeded = () => {
       if (unqualified && this.dangerousNames.has(res.name)) this.pin(r, res);
     };
@@ -283,6 +321,38 @@ class Masker {
     }
     const alias = r.rv.alias ? '' : ` AS ${quoteIdent(r.rv.relname)}`;
     this.edits.push({ start: tk.start(first), end: tk.end(last), text: sub + alias });
+    if (!r.rv.alias) this.subqueryNames.set(qkey(res.schema, r.rv.relname), r.rv.relname);
+  }
+
+  /**
+   * `schema.table.column` (as ORMs with a schema write it: SQLAlchemy's `mw.customers.id`) cannot
+   * name a subquery, which is only `table`: such references to a table read as a masked subquery
+   * lose their schema (and database) part. The meaning is the same: PostgreSQL refuses two FROM
+   * items of one name in one scope, so `table` alone finds the same item.
+   */
+  private qualifiedRefs(n: unknown): void {
+    if (n === null || typeof n !== 'object') return;
+    if (Array.isArray(n)) {
+      for (const x of n) this.qualifiedRefs(x);
+      return;
+    }
+    const o = n as PgNode;
+    if (o.ColumnRef && typeof o.ColumnRef === 'object') {
+      const f: unknown[] = o.ColumnRef.fields ?? [];
+      if (f.length < 3) return;
+      const parts = names(f);
+      const table = parts[f.length - 2];
+      const schema = parts[f.length - 3];
+      if (!table || !schema || !this.subqueryNames.has(qkey(schema, table))) return;
+      const tk = this.inp.tokens;
+      const i0 = tk.at(loc(o.ColumnRef));
+      const iEnd = i0 === undefined ? undefined : tk.nameEnd(i0, f.length - 1);
+      if (i0 === undefined || iEnd === undefined)
+        throw new Deny('cannot locate a column reference in the text');
+      this.edits.push({ start: tk.start(i0), end: tk.end(iEnd), text: quoteIdent(table) });
+      return;
+    }
+    for (const v of Object.values(o)) this.qualifiedRefs(v);
   }
 
   private copyEdit(r: RelRef, res: ResolvedRelation, info: MaskInfo): void {

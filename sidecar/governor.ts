@@ -29,6 +29,7 @@ import {
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
+import { guardErrorFields } from '../policy/masked-writes.js';
 import { type ApprovalGate, judgeApproval } from './approvals.js';
 import {
   type AuditContext,
@@ -470,7 +471,8 @@ export class Governor implements DecisionPoint {
     // CONTEXT can quote them too. A masked subject gets neither.
     if (fields.has('D')) fields.set('D', 'detail hidden by dbguard: it may contain masked values');
     if (fields.has('W')) fields.delete('W');
-    return fields;
+    // a write-back of a masked form failed the rewrite's run-time guard: a policy refusal (42501)
+    return guardErrorFields(fields);
   }
 
   completed(e: CompletedEvent): void {

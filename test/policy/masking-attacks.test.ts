@@ -74,6 +74,7 @@ create table shop.orders (id int primary key, customer_id int, total int, note t
 create view shop.customer_view as select * from shop.customers;
 create view shop.v2 as select id from shop.customer_view;
 create function shop.leak() returns setof text language sql as 'select ssn from shop.customers';
+create function shop.summary(shop.customers) returns text language sql as 'select $1.name || $1.ssn';
 create table shop.people (id int, kind text, email text, ssn text) partition by list (kind);
 create table shop.people_a partition of shop.people for values in ('a');
 create table shop.archive (id int, ssn text);
@@ -106,9 +107,10 @@ function policy(): CompiledPolicy {
 /**
  * deny: dbguard refuses it; run: it runs (the server does not refuse the rewritten text either);
  * fails: dbguard lets it through and the server refuses it (the error must carry no real value);
- * either: dbguard may refuse it or let it run.
+ * either: dbguard may refuse it or let it run; write: refused because it would store a masked value
+ * (issue 24), which also keeps it from leaking.
  */
-type Expect = 'deny' | 'run' | 'fails' | 'either';
+type Expect = 'deny' | 'run' | 'fails' | 'either' | 'write';
 interface Attack {
   sql: string;
   expect: Expect;
@@ -191,7 +193,7 @@ const ATTACKS: Attack[] = [
   // DML with masked targets: RETURNING and predicates
   A('update customers set name = name where id = 1 returning *'),
   A('update customers c set name = c.name where c.id = 1 returning c.*, c.ssn, email'),
-  A('update customers set name = ssn where id = 1 returning name'),
+  A('update customers set name = ssn where id = 1 returning name', 'write'),
   A("update customers set name = 'x' where ssn = '123-45-6789' returning id", 'run', noRows),
   A("delete from customers where ssn = '123-45-6789' returning *", 'run', noRows),
   A('delete from customers where id = 2 returning *'),
@@ -201,13 +203,20 @@ const ATTACKS: Attack[] = [
   ),
   A(
     "insert into customers values (1, 'dup') on conflict (id) do update set name = customers.ssn returning name",
+    'write',
   ),
-  A('insert into orders select 100 + id, id, salary, ssn from customers returning *'),
+  A('insert into orders select 100 + id, id, salary, ssn from customers returning *', 'write'),
+  A('insert into orders select 100 + id, id, 1, name from customers returning *'),
   A('with d as (update customers set name = name returning *) select * from d'),
   A(
     "merge into customers c using orders o on c.id = o.customer_id when matched and c.ssn like '1%' then update set name = 'm'",
   ),
   A('update customers c set name = c::text where id = 1 returning name', 'deny'),
+  // attribute notation: c.summary is summary(c), a function of the real target row
+  A('update customers c set name = name where id = 1 returning c.summary', 'deny'),
+  A("update customers c set name = 'x' where c.summary like 'Alice%' returning id", 'deny'),
+  A('select c.summary from customers c'),
+  A('update customers c set name = name where c.id = 1 and c.xmin <> 0 returning c.xmin, c.ctid, c.ssn'),
   A('update customers set name = (select ssn) where id = 1 returning name', 'deny'),
   A("update customers set name = 'x' where exists (select 1 from orders where orders.note = ssn)", 'deny'),
   A(
@@ -274,6 +283,12 @@ const ATTACKS: Attack[] = [
   A('SELECT * FROM SHOP.CUSTOMERS'),
   A('select * from "shop"."customers"'),
   A('select * from shop . customers'),
+  // schema-qualified column references, as ORMs with a schema write them
+  A(
+    'select shop.customers.id, shop.customers.ssn, shop.customers.email from shop.customers where shop.customers.id = 1',
+  ),
+  A('select shop.customers.* from shop.customers'),
+  A("select count(*) from shop.customers where shop.customers.ssn = '123-45-6789'", 'run', zeroCount),
   A('select * from/**/customers--x'),
   A('SeLeCt SsN fRoM CuStOmErS'),
   A('/* a */ select /* b */ ssn /* c */ from /* d */ customers /* e */'),
@@ -415,6 +430,13 @@ describe('masking attacks: no seeded value reaches a masked subject', () => {
         expect(o.decision.kind, o.decision.sql).toBe('deny');
         expect(o.decision.sqlstate).toBe('42501');
         expect(o.decision.message).toMatch(/^dbguard: cannot prove masked: .+ \(rule shop\/customer-pii\)$/);
+      }
+      if (attack.expect === 'write') {
+        expect(o.decision.kind, o.decision.sql).toBe('deny');
+        expect(o.decision.sqlstate).toBe('42501');
+        expect(o.decision.message).toMatch(
+          /^dbguard: cannot write shop\.\w+.* from a masked value \(rule shop\/customer-pii\)$/,
+        );
       }
       if (attack.expect === 'run') {
         expect(o.decision.kind, o.decision.message).not.toBe('deny');
