@@ -170,7 +170,8 @@ export async function run(argv: string[]): Promise<number> {
     // Upstream: the flag wins over the policy's spec.upstream.
     let target: UpstreamTarget;
     let defaultDatabase: string | undefined;
-    let credentials: Credentials | undefined = policy?.upstream.credentials;
+    // standalone: a Secret document in the policy files; kept beside the policy, never inside it
+    let credentials: Credentials | undefined = compiled?.ok ? compiled.credentials : undefined;
     const upstreamUrl = flags.get('upstream');
     if (upstreamUrl) {
       let parsed: ReturnType<typeof parseUpstreamUrl>;

@@ -196,7 +196,7 @@ describe('no secret in any log or audit line', () => {
         'ok',
       );
       expect(await attempt(cred.proxy.port, 'app', SECRETS.wrongToken)).toBe('28000');
-      expect(await attempt(badCred.proxy.port, 'app', 'whatever')).toBe('28P01');
+      expect(await attempt(badCred.proxy.port, 'relsec', 'whatever')).toBe('28P01');
       await sleep(100);
 
       const everything = [
