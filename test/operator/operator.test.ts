@@ -154,6 +154,15 @@ describe('operator', () => {
         metadata: { name: 'vault', namespace: NS },
         spec: {
           ...policy().spec,
+          // names a client's startup user, which a proxy holding credentials never uses: a warning
+          rules: [
+            ...policy().spec.rules,
+            {
+              name: 'auditors',
+              action: 'Allow',
+              match: { subjects: [{ kind: 'DatabaseUser', name: 'auditor' }] },
+            },
+          ],
           upstream: {
             host: 'vault-db.shop.svc',
             sslmode: 'verify-full',
@@ -199,6 +208,27 @@ describe('operator', () => {
         expect(text).not.toContain(SECRET.password);
         expect(text).not.toContain(SECRET.username);
       }
+    });
+
+    it('warns, still Ready, that DatabaseUser subjects do not tell clients apart when the proxy holds credentials', async () => {
+      const conditions = await until('Warning condition', () => {
+        const cs = stored('DatabasePolicy', 'vault')?.status?.conditions;
+        return cs?.some((c: any) => c.type === 'Warning') ? cs : undefined;
+      });
+      expect(conditions.find((c: any) => c.type === 'Ready')).toMatchObject({ status: 'True' });
+      const w = conditions.find((c: any) => c.type === 'Warning');
+      expect(w).toMatchObject({ status: 'True', reason: 'DatabaseUserSubjectWithCredentials' });
+      expect(w.message).toContain('DatabaseUser subjects (auditor)');
+      expect(w.message).toContain(`Secret ${NS}/vault-db`);
+      const events = api.store.list<any>('v1', 'Event', NS);
+      expect(
+        events.some(
+          (e) => e.reason === 'DatabaseUserSubjectWithCredentials' && e.involvedObject.name === 'vault',
+        ),
+      ).toBe(true);
+      // the same subjects without credentials (relay mode: the server proves the user): no warning
+      const orders = stored('DatabasePolicy', 'orders');
+      expect(orders.status.conditions.some((c: any) => c.type === 'Warning')).toBe(false);
     });
 
     // The Hash salt still travels: the keyed Hash without a salt in the policy is issue 17 item 5 (another

@@ -389,4 +389,13 @@ spec:
     expect(masked.identity).not.toHaveProperty('claimedDatabaseUser');
     expect(fs.readFileSync(auditFile(), 'utf8')).not.toContain('"databaseUser":"auditor"');
   });
+
+  it('logs a warning that the policy names DatabaseUser subjects while the proxy holds credentials', () => {
+    const line = stderr()
+      .split('\n')
+      .find((l) => l.includes('DatabaseUserSubjectWithCredentials'));
+    expect(line).toBeDefined();
+    expect(JSON.parse(line!)).toMatchObject({ level: 'warn', policy: 'shop/orders' });
+    expect(line).toContain('DatabaseUser subjects (auditor)');
+  });
 });
