@@ -390,6 +390,27 @@ spec:
     expect(fs.readFileSync(auditFile(), 'utf8')).not.toContain('"databaseUser":"auditor"');
   });
 
+  it("refuses token auth by TokenReview without an audience, or with the sidecars' own (issue 17)", async () => {
+    const base = [
+      CLI,
+      'proxy',
+      '--listen',
+      '127.0.0.1:0',
+      '--policy-file',
+      path.join(dir, 'policy.yaml'),
+      '--upstream-credentials-file',
+      path.join(dir, 'credentials'),
+      '--token-auth',
+      'tokenreview',
+    ];
+    const none = await run(process.execPath, base).catch((e) => e);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain('--token-auth tokenreview needs --token-audience');
+    const sidecars = await run(process.execPath, [...base, '--token-audience', 'dbguard']).catch((e) => e);
+    expect(sidecars.code).not.toBe(0);
+    expect(sidecars.stderr).toContain('every injected sidecar holds a token for that audience');
+  });
+
   it('logs a warning that the policy names DatabaseUser subjects while the proxy holds credentials', () => {
     const line = stderr()
       .split('\n')
