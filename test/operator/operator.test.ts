@@ -198,9 +198,31 @@ describe('operator', () => {
       );
       served.push(JSON.stringify(stored('DatabasePolicy', 'vault').status));
       served.push(JSON.stringify(api.store.list<any>('v1', 'Event', NS)));
+      // and what a sidecar keeps on disk: its last-known-good file
+      const cacheFile = path.join(tmp, 'lkg-vault', 'policy.json');
+      let got = false;
+      const client = new PolicyClient({
+        operatorUrl: url(),
+        policy: `${NS}/vault`,
+        tokenFile: tokenFile(),
+        cacheFile,
+        waitSeconds: 1,
+        onPolicy: () => {
+          got = true;
+        },
+        log: quiet,
+      });
+      client.start();
+      try {
+        await until('sidecar got the vault policy', () => got && fs.existsSync(cacheFile));
+        served.push(fs.readFileSync(cacheFile, 'utf8'));
+      } finally {
+        await client.stop();
+      }
     });
 
-    it('the served payload, status and Events hold neither the database password nor its user', () => {
+    it('the served payload, status, Events and the sidecar cache hold neither the database password nor its user', () => {
+      expect(served).toHaveLength(4);
       const payload = JSON.parse(served[0]!) as CompiledPolicy;
       expect(payload.upstream.credentialsSecret).toBe('vault-db');
       expect(payload.upstream.caPem).toBe(SECRET['ca.crt']); // a CA certificate is public
