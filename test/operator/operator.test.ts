@@ -274,6 +274,28 @@ describe('operator', () => {
       // the namespace's own ServiceAccounts, any of them, may read it
       expect((await fetchVault(`sa:${NS}:another-app`)).status).toBe(200);
     });
+
+    it("an automounted token (answered without audiences, i.e. the API server's own) is not a policy token", async () => {
+      // Kubernetes: an authenticated TokenReview with empty status.audiences is valid for the API server's
+      // audience only, which is what every pod's automounted token is.
+      const sa = serviceAccountTokenReview({ audience: 'dbguard', groups: ['system:serviceaccounts'] });
+      api.setTokenReview((token, audiences, requester) =>
+        token.startsWith('automounted:')
+          ? {
+              authenticated: true,
+              user: { username: `system:serviceaccount:${NS}:default`, groups: [] },
+              audiences: [],
+            }
+          : sa(token, audiences, requester),
+      );
+      try {
+        const r = await fetchVault('automounted:shop-default');
+        expect(r.status).toBe(401);
+        expect(await r.text()).not.toContain(SECRET.salt);
+      } finally {
+        api.setTokenReview(sa);
+      }
+    });
   });
 
   it('pushes a changed MaskingRule to a long-polling sidecar within 2 seconds', async () => {
