@@ -7,6 +7,12 @@ import type { MaskingStrategy, RuleAction, SslMode, Subject } from './types.js';
 
 export const COMPILED_FORMAT = 'dbguard.io/compiled-policy/v1';
 
+/** The upstream login a proxy holds; never part of a CompiledPolicy. */
+export interface UpstreamCredentials {
+  username: string;
+  password: string;
+}
+
 export interface CompiledRule {
   name: string;
   action: RuleAction;
@@ -56,10 +62,12 @@ export interface CompiledPolicy {
     sslmode: SslMode;
     /** PEM of the CA, resolved from caSecretRef when given */
     caPem?: string;
-    /** name of the Secret with username/password; the sidecar reads it from a mounted file */
+    /**
+     * Name of the Secret with username/password. Only the name: the credentials themselves never travel
+     * in a compiled policy (docs/security.md); the sidecar reads them from its mounted Secret, and
+     * standalone mode from the Secret document of its policy file (`UpstreamCredentials`, beside it).
+     */
     credentialsSecret?: string;
-    /** standalone mode only: credentials resolved from a Secret document in the policy file */
-    credentials?: { username: string; password: string };
   };
   defaultAction: 'Allow' | 'Deny';
   rules: CompiledRule[];

@@ -104,8 +104,10 @@ function subject(description: string): JSONSchemaProps {
     {
       kind: enumOf(
         "What identity this is: ServiceAccount (the pod's Kubernetes ServiceAccount), User (a token's " +
-          "subject or email), Group (one of a token's groups) or DatabaseUser (the user name in the " +
-          "client's startup message).",
+          "subject or verified email), Group (one of a token's groups) or DatabaseUser (the database user " +
+          "the session is proven to run as: the user of the client's startup message when its own " +
+          "authentication is relayed to the server, the user of the proxy's credentials when the proxy logs " +
+          'in with them).',
         SUBJECT_KINDS,
       ),
       name: str('Name of the identity. Exact match, case-sensitive.', { minLength: 1, maxLength: 253 }),
@@ -225,7 +227,10 @@ const databasePolicySpec = obj(
         credentialsSecretRef: obj(
           'Secret with keys `username` and `password`. When set, the proxy logs in upstream with them and ' +
             'clients authenticate to the proxy instead; the application never holds database credentials. ' +
-            "When absent, the client's own authentication is relayed unchanged.",
+            "When absent, the client's own authentication is relayed unchanged. When set, every session " +
+            "runs as this Secret's username: a sidecar refuses a client naming another user at start-up, " +
+            'and DatabaseUser subjects match only this user. The credentials are never part of the ' +
+            'compiled policy: the sidecar reads them from the Secret, mounted into its container only.',
           {
             name: str("Name of the Secret, in the policy's namespace.", {
               named: PATTERNS.dnsSubdomain,
@@ -413,9 +418,13 @@ const approvalRequestSpec = obj(
       obj('Who ran the statement. The requester can never approve its own request.', {
         serviceAccount: str("`namespace/name` of the pod's ServiceAccount.", { maxLength: 317 }),
         pod: str('Name of the pod.', { maxLength: 253 }),
-        user: str("A verified token's subject or email.", { maxLength: 1024 }),
+        user: str("A verified token's subject or verified email.", { maxLength: 1024 }),
         groups: arr("A verified token's groups.", str('A group.', { maxLength: 1024 }), { maxItems: 256 }),
-        databaseUser: str("The user in the client's startup message.", { maxLength: 1024 }),
+        databaseUser: str(
+          'The database user the session was proven to run as (see DatabaseUser subjects), never a name ' +
+            'the client only claimed.',
+          { maxLength: 1024 },
+        ),
       }),
     ),
     database: immutableField(str('The database the statement ran against.', { maxLength: 1024 })),

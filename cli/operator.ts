@@ -64,6 +64,11 @@ const FLAGS: FlagSpec[] = [
     default: '24h',
     help: 'delete decided or expired ApprovalRequests after this long',
   },
+  {
+    name: 'oidc-username-prefix',
+    repeatable: true,
+    help: "the API server's --oidc-username-prefix (one per JWT issuer): removed before an approver is compared with the requester; '-' for none (default oidc:)",
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
@@ -118,6 +123,9 @@ export async function run(argv: string[]): Promise<number> {
         nativeSidecar,
       }),
       approvalRoutes({
+        ...(flags.all('oidc-username-prefix').length
+          ? { oidcUsernamePrefixes: flags.all('oidc-username-prefix').filter((p) => p !== '-') }
+          : {}),
         notifyUrl: flags.get('approval-notify-url'),
         retentionSeconds: flags.get('approval-retention')
           ? parsePositiveDuration(flags.get('approval-retention')!)

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import { parseListen as parseListenAddress } from '../api/listen.js';
 import type { SslMode } from '../api/types.js';
+import { TOKEN_AUDIENCE } from '../operator/inject/constants.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import { jsonLogger } from '../sidecar/log.js';
@@ -170,7 +171,8 @@ export async function run(argv: string[]): Promise<number> {
     // Upstream: the flag wins over the policy's spec.upstream.
     let target: UpstreamTarget;
     let defaultDatabase: string | undefined;
-    let credentials: Credentials | undefined = policy?.upstream.credentials;
+    // standalone: a Secret document in the policy files; kept beside the policy, never inside it
+    let credentials: Credentials | undefined = compiled?.ok ? compiled.credentials : undefined;
     const upstreamUrl = flags.get('upstream');
     if (upstreamUrl) {
       let parsed: ReturnType<typeof parseUpstreamUrl>;
@@ -242,10 +244,18 @@ export async function run(argv: string[]): Promise<number> {
         };
         if (!tokenAuth.audiences.length) throw new UsageError('--token-auth jwt needs --token-audience');
       } else if (tokenMode === 'tokenreview') {
-        tokenAuth = {
-          type: 'tokenreview',
-          ...(flags.all('token-audience').length ? { audiences: flags.all('token-audience') } : {}),
-        };
+        // Without an audience the API server accepts any token it issued, the automounted one of every pod
+        // included; `dbguard` is the audience of every injected sidecar's operator token.
+        const audiences = flags.all('token-audience');
+        if (!audiences.length)
+          throw new UsageError(
+            '--token-auth tokenreview needs --token-audience (for example dbguard-gateway): without one every automounted ServiceAccount token logs in',
+          );
+        if (audiences.includes(TOKEN_AUDIENCE))
+          throw new UsageError(
+            `--token-audience ${TOKEN_AUDIENCE}: every injected sidecar holds a token for that audience; choose another (for example dbguard-gateway)`,
+          );
+        tokenAuth = { type: 'tokenreview', audiences };
       } else {
         throw new UsageError(`--token-auth: '${tokenMode}' is not jwt or tokenreview`);
       }

@@ -15,6 +15,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { CompiledPolicy } from '../api/compiled.js';
 import { type Condition, type DatabasePolicy, GROUP, type MaskingRule, VERSION } from '../api/types.js';
 import { compilePolicy, formatPolicyError, isBound, namespaceOf } from '../policy/compile.js';
+import { databaseUserWithCredentials } from '../policy/warnings.js';
 import { EventRecorder } from './events.js';
 import type { OperatorMetrics } from './metrics.js';
 import type { PolicyStore } from './policy-store.js';
@@ -314,6 +315,20 @@ export class PolicyController {
           observedGeneration: generation,
         },
       ];
+      const warning = c.upstream.credentialsSecret
+        ? databaseUserWithCredentials(
+            c,
+            `the credentials of Secret ${namespace}/${c.upstream.credentialsSecret}`,
+          )
+        : undefined;
+      if (warning) {
+        conditions.push({ type: 'Warning', status: 'True', ...warning, observedGeneration: generation });
+        const had = policy.status?.conditions?.some(
+          (x: Condition) => x.type === 'Warning' && x.reason === warning.reason,
+        );
+        if (!had && this.opts.isLeader())
+          await this.events.record(policy, 'Warning', warning.reason, warning.message);
+      }
       statusPatch = {
         observedGeneration: generation,
         policyVersion: c.version,

@@ -45,7 +45,9 @@ export function tokenReviewAuthenticator(
       },
     });
     const st = review.status;
-    const audOk = !st?.audiences || st.audiences.length === 0 || st.audiences.includes(audience);
+    // An authenticated answer without audiences means the token is for the API server itself (every
+    // pod's automounted one), from a server that ignored spec.audiences: not a policy token.
+    const audOk = (st?.audiences ?? []).includes(audience);
     const principal = st?.authenticated && audOk ? principalFromUsername(st.user?.username) : undefined;
     if (cache.size > 10_000) cache.clear();
     cache.set(key, { until: now + cacheMs, principal });

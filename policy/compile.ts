@@ -10,6 +10,7 @@ import {
   type CompiledMaskingRule,
   type CompiledPolicy,
   type CompiledRule,
+  type UpstreamCredentials,
 } from '../api/compiled.js';
 import { DEFAULTS } from '../api/defaults.js';
 import { parseDottedName, qualify } from '../api/identifiers.js';
@@ -170,22 +171,34 @@ function compileUpstream(
       out.caPem = pem;
     }
   }
-  if (u.credentialsSecretRef) {
-    const name = u.credentialsSecretRef.name;
-    out.credentialsSecret = name;
-    const username = secrets(name, 'username');
-    const password = secrets(name, 'password');
-    // Both known (standalone: the Secret is in the policy file) or neither (the operator does not
-    // read credentials; the proxy reads the mounted Secret). One without the other is a mistake.
-    if (username !== undefined && password !== undefined) out.credentials = { username, password };
-    else if (username !== undefined || password !== undefined) {
-      errors.add(
-        'spec.upstream.credentialsSecretRef',
-        `Secret ${namespace}/${name} must have both keys "username" and "password" (missing "${username === undefined ? 'username' : 'password'}")`,
-      );
-    }
-  }
+  // Only the name: the credentials are never compiled in, even when the lookup knows them (a Secret
+  // that also holds the CA or a salt). The sidecar reads them from its mount.
+  if (u.credentialsSecretRef) out.credentialsSecret = u.credentialsSecretRef.name;
   return out;
+}
+
+/**
+ * Standalone mode: the credentials of `credentialsSecretRef` from a Secret document in the policy files,
+ * for the proxy to hold beside (never inside) the compiled policy. Both keys or neither (the Secret is
+ * mounted instead); one without the other is a mistake.
+ */
+function standaloneCredentials(
+  policy: DatabasePolicy,
+  secrets: SecretLookup,
+): { credentials?: UpstreamCredentials; error?: PolicyError } {
+  const name = policy.spec?.upstream?.credentialsSecretRef?.name;
+  if (!name) return {};
+  const username = secrets(name, 'username');
+  const password = secrets(name, 'password');
+  if (username !== undefined && password !== undefined) return { credentials: { username, password } };
+  if (username === undefined && password === undefined) return {};
+  return {
+    error: {
+      resource: resourceName({ ...policy, kind: 'DatabasePolicy' }),
+      path: 'spec.upstream.credentialsSecretRef',
+      message: `Secret ${namespaceOf(policy)}/${name} must have both keys "username" and "password" (missing "${username === undefined ? 'username' : 'password'}")`,
+    },
+  };
 }
 
 function missingSecret(name: string, key: string, namespace: string): string {
@@ -394,7 +407,14 @@ export function secretLookup(docs: SecretDoc[], namespace: string): SecretLookup
 }
 
 export type SelectResult =
-  | { ok: true; compiled: CompiledPolicy; policy: DatabasePolicy; maskingRules: MaskingRule[] }
+  | {
+      ok: true;
+      compiled: CompiledPolicy;
+      policy: DatabasePolicy;
+      maskingRules: MaskingRule[];
+      /** from a Secret document of the files, for the proxy to log in with; never in `compiled` */
+      credentials?: UpstreamCredentials;
+    }
   | { ok: false; errors: PolicyError[] };
 
 /**
@@ -440,14 +460,20 @@ export function selectPolicy(resources: PolicyFileResource[], name: string | und
       path: 'spec.policyRef.name',
       message: `DatabasePolicy ${namespaceOf(mr)}/${mr.spec?.policyRef?.name} not found`,
     }));
-  const result = compilePolicy(policy, maskingRules, secretLookup(secrets, namespaceOf(policy)));
-  if (!result.ok || orphans.length) {
-    return { ok: false, errors: [...orphans, ...(result.ok ? [] : result.errors)] };
+  const lookup = secretLookup(secrets, namespaceOf(policy));
+  const result = compilePolicy(policy, maskingRules, lookup);
+  const creds = standaloneCredentials(policy, lookup);
+  if (!result.ok || orphans.length || creds.error) {
+    return {
+      ok: false,
+      errors: [...orphans, ...(result.ok ? [] : result.errors), ...(creds.error ? [creds.error] : [])],
+    };
   }
   return {
     ok: true,
     compiled: result.compiled,
     policy,
     maskingRules: maskingRules.filter((mr) => isBound(mr, policy)),
+    ...(creds.credentials ? { credentials: creds.credentials } : {}),
   };
 }

@@ -4,7 +4,7 @@
  * resources or precise errors out (file, document, resource, field path, problem).
  */
 import { parseAllDocuments } from 'yaml';
-import type { CompiledPolicy } from '../api/compiled.js';
+import type { CompiledPolicy, UpstreamCredentials } from '../api/compiled.js';
 import { DEFAULTS } from '../api/defaults.js';
 import { PATTERNS } from '../api/patterns.js';
 import { KINDS } from '../api/schemas.js';
@@ -196,7 +196,13 @@ export function parsePolicyDocuments(files: PolicyFile[]): LoadResult {
 }
 
 export type LoadPolicyResult =
-  | { ok: true; compiled: CompiledPolicy; resources: PolicyFileResource[] }
+  | {
+      ok: true;
+      compiled: CompiledPolicy;
+      resources: PolicyFileResource[];
+      /** standalone upstream credentials from a Secret document; never in `compiled` */
+      credentials?: UpstreamCredentials;
+    }
   | { ok: false; errors: string[] };
 
 /**
@@ -214,5 +220,10 @@ export function loadPolicyFiles(files: PolicyFile[], policy?: string): LoadPolic
     }));
     return { ok: false, errors: located.map(formatPolicyError) };
   }
-  return { ok: true, compiled: selected.compiled, resources: parsed.resources };
+  return {
+    ok: true,
+    compiled: selected.compiled,
+    resources: parsed.resources,
+    ...(selected.credentials ? { credentials: selected.credentials } : {}),
+  };
 }

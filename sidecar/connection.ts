@@ -117,7 +117,11 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       fatal('28000', 'no PostgreSQL user name specified in startup packet');
       return;
     }
+    // The user the server will check: the client's own (relayed) or the proxy's credentials user. The
+    // database defaults to it, as the server does, so both sides name the same one.
+    const loginUser = ctx.credentials?.username ?? user;
     if (!params.has('database') && ctx.defaultDatabase) params.set('database', ctx.defaultDatabase);
+    if (!params.get('database') && ctx.credentials) params.set('database', loginUser);
     const replication = params.get('replication')?.toLowerCase();
     if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication)) {
       fatal('28000', 'dbguard: replication connections are not allowed through the proxy');
@@ -147,6 +151,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         ctx.decisionPoint.authFailure?.({
           database,
           user,
+          ...(ctx.credentials ? { loginUser } : {}),
           ...(applicationName !== undefined ? { applicationName } : {}),
           clientAddr,
           ...(fields?.get('C') ? { sqlstate: fields.get('C')! } : {}),
@@ -200,6 +205,18 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       fatal(
         '28000',
         'dbguard: this proxy holds the database credentials and trusts only loopback clients; use token authentication',
+      );
+      return;
+    }
+    if (ctx.credentials && !ctx.clientAuth && user !== loginUser) {
+      // Loopback trust proves nothing about a name: the session runs as the credentials' user, and a
+      // client naming another one (say an exempt `auditor`) is refused rather than recorded as what it
+      // is not (docs/security.md, "Identity is what was proven"). With token auth the token is the proof
+      // and the startup user is only recorded as claimed.
+      authFailed(new Map([['C', '28000']]), 'startup user differs from the proxy credentials user');
+      fatal(
+        '28000',
+        `dbguard: this proxy logs in to the database as "${loginUser}" with its own credentials and cannot prove the user "${user}"; connect with user=${loginUser}`,
       );
       return;
     }
@@ -343,6 +360,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       clientAddr,
       clientTls: hello.tls,
       startupParams: params,
+      ...(ctx.credentials ? { loginUser } : {}),
       serverParams,
       protocolVersion,
       txStatus,

@@ -37,6 +37,11 @@ export interface SessionHandle {
   readonly database: string;
   /** the user in the client's StartupMessage (also in credentials mode, where upstream logs in as another) */
   readonly user: string;
+  /**
+   * The user the session is proven to run as: `user` when the client's authentication was relayed, the
+   * proxy's credentials user when the proxy logged in itself. Decisions use this one, never `user`.
+   */
+  readonly databaseUser: string;
   readonly applicationName?: string;
   /** `ip:port` of the client */
   readonly clientAddr: string;
@@ -104,7 +109,10 @@ export interface CompletedEvent {
 
 export interface AuthFailureEvent {
   database: string;
+  /** the StartupMessage user */
   user: string;
+  /** credentials mode: the user the proxy logs in upstream as (then `user` is only claimed) */
+  loginUser?: string;
   applicationName?: string;
   clientAddr: string;
   sqlstate?: string;

@@ -195,7 +195,9 @@ export class Governor implements DecisionPoint {
         pod: this.opts.workload?.pod,
         user: token?.user,
         groups: token?.groups ?? [],
-        databaseUser: s.user,
+        // what was proven, never what the client named (docs/security.md); the claim is only recorded
+        databaseUser: s.databaseUser,
+        ...(s.databaseUser !== s.user ? { claimedDatabaseUser: s.user } : {}),
         applicationName: s.applicationName,
         clientAddr: s.clientAddr,
       },
@@ -545,7 +547,8 @@ export class Governor implements DecisionPoint {
     this.opts.metrics?.authFailure(reason);
     const p = this.opts.policy();
     const identity = {
-      databaseUser: e.user,
+      databaseUser: e.loginUser ?? e.user,
+      ...(e.loginUser !== undefined && e.loginUser !== e.user ? { claimedDatabaseUser: e.user } : {}),
       applicationName: e.applicationName,
       clientAddr: e.clientAddr,
       groups: [],

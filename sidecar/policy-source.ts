@@ -4,10 +4,12 @@
  * change (files, operator) without touching the proxy.
  */
 import fs from 'node:fs';
-import type { CompiledPolicy } from '../api/compiled.js';
+import type { CompiledPolicy, UpstreamCredentials } from '../api/compiled.js';
 import { loadPolicyFiles } from '../policy/load.js';
 
-export type PolicySourceResult = { ok: true; compiled: CompiledPolicy } | { ok: false; error: string };
+export type PolicySourceResult =
+  | { ok: true; compiled: CompiledPolicy; credentials?: UpstreamCredentials }
+  | { ok: false; error: string };
 
 /** Reads and compiles the policy files; `error` is one printable line naming the file and the problem. */
 export function loadPolicyFromFiles(paths: string[], policyName?: string): PolicySourceResult {
@@ -36,5 +38,5 @@ export function loadPolicyFromFiles(paths: string[], policyName?: string): Polic
     const named = paths.some((p) => first.includes(p)) ? first : `${paths.join(', ')}: ${first}`;
     return { ok: false, error: `invalid policy: ${named}${more}` };
   }
-  return { ok: true, compiled: res.compiled };
+  return { ok: true, compiled: res.compiled, ...(res.credentials ? { credentials: res.credentials } : {}) };
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { CompiledPolicy } from '../api/compiled.js';
 import { initParser } from '../policy/engine.js';
+import { databaseUserWithCredentials } from '../policy/warnings.js';
 import { ApprovalClient } from './approvals.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
@@ -99,6 +100,15 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         log.log('info', 'sessions with prepared statements under the old policy ended', { sessions: ended });
     }
     metrics.policyLoaded(p.policy, p.version);
+    const warning = opts.credentials
+      ? databaseUserWithCredentials(p, `the credentials it holds (user ${opts.credentials.username})`)
+      : undefined;
+    if (warning)
+      log.log('warn', 'policy warning', {
+        policy: p.policy,
+        reason: warning.reason,
+        warning: warning.message,
+      });
     log.log('info', 'policy loaded', {
       policy: p.policy,
       version: p.version,

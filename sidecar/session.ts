@@ -144,6 +144,8 @@ export interface SessionInit {
   clientAddr: string;
   clientTls: boolean;
   startupParams: Map<string, string>;
+  /** credentials mode: the user the proxy logged in upstream as (the session's proven database user) */
+  loginUser?: string;
   serverParams: Map<string, string>;
   protocolVersion: number;
   txStatus: 'I' | 'T' | 'E';
@@ -167,6 +169,7 @@ export class Session implements SessionHandle {
   readonly id: string;
   readonly database: string;
   readonly user: string;
+  readonly databaseUser: string;
   readonly applicationName?: string;
   readonly clientAddr: string;
   readonly protocolVersion: number;
@@ -242,6 +245,7 @@ export class Session implements SessionHandle {
     this.clientTls = init.clientTls;
     this.startupParams = init.startupParams;
     this.user = init.startupParams.get('user') ?? '';
+    this.databaseUser = init.loginUser ?? this.user;
     this.database = init.startupParams.get('database') || this.user;
     const app = init.startupParams.get('application_name');
     if (app !== undefined) this.applicationName = app;

@@ -38,6 +38,8 @@ export interface ApprovalRoutesOptions {
   /** how often the leader looks at every request for expiry and retention (default 5 s) */
   sweepSeconds?: number;
   log?: (f: Record<string, unknown>) => void;
+  /** the API server's OIDC username prefixes (separation of duties); default DEFAULT_OIDC_USERNAME_PREFIXES */
+  oidcUsernamePrefixes?: readonly string[];
 }
 
 export function approvalRoutes(
@@ -58,7 +60,11 @@ export function approvalRoutes(
       log: o.log,
     });
     const started = cache.start().then(() => lifecycle.start());
-    app.use(approvalWebhookRouter(o.log));
+    app.use(
+      approvalWebhookRouter(o.log, {
+        ...(o.oidcUsernamePrefixes ? { usernamePrefixes: o.oidcUsernamePrefixes } : {}),
+      }),
+    );
     app.use(
       approvalRouter({
         store: ctx.store,

@@ -76,8 +76,36 @@ export function requesterUsernames(s: ApprovalSubject): string[] {
   return names;
 }
 
-export function isRequester(username: string, s: ApprovalSubject): boolean {
-  return requesterUsernames(s).includes(username);
+/**
+ * The API server's default OIDC username prefix in Kubernetes' own examples (`--oidc-username-prefix=oidc:`).
+ * `dbguard operator --oidc-username-prefix` sets the cluster's real ones.
+ */
+export const DEFAULT_OIDC_USERNAME_PREFIXES: readonly string[] = ['oidc:'];
+
+/**
+ * One form for a person, whether the name comes from a token a requester used at the gateway
+ * (`alice@example.com`) or from the Kubernetes username of an approver (`oidc:alice@example.com`): the
+ * cluster's OIDC username prefixes are removed (the longest that matches), and case is folded, since an
+ * address in two cases is one person. Both only make more names equal, so they can only refuse more.
+ */
+export function canonicalUsername(
+  name: string,
+  prefixes: readonly string[] = DEFAULT_OIDC_USERNAME_PREFIXES,
+): string {
+  let n = name.trim();
+  const match = prefixes.filter((p) => p !== '' && n.startsWith(p)).sort((a, b) => b.length - a.length)[0];
+  if (match !== undefined) n = n.slice(match.length);
+  return n.toLowerCase();
+}
+
+/** Is `username` (an admission request's) one of the requester's identities, in canonical form? */
+export function isRequester(
+  username: string,
+  s: ApprovalSubject,
+  prefixes: readonly string[] = DEFAULT_OIDC_USERNAME_PREFIXES,
+): boolean {
+  const me = canonicalUsername(username, prefixes);
+  return requesterUsernames(s).some((r) => canonicalUsername(r, prefixes) === me);
 }
 
 export interface Stamp {

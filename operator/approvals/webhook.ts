@@ -7,7 +7,8 @@
  * ones) are put back to what they were, so nobody can write them by hand.
  *
  * Validating (`/approvals/validate`, CREATE and UPDATE) refuses:
- * - a decision by the requester (its ServiceAccount or its token user);
+ * - a decision by the requester (its ServiceAccount or its token user, compared in canonical form: the
+ *   cluster's OIDC username prefixes removed, case folded; model.ts canonicalUsername);
  * - any change of the decision or reason once decided, and changes of the fields the operator set;
  * - a decision on a request that is expired, withdrawn or otherwise no longer Pending;
  * - a decision without the stamp (the mutating webhook did not run) or with a stamp of another user;
@@ -20,6 +21,7 @@ import type { ApprovalRequest } from '../../api/types.js';
 import {
   DECIDED_AT_ANNOTATION,
   DECIDED_BY_ANNOTATION,
+  DEFAULT_OIDC_USERNAME_PREFIXES,
   effectivePhase,
   expiresAtOf,
   isRequester,
@@ -130,7 +132,16 @@ export function mutateApproval(r: ApprovalAdmissionRequest, now = new Date()): A
 }
 
 /** Validating: the rules in the module comment. */
-export function validateApproval(r: ApprovalAdmissionRequest, now = new Date()): ApprovalAdmissionResponse {
+export interface ApprovalAdmissionOptions {
+  /** the cluster's OIDC username prefixes, for the requester comparison (model.ts canonicalUsername) */
+  usernamePrefixes?: readonly string[];
+}
+
+export function validateApproval(
+  r: ApprovalAdmissionRequest,
+  now = new Date(),
+  opts: ApprovalAdmissionOptions = {},
+): ApprovalAdmissionResponse {
   const uid = r.uid;
   // status is the operator's (and a status write can never approve: see model.ts effectivePhase)
   if (r.subResource) return { uid, allowed: true };
@@ -167,7 +178,7 @@ export function validateApproval(r: ApprovalAdmissionRequest, now = new Date()):
   }
   const wantProtected = protectedOf(old);
   if (!oldDecision && newDecision) {
-    if (isRequester(user, old.spec?.subject ?? {}))
+    if (isRequester(user, old.spec?.subject ?? {}, opts.usernamePrefixes ?? DEFAULT_OIDC_USERNAME_PREFIXES))
       return deny(uid, `${user} asked for ${name} and cannot decide its own request (separation of duties)`);
     if (isWithdrawn(old)) return deny(uid, `${name} was withdrawn: the client cancelled or disconnected`);
     const phase = effectivePhase(old, now.getTime());
@@ -191,7 +202,10 @@ export function validateApproval(r: ApprovalAdmissionRequest, now = new Date()):
 }
 
 /** Express router with both webhooks. */
-export function approvalWebhookRouter(log?: (f: Record<string, unknown>) => void): express.Router {
+export function approvalWebhookRouter(
+  log?: (f: Record<string, unknown>) => void,
+  opts: ApprovalAdmissionOptions = {},
+): express.Router {
   const router = express.Router();
   const serve =
     (fn: (r: ApprovalAdmissionRequest) => ApprovalAdmissionResponse) =>
@@ -226,7 +240,7 @@ export function approvalWebhookRouter(log?: (f: Record<string, unknown>) => void
   router.post(
     APPROVAL_VALIDATE_PATH,
     express.json({ limit: '4mb' }),
-    serve((r) => validateApproval(r)),
+    serve((r) => validateApproval(r, new Date(), opts)),
   );
   return router;
 }

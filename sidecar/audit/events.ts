@@ -43,6 +43,8 @@ export interface AuditIdentity {
   user: string | null;
   groups: string[];
   databaseUser: string | null;
+  /** only when the client's startup user is not the proven one (credentials or token mode) */
+  claimedDatabaseUser?: string;
   applicationName: string | null;
   clientAddr: string | null;
 }
@@ -158,6 +160,7 @@ function auditIdentity(id: Partial<Identity> | undefined): AuditIdentity {
     user: id?.user ?? null,
     groups: Object.freeze([...(id?.groups ?? [])]) as string[],
     databaseUser: id?.databaseUser ?? null,
+    ...(id?.claimedDatabaseUser !== undefined ? { claimedDatabaseUser: id.claimedDatabaseUser } : {}),
     applicationName: id?.applicationName ?? null,
     clientAddr: id?.clientAddr ?? null,
   });

@@ -4,8 +4,7 @@
  * must be present) and `nbf` are checked with `clockToleranceSeconds` of slack; only asymmetric
  * algorithms are accepted, so `alg: none` and HMAC-with-the-public-key tricks fail.
  *
- * Claim mapping: `userClaim` (default: `email` when present and not `email_verified: false`, else
- * `sub`), `groupsClaim` (default `groups`; an array of strings or one string). A claim name is
+ * Claim mapping: `userClaim` (default: `email` when `email_verified` is true, else `sub`), `groupsClaim` (default `groups`; an array of strings or one string). A claim name is
  * looked up as-is first (URL-style names contain dots), then as a dotted path (`realm_access.roles`).
  */
 import {
@@ -109,9 +108,10 @@ function userOf(payload: JWTPayload, userClaim: string | undefined): string {
       throw new AuthError('malformed', `token has no "${userClaim}" claim`);
     return v;
   }
-  if (typeof payload.email === 'string' && payload.email !== '' && payload.email_verified !== false) {
-    return payload.email;
-  }
+  // An email the issuer has not verified is only what someone typed at sign-up: it names nobody.
+  // Some issuers send the flag as the string "true".
+  const verified = payload.email_verified === true || payload.email_verified === 'true';
+  if (typeof payload.email === 'string' && payload.email !== '' && verified) return payload.email;
   if (typeof payload.sub === 'string' && payload.sub !== '') return payload.sub;
   throw new AuthError('malformed', 'token has neither "email" nor "sub"');
 }

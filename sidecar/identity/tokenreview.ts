@@ -19,8 +19,11 @@ export interface TokenReviewAuthConfig {
   type: 'tokenreview';
   /** default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT */
   apiServer?: string;
-  /** audiences the token must be meant for; default: the API server's own */
-  audiences?: string[];
+  /**
+   * Audiences the token must be meant for; required (issue 17): with none, the API server would accept
+   * any token it issued, the automounted ServiceAccount token of every pod included.
+   */
+  audiences: string[];
   /** the proxy's own token: given directly, or read from `tokenFile` (default the mounted one) */
   token?: string;
   tokenFile?: string;
@@ -52,6 +55,7 @@ export class TokenReviewVerifier implements TokenVerifier {
     const host = env.KUBERNETES_SERVICE_HOST;
     const port = env.KUBERNETES_SERVICE_PORT ?? '443';
     const fromEnv = host ? `https://${host.includes(':') ? `[${host}]` : host}:${port}` : undefined;
+    if (!cfg.audiences?.length) throw new Error('tokenreview auth: at least one audience is required');
     const api = cfg.apiServer ?? fromEnv;
     if (!api) throw new Error('tokenreview auth: no apiServer given and KUBERNETES_SERVICE_HOST is not set');
     new URL(api); // a bad URL is a configuration error now
@@ -97,8 +101,8 @@ export class TokenReviewVerifier implements TokenVerifier {
         `token review refused${status.error ? `: ${status.error.slice(0, 200)}` : ''}`,
       );
     }
-    const wanted = this.cfg.audiences ?? [];
-    if (wanted.length > 0 && !(status.audiences ?? []).some((a) => wanted.includes(a))) {
+    const wanted = this.cfg.audiences;
+    if (!(status.audiences ?? []).some((a) => wanted.includes(a))) {
       throw new AuthError('bad_audience', 'token is not meant for this audience');
     }
     const username = status.user?.username;
@@ -122,7 +126,7 @@ export class TokenReviewVerifier implements TokenVerifier {
         body: {
           apiVersion: 'authentication.k8s.io/v1',
           kind: 'TokenReview',
-          spec: { token, ...(this.cfg.audiences?.length ? { audiences: this.cfg.audiences } : {}) },
+          spec: { token, audiences: this.cfg.audiences },
         },
         caPem: await this.ca(),
         timeoutMs: this.cfg.timeoutMs,

@@ -40,8 +40,8 @@ describe('compilePolicy: the contract examples', () => {
         port: 5432,
         sslmode: 'prefer',
         caPem: CA,
+        // the Secret's name only: the lookup knows the password, the compiled policy never carries it
         credentialsSecret: 'orders-db-app',
-        credentials: { username: 'app', password: 'app-password' },
       },
       defaultAction: 'Allow',
       rules: [
@@ -196,13 +196,16 @@ describe('compilePolicy: errors name the resource, the field and the problem', (
     expect(errors(policy, [], notPem)[0]!.message).toMatch(/does not hold a PEM certificate/);
   });
 
-  it('credentials with a username but no password', () => {
-    const half: SecretLookup = (n, k) =>
-      n === 'orders-db-app' && k === 'password' ? undefined : lookup(n, k);
-    expect(errors(policy, [], half)[0]).toMatchObject({
-      path: 'spec.upstream.credentialsSecretRef',
-      message: expect.stringMatching(/missing "password"/),
+  it('never compiles credentials in, even from a Secret that also holds the CA and a salt', () => {
+    // The reproduction of issue 17: one Secret for everything, so the lookup returns the password.
+    const shared: SecretLookup = (_n, k) =>
+      ({ username: 'svc_orders', password: 'pw-Zq81', 'ca.crt': CA, salt: 's3cret-salt' })[k];
+    const onePolicy = variant(policy, (p) => {
+      p.spec.upstream.caSecretRef = { name: 'orders-db-app', key: 'ca.crt' };
     });
+    const text = JSON.stringify(compiled(onePolicy, [maskingRule], shared));
+    expect(text).not.toContain('pw-Zq81');
+    expect(text).not.toContain('svc_orders');
   });
 
   it('two MaskingRules masking one column differently, naming both', () => {
@@ -331,12 +334,25 @@ spec: {upstream: {host: billing-db}}
     const r = selectPolicy(all, undefined);
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     expect(r.compiled.policy).toBe('shop/orders');
-    expect(r.compiled.upstream.credentials).toEqual({ username: 'app', password: 'app-password' });
+    expect(r.credentials).toEqual({ username: 'app', password: 'app-password' });
+    expect(JSON.stringify(r.compiled)).not.toContain('app-password');
     expect(r.compiled.masking[0]!.columns.find((c) => c.column === 'customer_ref')!.hash).toEqual({
       salt: 's3cret-salt',
     });
     expect(r.maskingRules.map((m) => m.metadata.name)).toEqual(['customer-pii']);
     expect(selectPolicy(all, 'shop/orders')).toMatchObject({ ok: true });
+  });
+
+  it('credentials with a username but no password', () => {
+    const half = resources(CONTRACT_YAML.replace(', password: YXBwLXBhc3N3b3Jk', ''));
+    const r = selectPolicy(half, undefined);
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.errors).toContainEqual(
+      expect.objectContaining({
+        path: 'spec.upstream.credentialsSecretRef',
+        message: expect.stringMatching(/missing "password"/),
+      }),
+    );
   });
 
   it('needs a name when there are several, and names what exists', () => {

@@ -148,6 +148,27 @@ describe('admission', () => {
     expect(ok.allowed).toBe(true);
   });
 
+  it('refuses the requester behind an OIDC username prefix or another case (issue 17)', () => {
+    // The reproduction: carol asked through the gateway with her token (`carol@example.com`); the API
+    // server knows her as `oidc:carol@example.com` (`--oidc-username-prefix=oidc:`).
+    const now = new Date(T0 + 5000);
+    const decide = (who: string, opts?: { usernamePrefixes?: string[] }, old = ar()) =>
+      validateApproval(update(old, stamped('Approved', who, now.getTime()), who), now, opts);
+    for (const who of ['oidc:carol@example.com', 'Carol@Example.COM', ' carol@example.com']) {
+      expect(decide(who).allowed, who).toBe(false);
+      expect(decide(who).status?.message).toMatch(/cannot decide its own request/);
+    }
+    // the cluster's own prefix, configured on the operator (`--oidc-username-prefix`)
+    expect(decide('corp-sso:carol@example.com').allowed).toBe(true);
+    expect(decide('corp-sso:carol@example.com', { usernamePrefixes: ['corp-sso:'] }).allowed).toBe(false);
+    // the prefix on the requester's side: a token checked by TokenReview carries the Kubernetes username
+    const viaReview = ar();
+    viaReview.spec!.subject = { ...viaReview.spec!.subject, user: 'oidc:carol@example.com' };
+    expect(decide('carol@example.com', undefined, viaReview).allowed).toBe(false);
+    // somebody else is still somebody else
+    expect(decide('oidc:alice@example.com').allowed).toBe(true);
+  });
+
   it('refuses a stamp of another user, an unstamped decision, changes after a decision, expired and withdrawn requests', () => {
     const now = new Date(T0 + 5000);
     expect(

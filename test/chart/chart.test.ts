@@ -90,6 +90,39 @@ describe('values.yaml and values.schema.json', () => {
     ).not.toEqual([]);
   });
 
+  it("the gateway needs an audience: never empty, never the sidecars' own `dbguard` (issue 17)", () => {
+    const gateway = (tokenAuth: Record<string, unknown>) =>
+      deepMerge(values, {
+        gateway: {
+          enabled: true,
+          policy: 'people',
+          upstream: 'postgres://db:5432/app',
+          credentialsSecret: 'db-people',
+          tlsSecret: 'gw-tls',
+          tokenAuth,
+        },
+      });
+    // the default is not empty: a TokenReview without an audience takes every pod's automounted token
+    expect(values.gateway.tokenAuth.audiences).toEqual(['dbguard-gateway']);
+    expect(errors(gateway({}))).toEqual([]);
+    expect(errors(gateway({ audiences: [] })).join()).toMatch(/audiences/);
+    expect(errors(gateway({ audiences: ['dbguard'] })).join()).toMatch(/audiences/);
+    expect(errors(gateway({ mode: 'jwt', issuer: 'https://login.example.com', audiences: [] }))).not.toEqual(
+      [],
+    );
+    // the template refuses the same where the schema is not applied (helm template --skip-schema-validation)
+    const t = read('templates/gateway.yaml');
+    expect(t).toMatch(/if not \$g\.tokenAuth\.audiences \}\}\n\{\{- fail /);
+    expect(t).toMatch(/if has "dbguard" \$g\.tokenAuth\.audiences \}\}\n\{\{- fail /);
+  });
+
+  it("passes the cluster's OIDC username prefixes to the operator (separation of duties)", () => {
+    expect(values.webhook.approvals.oidcUsernamePrefixes).toEqual(['oidc:']);
+    expect(read('templates/deployment.yaml')).toContain(
+      '{{- range .Values.webhook.approvals.oidcUsernamePrefixes }}\n            - --oidc-username-prefix={{ default "-" . }}',
+    );
+  });
+
   it('accepts every values file in examples/helm/ on top of the defaults', () => {
     const dir = path.join(EXAMPLES, 'helm');
     const files = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml'));

@@ -64,18 +64,26 @@ describe('JwtVerifier', () => {
   it('accepts a valid token: user from email, groups from groups', async () => {
     const v = verifier();
     const r = await v.verify(
-      await sign({ email: 'alice@example.org', groups: ['developers', 'pii-readers'] }),
+      await sign({ email: 'alice@example.org', email_verified: true, groups: ['developers', 'pii-readers'] }),
     );
     expect(r.user).toBe('alice@example.org');
     expect(r.groups).toEqual(['developers', 'pii-readers']);
     expect(r.claims.sub).toBe('svc-123');
   });
 
-  it('falls back to sub, and ignores an unverified email', async () => {
+  it('falls back to sub, and ignores an email that is not verified (issue 17)', async () => {
     const v = verifier();
     expect((await v.verify(await sign({}))).user).toBe('svc-123');
     expect((await v.verify(await sign({ email: 'x@evil.example', email_verified: false }))).user).toBe(
       'svc-123',
+    );
+    // absent is not verified: an issuer that lets anyone type an address must not make it a User subject
+    expect((await v.verify(await sign({ email: 'alice@example.org' }))).user).toBe('svc-123');
+    expect((await v.verify(await sign({ email: 'alice@example.org', email_verified: 'yes' }))).user).toBe(
+      'svc-123',
+    );
+    expect((await v.verify(await sign({ email: 'alice@example.org', email_verified: 'true' }))).user).toBe(
+      'alice@example.org',
     );
     expect((await v.verify(await sign({}))).groups).toEqual([]);
   });
@@ -131,7 +139,9 @@ describe('OIDC discovery', () => {
   it('finds the keys through /.well-known/openid-configuration', async () => {
     const before = { ...hits };
     const v = createTokenVerifier({ type: 'jwt', issuer, audiences: [AUD] });
-    const r = await v.verify(await sign({ email: 'carol@example.org', groups: 'auditors' }));
+    const r = await v.verify(
+      await sign({ email: 'carol@example.org', email_verified: true, groups: 'auditors' }),
+    );
     expect(r).toMatchObject({ user: 'carol@example.org', groups: ['auditors'] });
     expect(hits.discovery).toBe(before.discovery + 1);
     expect(hits.jwks).toBeGreaterThan(before.jwks);

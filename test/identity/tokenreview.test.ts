@@ -23,6 +23,12 @@ const KNOWN: Record<string, { username: string; groups: string[]; audiences: str
     audiences: ['dbguard'],
   },
   'tok-other-aud': { username: 'bob', groups: [], audiences: ['vault'] },
+  /** what every pod has mounted: a token for the API server itself */
+  'tok-automounted': {
+    username: 'system:serviceaccount:default:default',
+    groups: ['system:serviceaccounts'],
+    audiences: ['https://kubernetes.default.svc.cluster.local'],
+  },
 };
 
 beforeAll(async () => {
@@ -116,9 +122,31 @@ describe('TokenReviewVerifier', () => {
     } finally {
       mode = 'normal';
     }
-    // Without configured audiences, the API server's default audience decides.
-    const any = new TokenReviewVerifier({ type: 'tokenreview', apiServer: api, token: PROXY_TOKEN });
-    expect((await any.verify('tok-other-aud')).user).toBe('bob');
+  });
+
+  it('needs an audience: the automounted token of any pod never logs in (issue 17)', async () => {
+    // Without one the API server's own audience would decide, and every pod holds a token for it.
+    expect(
+      () => new TokenReviewVerifier({ type: 'tokenreview', apiServer: api, token: PROXY_TOKEN } as any),
+    ).toThrow(/at least one audience is required/);
+    expect(
+      () =>
+        new TokenReviewVerifier({ type: 'tokenreview', apiServer: api, token: PROXY_TOKEN, audiences: [] }),
+    ).toThrow(/at least one audience is required/);
+    const v = new TokenReviewVerifier({
+      type: 'tokenreview',
+      apiServer: api,
+      token: PROXY_TOKEN,
+      audiences: ['dbguard-gateway'],
+      cacheSeconds: 0,
+    });
+    expect(await reason(v.verify('tok-automounted'))).toBe('review_denied');
+    try {
+      mode = 'lax'; // an API server that ignores the requested audiences: the answer is checked too
+      expect(await reason(v.verify('tok-automounted'))).toBe('bad_audience');
+    } finally {
+      mode = 'normal';
+    }
   });
 
   it('reads its own token from a file on every review (projected tokens rotate)', async () => {
@@ -130,6 +158,7 @@ describe('TokenReviewVerifier', () => {
         type: 'tokenreview',
         apiServer: api,
         tokenFile: file,
+        audiences: ['dbguard'],
         cacheSeconds: 0,
       });
       expect(await reason(v.verify('tok-alice'))).toBe('unavailable'); // 403 for the proxy itself
@@ -139,6 +168,7 @@ describe('TokenReviewVerifier', () => {
         type: 'tokenreview',
         apiServer: api,
         tokenFile: join(dir, 'nope'),
+        audiences: ['dbguard'],
       });
       expect(await reason(missing.verify('tok-alice'))).toBe('unavailable');
     } finally {
@@ -151,6 +181,7 @@ describe('TokenReviewVerifier', () => {
       type: 'tokenreview',
       apiServer: api,
       token: PROXY_TOKEN,
+      audiences: ['dbguard'],
       cacheSeconds: 60,
     });
     const before = reviews.length;
@@ -167,6 +198,7 @@ describe('TokenReviewVerifier', () => {
       type: 'tokenreview',
       apiServer: api,
       token: PROXY_TOKEN,
+      audiences: ['dbguard'],
       cacheSeconds: 0,
     });
     try {
@@ -181,19 +213,20 @@ describe('TokenReviewVerifier', () => {
       type: 'tokenreview',
       apiServer: 'http://127.0.0.1:1',
       token: 'x',
+      audiences: ['dbguard'],
       timeoutMs: 500,
     });
     expect(await reason(down.verify('tok-alice'))).toBe('unavailable');
   });
 
   it('finds the in-cluster API server from the environment, or says it cannot', () => {
-    expect(() => new TokenReviewVerifier({ type: 'tokenreview', token: 'x' }, {})).toThrow(
-      /KUBERNETES_SERVICE_HOST/,
-    );
+    expect(
+      () => new TokenReviewVerifier({ type: 'tokenreview', token: 'x', audiences: ['dbguard'] }, {}),
+    ).toThrow(/KUBERNETES_SERVICE_HOST/);
     expect(
       () =>
         new TokenReviewVerifier(
-          { type: 'tokenreview', token: 'x' },
+          { type: 'tokenreview', token: 'x', audiences: ['dbguard'] },
           { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' },
         ),
     ).not.toThrow();

@@ -141,6 +141,13 @@ describe('webhook decisions', () => {
     );
     expect(out.spec.containers[0].volumeMounts ?? []).toEqual([]);
     expect(out.spec.containers[0].env).toContainEqual({ name: 'PGPORT', value: '6543' });
+    // no other container (app or init) mounts the volume or refers to the Secret in any way (issue 17)
+    const others = [...(out.spec.initContainers ?? []), ...out.spec.containers].filter((c: any) => c !== sc);
+    expect(others.length).toBeGreaterThan(0);
+    for (const c of others) {
+      expect(JSON.stringify(c)).not.toContain('dbguard-credentials');
+      expect(JSON.stringify(c)).not.toContain('orders-db-app');
+    }
   });
 
   it('adds a regular container where native sidecars are not available, and keeps the app first', async () => {

@@ -125,7 +125,7 @@ describe('credentials mode (the proxy logs in upstream)', () => {
   ])('logs in upstream as %s; the client needs no password', async (username, password) => {
     const p = await startTestProxy({ upstreamCredentials: { username, password } });
     try {
-      const c = new pg.Client({ host: p.host, port: p.port, user: 'someone', database: 'app' });
+      const c = new pg.Client({ host: p.host, port: p.port, user: username, database: 'app' });
       await c.connect();
       const r = await c.query('select current_user as u');
       expect(r.rows[0].u).toBe(username);
@@ -142,9 +142,27 @@ describe('credentials mode (the proxy logs in upstream)', () => {
       decisionPoint: { ...allowAll, authFailure: (e) => failures.push(e) },
     });
     try {
-      const c = new pg.Client({ host: p.host, port: p.port, user: 'someone', database: 'app' });
+      const c = new pg.Client({ host: p.host, port: p.port, user: 'app', database: 'app' });
       await expect(c.connect()).rejects.toMatchObject({ code: '28P01' });
-      expect(failures[0]).toMatchObject({ user: 'someone', sqlstate: '28P01' });
+      expect(failures[0]).toMatchObject({ user: 'app', loginUser: 'app', sqlstate: '28P01' });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('refuses a startup user other than the credentials user: loopback trust proves no name', async () => {
+    const failures: AuthFailureEvent[] = [];
+    const p = await startTestProxy({
+      upstreamCredentials: { username: 'app', password: 'app' },
+      decisionPoint: { ...allowAll, authFailure: (e) => failures.push(e) },
+    });
+    try {
+      const c = new pg.Client({ host: p.host, port: p.port, user: 'someone', database: 'app' });
+      await expect(c.connect()).rejects.toMatchObject({
+        code: '28000',
+        message: expect.stringMatching(/logs in to the database as "app".*cannot prove the user "someone"/),
+      });
+      expect(failures[0]).toMatchObject({ user: 'someone', loginUser: 'app', sqlstate: '28000' });
     } finally {
       await p.close();
     }

@@ -118,7 +118,7 @@ describe('upstream sslmode', () => {
       upstream: { host: 'localhost', port: cluster.port, sslmode: 'verify-full', caPem },
       upstreamCredentials: { username: 'app', password: 'app' },
     });
-    const c = new pg.Client({ ...via(p), user: 'anyone', database: 'app' });
+    const c = new pg.Client({ ...via(p), user: 'app', database: 'app' });
     await c.connect();
     const r = await c.query('select current_user as u, ssl from pg_stat_ssl where pid = pg_backend_pid()');
     expect(r.rows[0]).toEqual({ u: 'app', ssl: true });

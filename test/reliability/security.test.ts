@@ -195,7 +195,7 @@ describe('no secret in any log or audit line', () => {
         'ok',
       );
       expect(await attempt(cred.proxy.port, 'app', SECRETS.wrongToken)).toBe('28000');
-      expect(await attempt(badCred.proxy.port, 'app', 'whatever')).toBe('28P01');
+      expect(await attempt(badCred.proxy.port, 'relsec', 'whatever')).toBe('28P01');
       // Flush before reading: buffered audit lines are searched too.
       await Promise.all([relay.audit.flush(), cred.audit.flush(), badCred.audit.flush()]);
       const auditText = [relay.auditFile, cred.auditFile, badCred.auditFile].map((f) =>

@@ -309,3 +309,137 @@ describe('dbguard proxy --auth-timeout (CLI process)', () => {
     }
   });
 });
+
+/**
+ * Issue 17, "Identity is what was proven": the proxy holds the database credentials, so a client's
+ * startup user proves nothing. The reproduction was `psql user=auditor` (no password) getting real values
+ * because `auditor` is an exempt DatabaseUser subject, with `databaseUser: "auditor"` in the audit trail.
+ */
+describe('dbguard proxy holding credentials: a claimed startup user is not an identity', () => {
+  const server = inject('pg');
+  let dir: string;
+  let proc: ChildProcess;
+  let port: number;
+  let stderr = () => '';
+  const auditFile = () => path.join(dir, 'audit.jsonl');
+  const events = () =>
+    fs
+      .readFileSync(auditFile(), 'utf8')
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+  const psql = (user: string, sql: string) =>
+    run('psql', ['-X', '-w', '-A', '-t', '-c', sql, `host=127.0.0.1 port=${port} user=${user} dbname=app`], {
+      env: { ...process.env, PGPASSWORD: '', PGSSLMODE: 'disable' },
+    }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e) => ({ code: e.code as number, stdout: String(e.stdout), stderr: String(e.stderr) }),
+    );
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-claim-'));
+    fs.writeFileSync(
+      path.join(dir, 'policy.yaml'),
+      `
+apiVersion: dbguard.io/v1alpha1
+kind: DatabasePolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  upstream: {host: 127.0.0.1, port: ${server.port}, sslmode: disable}
+  rules: [{name: no-drops, action: Deny, match: {commands: ["DROP *"]}}]
+---
+apiVersion: dbguard.io/v1alpha1
+kind: MaskingRule
+metadata: {name: pii, namespace: shop}
+spec:
+  policyRef: {name: orders}
+  columns:
+    - {table: claim_customers, column: ssn, strategy: Redact}
+    - {table: claim_customers, column: email, strategy: Email}
+  exemptSubjects: [{kind: DatabaseUser, name: auditor}]
+`,
+    );
+    // the layout of the mounted Secret the injector gives the sidecar
+    fs.mkdirSync(path.join(dir, 'credentials'));
+    fs.writeFileSync(path.join(dir, 'credentials', 'username'), 'app');
+    fs.writeFileSync(path.join(dir, 'credentials', 'password'), 'app');
+    await adminQuery(
+      server,
+      `DROP TABLE IF EXISTS claim_customers;
+      CREATE TABLE claim_customers (id int PRIMARY KEY, email text, ssn text);
+      INSERT INTO claim_customers VALUES (7001, 'ada@example.org', '123-45-6789');
+      GRANT ALL ON claim_customers TO app;`,
+    );
+    let listening: () => Promise<{ port: number }>;
+    ({ proc, stderr, listening } = spawnProxy(
+      path.join(dir, 'policy.yaml'),
+      auditFile(),
+      '--upstream-credentials-file',
+      path.join(dir, 'credentials'),
+    ));
+    ({ port } = await listening());
+  });
+
+  afterAll(async () => {
+    proc?.kill('SIGTERM');
+    await new Promise((r) => proc?.once('exit', r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('psql user=auditor (no password) is refused with 28000, never served real values', async () => {
+    const r = await psql('auditor', 'SELECT ssn, email FROM claim_customers WHERE id = 7001');
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toContain('123-45-6789');
+    expect(r.stderr).toContain('dbguard: this proxy logs in to the database as "app"');
+    expect(r.stderr).toContain('cannot prove the user "auditor"; connect with user=app');
+    await until('auth.failure audited', () =>
+      fs.existsSync(auditFile()) && events().some((e) => e.event === 'auth.failure') ? true : undefined,
+    );
+    const failure = events().find((e) => e.event === 'auth.failure');
+    // the trail names the login the proxy holds, and the name the client gave only as claimed
+    expect(failure.identity).toMatchObject({ databaseUser: 'app', claimedDatabaseUser: 'auditor' });
+  });
+
+  it('psql as the credentials user gets masked values, audited as that user', async () => {
+    const r = await psql('app', 'SELECT ssn, email FROM claim_customers WHERE id = 7001');
+    expect(r).toMatchObject({ code: 0 });
+    expect(r.stdout.trim()).toBe('****|a***@example.org');
+    const masked = await until('mask audited', () =>
+      events().find((e) => e.event === 'query' && e.decision === 'mask'),
+    );
+    expect(masked.identity.databaseUser).toBe('app');
+    expect(masked.identity).not.toHaveProperty('claimedDatabaseUser');
+    expect(fs.readFileSync(auditFile(), 'utf8')).not.toContain('"databaseUser":"auditor"');
+  });
+
+  it("refuses token auth by TokenReview without an audience, or with the sidecars' own (issue 17)", async () => {
+    const base = [
+      CLI,
+      'proxy',
+      '--listen',
+      '127.0.0.1:0',
+      '--policy-file',
+      path.join(dir, 'policy.yaml'),
+      '--upstream-credentials-file',
+      path.join(dir, 'credentials'),
+      '--token-auth',
+      'tokenreview',
+    ];
+    const none = await run(process.execPath, base).catch((e) => e);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain('--token-auth tokenreview needs --token-audience');
+    const sidecars = await run(process.execPath, [...base, '--token-audience', 'dbguard']).catch((e) => e);
+    expect(sidecars.code).not.toBe(0);
+    expect(sidecars.stderr).toContain('every injected sidecar holds a token for that audience');
+  });
+
+  it('logs a warning that the policy names DatabaseUser subjects while the proxy holds credentials', () => {
+    const line = stderr()
+      .split('\n')
+      .find((l) => l.includes('DatabaseUserSubjectWithCredentials'));
+    expect(line).toBeDefined();
+    expect(JSON.parse(line!)).toMatchObject({ level: 'warn', policy: 'shop/orders' });
+    expect(line).toContain('DatabaseUser subjects (auditor)');
+  });
+});

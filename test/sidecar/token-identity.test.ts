@@ -44,7 +44,8 @@ metadata: {name: pii, namespace: data}
 spec:
   policyRef: {name: gw}
   columns: [{table: tok_people, column: ssn, strategy: Redact}]
-  exemptSubjects: [{kind: User, name: alice@example.com}]
+  # DatabaseUser auditor: what a client may name in its startup message, which proves nothing here
+  exemptSubjects: [{kind: User, name: alice@example.com}, {kind: DatabaseUser, name: auditor}]
 `;
   const r = loadPolicyFiles([{ name: 'inline.yaml', text }]);
   if (!r.ok) throw new Error(r.errors.join('\n'));
@@ -127,10 +128,16 @@ describe('token identity through the proxy', () => {
   });
 
   it('a valid token connects; User exemption and Group rules match the token claims', async () => {
-    const alice = await connect('alice', await token({ email: 'alice@example.com', groups: ['analysts'] }));
+    const alice = await connect(
+      'alice',
+      await token({ email: 'alice@example.com', email_verified: true, groups: ['analysts'] }),
+    );
     expect((await alice.query('SELECT ssn FROM tok_people')).rows[0].ssn).toBe('987-65-4321');
     await alice.end();
-    const bob = await connect('bob', await token({ email: 'bob@example.com', groups: ['interns'] }));
+    const bob = await connect(
+      'bob',
+      await token({ email: 'bob@example.com', email_verified: true, groups: ['interns'] }),
+    );
     expect((await bob.query('SELECT ssn FROM tok_people')).rows[0].ssn).toBe('****');
     await expect(bob.query('DELETE FROM tok_people WHERE id = 1')).rejects.toMatchObject({
       code: '42501',
@@ -141,6 +148,31 @@ describe('token identity through the proxy', () => {
     const carol = await connect('carol', await token({ sub: 'carol' }));
     expect((await carol.query('SELECT current_user AS u')).rows[0].u).toBe('app');
     await carol.end();
+  });
+
+  it('a startup user naming an exempt DatabaseUser gets masked data; the audit says who was proven (issue 17)', async () => {
+    // The reproduction: the gateway logs in upstream as `app`; the client claims `auditor`.
+    const mallory = await connect(
+      'auditor',
+      await token({ email: 'mallory@example.com', email_verified: true }),
+    );
+    const r = await mallory.query('SELECT ssn, current_user AS u FROM tok_people');
+    expect(r.rows[0]).toEqual({ ssn: '****', u: 'app' });
+    await mallory.end();
+    const events = await until('mallory session.end in the audit trail', async () => {
+      await sidecar.audit!.flush();
+      const mine = audit().filter((e) => e.identity.user === 'mallory@example.com');
+      return mine.some((e) => e.event === 'session.end') && mine;
+    });
+    expect(events.some((e) => e.event === 'query' && e.decision === 'mask')).toBe(true);
+    for (const e of events)
+      expect(e.identity).toMatchObject({ databaseUser: 'app', claimedDatabaseUser: 'auditor' });
+  });
+
+  it('an email the issuer did not verify is not the user: no User exemption through it (issue 17)', async () => {
+    const forged = await connect('mallory', await token({ sub: 'mallory', email: 'alice@example.com' }));
+    expect((await forged.query('SELECT ssn FROM tok_people')).rows[0].ssn).toBe('****');
+    await forged.end();
   });
 
   const BAD_TOKENS: [string, JWTPayload, 'other' | undefined][] = [
@@ -169,7 +201,12 @@ describe('token identity through the proxy', () => {
       .filter((e) => e.event === 'auth.failure')
       .slice(before);
     expect(failures).toHaveLength(BAD_TOKENS.length + 1);
-    expect(failures.every((e) => e.identity.databaseUser === 'mallory')).toBe(true);
+    // nothing was proven: the login the proxy would use, and the name the client gave as claimed
+    expect(
+      failures.every(
+        (e) => e.identity.databaseUser === 'app' && e.identity.claimedDatabaseUser === 'mallory',
+      ),
+    ).toBe(true);
     expect(failures.map((e) => e.reason)).toEqual(
       expect.arrayContaining(['expired', 'bad_audience', 'bad_issuer', 'bad_signature']),
     );
@@ -178,7 +215,10 @@ describe('token identity through the proxy', () => {
   });
 
   it('audits one event per decision kind with the identity, and session start and end', async () => {
-    const bob = await connect('bob', await token({ email: 'bob@example.com', groups: ['interns'] }));
+    const bob = await connect(
+      'bob',
+      await token({ email: 'bob@example.com', email_verified: true, groups: ['interns'] }),
+    );
     await bob.query('SELECT 1');
     await bob.query('SELECT ssn FROM tok_people');
     await bob.query('DROP TABLE tok_people').catch(() => {});
@@ -198,7 +238,9 @@ describe('token identity through the proxy', () => {
         serviceAccount: 'data/gateway',
         pod: 'gateway-0',
         groups: ['interns'],
-        databaseUser: 'bob',
+        // the user the proxy logged in as; the startup user only as claimed (issue 17)
+        databaseUser: 'app',
+        claimedDatabaseUser: 'bob',
       });
       expect(e.identity.clientAddr).toMatch(/^127\.0\.0\.1:\d+$/);
     }
