@@ -62,6 +62,15 @@ describe('operator', () => {
       log: quiet,
       watchdogSeconds: 5,
     });
+    // Every test starts from the shop's policy and MaskingRule, compiled and Ready, so each runs alone
+    // (`-t NAME`) as well as after the others.
+    await api.store.put(policy() as any);
+    await api.store.put(maskingRule() as any);
+    await until('orders Ready', () =>
+      api.store
+        .get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'orders')
+        ?.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'),
+    );
   });
 
   afterAll(async () => {
