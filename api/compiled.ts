@@ -30,8 +30,12 @@ export interface CompiledMaskedColumn {
   column: string;
   strategy: MaskingStrategy;
   partial?: { keepFirst: number; keepLast: number; maskChar: string };
-  /** the salt itself (resolved from the Secret at compile time) */
-  hash?: { salt: string };
+  /**
+   * Hash: the id of the key in the database's `dbguard` key table (`namespace/secret/key` of
+   * saltSecretRef). Never the key itself: `dbguard db install` puts the key into the database, and
+   * the rewrite calls `dbguard.hash(value, keyId)` (policy/hash-key.ts).
+   */
+  hash?: { keyId: string };
   constant?: { value: string };
   generalize?: { unit?: 'year' | 'month' | 'day'; step?: number };
 }

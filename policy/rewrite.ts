@@ -9,6 +9,7 @@
 import type { RelRef, StatementAnalysis } from './analyze.js';
 import { loc, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
+import { HASH_SCHEMA, hashUnavailableMessage } from './hash-key.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
 import { classifyFunction, classifyOperator, type ResolvedRelation } from './resolve.js';
@@ -23,8 +24,7 @@ export const STATISTICS_RELATIONS = new Set([
   'pg_statistic',
   'pg_statistic_ext_data',
   'pg_statistic_ext',
-  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts themselves,
-  // which carry the Hash strategy's salt.
+  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts of this one.
   'pg_stat_activity',
   'pg_stat_statements',
   'pg_prepared_statements',
@@ -109,7 +109,26 @@ class Masker {
     const masks = this.inp.masking.get(qkey(rel.root.schema, rel.root.name));
     if (!masks) return undefined; // exempt from the rule that masks it
     this.lastRule = masks.values().next().value?.rule;
+    this.needHashIfAny(res, masks);
     return { rel, masks };
+  }
+
+  /**
+   * A Hash mask is computed by the database's keyed function (policy/hash-key.ts). Where the session
+   * cannot rely on it, the statement is refused: never a weaker mask in its place.
+   */
+  private needHashIfAny(res: ResolvedRelation, masks: Map<string, EffectiveMask>): void {
+    for (const m of masks.values()) {
+      if (m.strategy !== 'Hash') continue;
+      this.lastRule = m.rule;
+      const status = this.inp.catalog.hashFunction;
+      if (!status?.usable)
+        throw new Deny(hashUnavailableMessage(this.inp.database, status, `${res.display}.${m.column}`));
+      if (!m.hash?.keyId)
+        throw new Deny(
+          `Hash mask of ${res.display}.${m.column} has no key id (policy compiled by an older dbguard)`,
+        );
+    }
   }
 
   statement(a: StatementAnalysis): void {
@@ -156,6 +175,9 @@ class Masker {
         : classifyOperator(parts, this.inp.catalog, this.inp.allow);
     const name = parts.join('.');
     if (cls === 'dynamic') throw new Deny(`${name}() runs SQL or reads data the proxy cannot see`);
+    if (kind === 'func' && this.inDbguardSchema(parts))
+      // even when listed in functions.allow: on guesses, the keyed hash would be a dictionary oracle
+      throw new Deny(`${name}() computes Hash pseudonyms of any value; only the masking rewrite may call it`);
     if (cls === 'user-defined')
       throw new Deny(
         `user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`,
@@ -167,10 +189,20 @@ class Masker {
       );
   }
 
+  /** A function of the schema `dbguard db install` creates, by qualified or unqualified name. */
+  private inDbguardSchema(parts: string[]): boolean {
+    const name = parts[parts.length - 1] ?? '';
+    if (parts.length >= 2) return parts[parts.length - 2] === HASH_SCHEMA;
+    return this.inp.catalog.functions.get(name)?.has(HASH_SCHEMA) ?? false;
+  }
+
   private relation(r: RelRef): void {
     if (r.cteRef || r.role === 'alias-ref' || r.role === 'create') return;
     const res = this.inp.resolved.get(r)!;
     const cat = this.inp.catalog;
+    // The Hash key table: its privileges keep everyone but its owner out; this keeps a masked subject
+    // out even where they do not (a superuser login).
+    if (res.schema === HASH_SCHEMA) throw new Deny(`${res.display} is dbguard's own (Hash keys)`);
     const unqualified = !r.rv.schemaname;
     if (STATISTICS_RELATIONS.has(res.name) && (res.schema === 'pg_catalog' || unqualified)) {
       if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes column statistics`);

@@ -13,12 +13,17 @@ import type { Identity } from '../../policy/identity.js';
 import { judge } from '../../policy/judge.js';
 import { maskExpression } from '../../policy/mask-expr.js';
 import { initParser } from '../../policy/parser.js';
+import { installHashKeys } from '../support/hash-key.js';
 import { customerMasking, exempt, loadCatalog, masked, policyOf } from './fixtures.js';
 
 const DB = 'mask_attacks_' + process.pid;
 
+/** The Hash strategy's key (installed in the database, never in SQL text). */
+const HASH_KEY = 's3cret-salt';
+
 /** Values that must never reach a masked subject. */
 const SECRETS = [
+  HASH_KEY,
   'alice.smith',
   'bob.jones',
   '123-45-6789',
@@ -209,7 +214,13 @@ const ATTACKS: Attack[] = [
   A('begin; declare c cursor for select * from customers; fetch all from c; commit'),
   A('prepare p1 as select * from customers where id = $1; execute p1(1); deallocate p1'),
   A("explain analyze select * from customers where ssn = '123-45-6789'"),
-  A('explain (analyze, verbose, costs off) select ssn, email from customers'),
+  // VERBOSE prints the rewrite's output expressions: refused for a masked subject, in every spelling
+  A('explain (analyze, verbose, costs off) select ssn, email from customers', 'deny'),
+  A('EXPLAIN VERBOSE select customer_ref from customers', 'deny'),
+  A('explain (verbose false) select customer_ref from customers', 'deny'),
+  A('explain (costs off, VERBOSE on) select 1', 'deny'),
+  A('prepare pv as select customer_ref from customers; explain verbose execute pv', 'deny'),
+  A('explain (costs off) select customer_ref from customers', 'run'),
   // routes the proxy cannot prove masked
   A('select * from customer_view', 'deny'),
   A('select * from shop.v2', 'deny'),
@@ -332,6 +343,7 @@ beforeAll(async () => {
   await admin.query(`create database ${DB} owner app`);
   await admin.query(`alter database ${DB} set search_path = shop, public`);
   await admin.end();
+  await installHashKeys(inject('pg'), DB, { 'shop/pii-salt/salt': HASH_KEY });
   const u = new URL(url);
   u.username = 'app';
   u.password = 'app';

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { installHashKeys } from '../support/hash-key.js';
 
 const SCHEMA = 'atk';
 // Seeded real values: none of these may ever reach the masked client.
@@ -89,6 +90,7 @@ describe('masking through the proxy', () => {
       GRANT SELECT ON ${SCHEMA}.customer_view TO app;
       ANALYZE ${SCHEMA}.customers;`);
     await admin.end();
+    await installHashKeys(server, 'app', { 'shop/salt/salt': SALT });
     sidecar = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: server.host, port: server.port, sslmode: 'disable' },
