@@ -123,7 +123,8 @@ class Masker {
       this.lastRule = m.rule;
       const status = this.inp.catalog.hashFunction;
       if (!status?.usable)
-        throw new Deny(hashUnavailableMessage(this.inp.database, status, `${res.display}.${m.column}`));
+        // refreshCatalog: installed since the snapshot was read? The proxy re-reads it and judges again.
+        throw new Deny(hashUnavailableMessage(this.inp.database, status, `${res.display}.${m.column}`), true);
       if (!m.hash?.keyId)
         throw new Deny(
           `Hash mask of ${res.display}.${m.column} has no key id (policy compiled by an older dbguard)`,
@@ -177,7 +178,7 @@ class Masker {
     if (cls === 'dynamic') throw new Deny(`${name}() runs SQL or reads data the proxy cannot see`);
     if (kind === 'func' && this.inDbguardSchema(parts))
       // even when listed in functions.allow: on guesses, the keyed hash would be a dictionary oracle
-      throw new Deny(`${name}() computes Hash pseudonyms of any value; only the masking rewrite may call it`);
+      throw new Deny(`${name}() is dbguard's own (Hash): only the masking rewrite may call it`);
     if (cls === 'user-defined')
       throw new Deny(
         `user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`,
