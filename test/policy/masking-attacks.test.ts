@@ -5,6 +5,7 @@
  * on the server; no seeded value may appear in any row, error, detail or notice.
  */
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
@@ -590,5 +591,66 @@ describe('masked formats and the exempt subject', () => {
     );
     expect(d.kind).toBe('deny');
     expect(d.message).toMatch(/no catalog snapshot/);
+  });
+});
+
+describe('the Hash keyed function (dbguard db install)', () => {
+  test('the masked pseudonym is the HMAC-SHA256 of the value under the installed key', async () => {
+    const o = await attempt('select customer_ref from customers where id = 1', masked);
+    expect(o.decision.sql).toContain(
+      'dbguard.hash(CAST("customers"."customer_ref" AS text), CAST(\'shop/pii-salt/salt\' AS text))',
+    );
+    expect(o.decision.sql).not.toContain(HASH_KEY);
+    expect(lastRows(o.result)[0][0]).toBe(
+      crypto.createHmac('sha256', HASH_KEY).update('CUST-REF-0001').digest('hex'),
+    );
+  });
+
+  test('a masked subject may not call it, even where functions.allow lists it (a pseudonym oracle on guesses)', async () => {
+    const c = await connect();
+    try {
+      const cat = await loadCatalog(c, theP);
+      expect(cat.hashFunction).toEqual({ usable: true });
+      const allowing = { ...theP, functionsAllow: ['dbguard.hash', 'dbguard.key_ids'] };
+      for (const sql of [
+        "select dbguard.hash('CUST-REF-0001', 'shop/pii-salt/salt')",
+        "select count(*) from customers where customer_ref = dbguard.hash('CUST-REF-0001', 'shop/pii-salt/salt')",
+        'select * from dbguard.key_ids()',
+        'select * from dbguard.hash_keys',
+      ]) {
+        const d = judge(
+          sql,
+          { identity: masked, database: DB, searchPath: cat.searchPath, catalog: cat },
+          allowing,
+        );
+        expect(d.kind, sql).toBe('deny');
+        expect(d.message, sql).toMatch(/dbguard's own/);
+        // the exempt subject is not judged by the masking analysis
+        const e = judge(
+          sql,
+          { identity: exempt, database: DB, searchPath: cat.searchPath, catalog: cat },
+          allowing,
+        );
+        expect(e.kind, sql).toBe('allow');
+      }
+    } finally {
+      await c.end();
+    }
+  });
+
+  test('with search_path including dbguard, an unqualified hash(...) call is refused too', async () => {
+    const c = await connect();
+    try {
+      const cat = await loadCatalog(c, theP);
+      const d = judge(
+        "set search_path = dbguard, shop; select hash('x', 'shop/pii-salt/salt')",
+        { identity: masked, database: DB, searchPath: cat.searchPath, catalog: cat },
+        { ...theP, functionsAllow: ['dbguard.hash'] },
+      );
+      expect(d.kind).toBe('deny');
+      expect(d.message).toMatch(/hash\(\) is dbguard's own/);
+    } finally {
+      await c.end();
+    }
   });
 });
