@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import type pg from 'pg';
-import { HASH_SCHEMA } from '../policy/hash-key.js';
+import { HASH_SCHEMA, hashKeyIds } from '../policy/hash-key.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 import {
   installSql,
@@ -155,10 +155,7 @@ async function policyHashKeys(flags: ReturnType<typeof parseFlags>): Promise<{ i
   if (!loaded.ok) throw new UsageError(`invalid policy:\n  ${loaded.errors.join('\n  ')}`);
   const docs = parsePolicyDocuments(files);
   const secrets = docs.ok ? docs.resources.filter((r) => r.kind === 'Secret') : [];
-  const ids = new Set<string>();
-  for (const rule of loaded.compiled.masking)
-    for (const c of rule.columns) if (c.hash?.keyId) ids.add(c.hash.keyId);
-  return [...ids].sort().map((id) => {
+  return hashKeyIds(loaded.compiled).map((id) => {
     const [ns, name, key] = id.split('/') as [string, string, string];
     const value = secretLookup(secrets as never, ns)(name, key);
     return { id, ...(value === undefined ? {} : { key: Buffer.from(value, 'utf8') }) };

@@ -329,6 +329,8 @@ export class SnapshotInterner {
       snap.searchPath,
       snap.currentUser ?? null,
       snap.tempSchema ?? null,
+      // judged for the login role (session_user), which current_user does not name after SET ROLE
+      snap.hashFunction?.why ?? null,
     ]);
     const known = this.byKey.get(key);
     if (known) return known;

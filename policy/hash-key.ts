@@ -77,3 +77,11 @@ export function hashUnavailableMessage(
   const why = status?.why ?? 'the catalog snapshot does not say whether dbguard.hash is installed';
   return `Hash masking of ${column} needs \`dbguard db install\` in database ${database} (${why})`;
 }
+
+/** The key ids of the policy's Hash columns (what `dbguard db install` must have installed). */
+export function hashKeyIds(policy: { masking?: { columns: { hash?: { keyId?: string } }[] }[] }): string[] {
+  const ids = new Set<string>();
+  for (const rule of policy.masking ?? [])
+    for (const c of rule.columns) if (c.hash?.keyId) ids.add(c.hash.keyId);
+  return [...ids].sort();
+}

@@ -70,6 +70,7 @@ let sidecar: Sidecar;
 let dir: string;
 let policyFile: string;
 let keyFile: string;
+const proxyLog: { msg: string; fields?: Record<string, unknown> }[] = [];
 
 const url = (db: string, user = 'postgres', password = user) =>
   `postgres://${user}:${password}@${cluster.host}:${cluster.port}/${db}`;
@@ -123,7 +124,7 @@ beforeAll(async () => {
     listen: { host: '127.0.0.1', port: 0 },
     upstream: { host: cluster.host, port: cluster.port, sslmode: 'disable' },
     initialPolicy: loaded.compiled,
-    logger: { log: () => {} },
+    logger: { log: (_level, msg, fields) => proxyLog.push({ msg, fields }) },
   });
 }, 120_000);
 
@@ -407,6 +408,14 @@ describe('where the function is missing or not trustworthy, Hash is refused', ()
       expect(e?.message).toBe(refusal('hk_none', 'dbguard.hash is not installed'));
       expect((await errorOf(c, 'SELECT count(*) FROM shop.customers'))?.code).toBe('42501');
       expect((await c.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+      // the proxy's own log says it once, with the key ids to install
+      const warned = proxyLog.filter((l) => l.msg.includes('in database hk_none'));
+      expect(warned).toEqual([
+        {
+          msg: 'Hash masking needs `dbguard db install` in database hk_none (dbguard.hash is not installed); masked subjects are refused every statement that reads a Hash-masked column',
+          fields: expect.objectContaining({ policy: 'shop/hk', database: 'hk_none', keyIds: [KEY_ID] }),
+        },
+      ]);
       // the DBA installs it from the policy file's own Secret
       const r = await runDbguard([
         'dbguard',
