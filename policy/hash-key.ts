@@ -24,8 +24,9 @@ export function hashKeyId(namespace: string, ref: { name: string; key: string })
 
 /** The hex HMAC-SHA256 of `value` (an SQL expression of any type) under the key `keyId`. */
 export function hashCall(value: string, keyId: string): string {
-  // Both arguments cast to text: only dbguard.hash(text, text) matches exactly, whatever overloads exist.
-  return `${HASH_SCHEMA}.${HASH_FUNCTION}(CAST(${value} AS text), CAST(${quoteLiteral(keyId)} AS text))`;
+  // Both arguments cast to pg_catalog.text: only dbguard.hash(text, text) matches exactly, whatever
+  // overloads exist, and no `text` type or domain earlier on the search_path takes part.
+  return `${HASH_SCHEMA}.${HASH_FUNCTION}(CAST(${value} AS pg_catalog.text), CAST(${quoteLiteral(keyId)} AS pg_catalog.text))`;
 }
 
 /** What the catalog snapshot knows about dbguard.hash for this session. */

@@ -598,7 +598,7 @@ describe('the Hash keyed function (dbguard db install)', () => {
   test('the masked pseudonym is the HMAC-SHA256 of the value under the installed key', async () => {
     const o = await attempt('select customer_ref from customers where id = 1', masked);
     expect(o.decision.sql).toContain(
-      'dbguard.hash(CAST("customers"."customer_ref" AS text), CAST(\'shop/pii-salt/salt\' AS text))',
+      'dbguard.hash(CAST("customers"."customer_ref" AS pg_catalog.text), CAST(\'shop/pii-salt/salt\' AS pg_catalog.text))',
     );
     expect(o.decision.sql).not.toContain(HASH_KEY);
     expect(lastRows(o.result)[0][0]).toBe(

@@ -293,7 +293,9 @@ describe('Hash through the proxy after db install', () => {
       const [byAdmin, byApp] = await Promise.all([seen(admin), seen(appDirect)]);
       await running;
       for (const text of [byAdmin, byApp]) {
-        expect(text).toContain(`dbguard.hash(CAST("customers"."ref" AS text), CAST('${KEY_ID}' AS text))`);
+        expect(text).toContain(
+          `dbguard.hash(CAST("customers"."ref" AS pg_catalog.text), CAST('${KEY_ID}' AS pg_catalog.text))`,
+        );
         for (const s of SECRETS) expect(text).not.toContain(s);
       }
       const stmts = (await admin.query('SELECT query FROM pg_stat_statements')).rows.map(
@@ -326,7 +328,7 @@ describe('Hash through the proxy after db install', () => {
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.decision).toBe('mask');
-    expect(out.rewrittenSql).toContain(`CAST('${KEY_ID}' AS text)`);
+    expect(out.rewrittenSql).toContain(`CAST('${KEY_ID}' AS pg_catalog.text)`);
     for (const s of SECRETS) expect(r.stdout).not.toContain(s);
   });
 
