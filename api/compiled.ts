@@ -5,7 +5,12 @@
  */
 import type { MaskingStrategy, RuleAction, SslMode, Subject } from './types.js';
 
-export const COMPILED_FORMAT = 'dbguard.io/compiled-policy/v1';
+/**
+ * v2: Hash columns carry a key id instead of the salt (policy/hash-key.ts). A v1 sidecar would read a
+ * v2 policy's missing salt as an empty one and hash unsalted; it refuses the new format instead and
+ * keeps its last-known-good policy until its pod is replaced.
+ */
+export const COMPILED_FORMAT = 'dbguard.io/compiled-policy/v2';
 
 export interface CompiledRule {
   name: string;

@@ -32,7 +32,7 @@ describe('compilePolicy: the contract examples', () => {
     const c = compiled(policy, [maskingRule]);
     expect(c.version).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect({ ...c, version: undefined }).toEqual({
-      format: 'dbguard.io/compiled-policy/v1',
+      format: 'dbguard.io/compiled-policy/v2',
       policy: 'shop/orders',
       version: undefined,
       upstream: {

@@ -59,3 +59,20 @@ describe('Hash keyed function', () => {
     expect(hashFunctionStatus('no')).toEqual({ usable: false, why: 'no' });
   });
 });
+
+describe('the compiled format', () => {
+  test('a policy of the format that carried the salt (v1) is refused, not read with an empty salt', async () => {
+    const { checkCompiledPolicy } = await import('../../sidecar/policy-client.js');
+    const { COMPILED_FORMAT } = await import('../../api/compiled.js');
+    const { policyVersion } = await import('../../api/version.js');
+    const { policyOf } = await import('./fixtures.js');
+    const v2 = policyOf();
+    const v2ok = { ...v2, version: policyVersion(v2) };
+    expect(checkCompiledPolicy(v2ok)).toBe(v2ok);
+    const { version: _v, ...body } = { ...v2, format: 'dbguard.io/compiled-policy/v1' };
+    const v1 = { ...body, version: policyVersion(body as never) };
+    expect(() => checkCompiledPolicy(v1)).toThrow(
+      `not a compiled policy (format must be ${COMPILED_FORMAT})`,
+    );
+  });
+});
