@@ -188,12 +188,13 @@ export async function installHashFunction(
   keys: { id: string; key: Buffer }[],
   grants: string[] = [],
 ): Promise<InstallReport> {
-  const pre = await client.query(preflightSql);
-  const existing = pre.rows[0] as { owner: string; mine: boolean } | undefined;
-  if (existing && !existing.mine) {
+  const pre = (await client.query(preflightSql)).rows as { object: string; owner: string; mine: boolean }[];
+  const existing = pre.length > 0;
+  const foreign = pre.filter((r) => !r.mine);
+  if (foreign.length) {
     throw new Error(
-      `schema ${HASH_SCHEMA} exists and belongs to ${existing.owner}, not to ${client.user}: ` +
-        'connect as that role, or drop the schema first',
+      `${foreign.map((r) => `${r.object} belongs to ${r.owner}`).join(', ')}, not to ${client.user}: ` +
+        `install as that role, or look at what the schema ${HASH_SCHEMA} holds and drop it first`,
     );
   }
   const copyText = keyCopyText(keys); // validates the ids before anything runs

@@ -39,10 +39,21 @@ function ident(role: string): string {
   return role.toUpperCase() === 'PUBLIC' ? 'PUBLIC' : `"${role.replace(/"/g, '""')}"`;
 }
 
-/** A check run first: an existing schema `dbguard` must belong to the installing role. */
-export const preflightSql = `SELECT pg_catalog.pg_get_userbyid(n.nspowner) AS owner,
-  pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER') AS mine
-  FROM pg_catalog.pg_namespace n WHERE n.nspname = '${S}'`;
+/**
+ * A check run first: the schema `dbguard` and whatever of ours is in it must belong to the installing
+ * role itself, not merely to a role it can act as. `CREATE OR REPLACE` keeps an existing function's
+ * owner, so a function another role planted (a superuser may replace it) would stay in that role's
+ * hands, and the proxies would rightly refuse it. One row per object that exists.
+ */
+export const preflightSql = `SELECT 'schema ${S}' AS object, pg_catalog.pg_get_userbyid(n.nspowner) AS owner,
+    n.nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) AS mine
+  FROM pg_catalog.pg_namespace n WHERE n.nspname = '${S}'
+UNION ALL SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner),
+    p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '${S}'
+UNION ALL SELECT 'table ${S}.' || c.relname, pg_catalog.pg_get_userbyid(c.relowner),
+    c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '${S}'`;
 
 /**
  * The DDL, idempotent: run in one transaction. `grantees`: who may execute the function (the roles

@@ -198,6 +198,38 @@ describe('dbguard db install', () => {
     }
   });
 
+  it('--key-from-env installs a key from DBGUARD_HASH_KEY; status lists the ids, never a key', async () => {
+    const other = `other-${crypto.randomBytes(6).toString('hex')}`;
+    process.env.DBGUARD_HASH_KEY = other;
+    try {
+      const r = await runDbguard([
+        'dbguard',
+        'db',
+        'install',
+        '--upstream',
+        url('hk'),
+        '--key-id',
+        'shop/other/key',
+        '--key-from-env',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('key shop/other/key: installed (from DBGUARD_HASH_KEY)');
+    } finally {
+      delete process.env.DBGUARD_HASH_KEY;
+    }
+    const app = await direct('hk', 'app');
+    try {
+      const h = (await app.query("SELECT dbguard.hash('v', 'shop/other/key') AS h")).rows[0].h;
+      expect(h).toBe(crypto.createHmac('sha256', other).update('v').digest('hex'));
+    } finally {
+      await app.end();
+    }
+    const st = await runDbguard(['dbguard', 'db', 'status', '--upstream', url('hk', 'app')]);
+    expect(st.stdout).toContain(`keys: shop/other/key, ${KEY_ID}`);
+    expect(st.stdout).not.toContain(other);
+    expect(serverLog()).not.toContain(other);
+  }, 60_000);
+
   it('refuses bad input clearly, changing nothing', async () => {
     const noKey = await runDbguard([
       'dbguard',
@@ -372,7 +404,10 @@ describe('Hash through the proxy after db install', () => {
         expect(e?.message).toBe('permission denied for table hash_keys');
       }
       // what the app role may learn directly: pseudonyms and key ids, never the key
-      expect((await app.query('SELECT id FROM dbguard.key_ids() AS id')).rows).toEqual([{ id: KEY_ID }]);
+      expect((await app.query('SELECT id FROM dbguard.key_ids() AS id')).rows).toEqual([
+        { id: 'shop/other/key' },
+        { id: KEY_ID },
+      ]);
     } finally {
       await app.end();
     }
@@ -467,9 +502,27 @@ describe('where the function is missing or not trustworthy, Hash is refused', ()
           'the login role owns dbguard.hash (or is a superuser or a member of its owner) and could replace it',
         ),
       );
+      expect(e?.message).not.toContain(REFS[0]);
     } finally {
       await c.end();
     }
+    // a DBA's install over it is refused: CREATE OR REPLACE would leave the function in app's hands
+    const r = await runDbguard([
+      'dbguard',
+      'db',
+      'install',
+      '--upstream',
+      url('hk_planted'),
+      '--key-id',
+      KEY_ID,
+      '--key-file',
+      keyFile,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      'dbguard db: schema dbguard belongs to app, function dbguard.hash(text,text) belongs to app, not to postgres: ' +
+        'install as that role, or look at what the schema dbguard holds and drop it first\n',
+    );
   });
 
   it('a privilege that would let the login role replace the function or read the keys makes it untrusted', async () => {
