@@ -316,7 +316,8 @@ const maskedColumn = obj(
     }),
     strategy: enumOf(
       'Redact: text becomes `****`, other types NULL. Nullify: NULL. Partial: keep keepFirst/keepLast ' +
-        'characters, mask the rest. Email: `a***@domain`. Hash: salted SHA-256 in hex. Constant: a fixed ' +
+        'characters, mask the rest. Email: `a***@domain`. Hash: keyed HMAC-SHA256 in hex, computed in the database by ' +
+        '`dbguard.hash` (`dbguard db install`). Constant: a fixed ' +
         'value. Generalize: dates truncated to unit, numbers rounded down to a multiple of step.',
       MASKING_STRATEGIES,
     ),
@@ -339,7 +340,12 @@ const maskedColumn = obj(
     }),
     hash: obj(
       'Parameters of strategy Hash.',
-      { saltSecretRef: secretKeyRef('Secret key holding the salt.') },
+      {
+        saltSecretRef: secretKeyRef(
+          'Secret key holding the Hash key. Never served to proxies: a DBA installs it in the database with ' +
+            '`dbguard db install --key-id NAMESPACE/NAME/KEY`, and the proxy names it by that id.',
+        ),
+      },
       ['saltSecretRef'],
     ),
     constant: obj(

@@ -36,6 +36,11 @@ const commands: Record<string, Command> = {
     summary: 'print manifests with the sidecar injected into every labelled pod template',
     load: () => import('./inject.js'),
   },
+  db: {
+    summary:
+      "a DBA's one-time set-up in a database: 'dbguard db install' adds the Hash strategy's keyed function",
+    load: () => import('./db.js'),
+  },
   crds: { summary: 'print the CustomResourceDefinitions', load: () => import('./crds.js') },
   audit: {
     summary: "work with audit logs: 'dbguard audit verify FILE' checks the hash chain",

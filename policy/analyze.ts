@@ -382,6 +382,13 @@ class Walker {
         this.rest(b, { ...ctx, role: 'ddl' }, ['relation', 'query']);
         return;
       case 'ExplainStmt':
+        // VERBOSE prints every output expression of the rewritten plan: the masking expressions, and
+        // through them what the proxy added. Refused for masked subjects whatever its argument.
+        if ((b.options ?? []).some((o: unknown) => unwrap(o)?.[1].defname === 'verbose'))
+          this.a.maskHazards.push('EXPLAIN VERBOSE shows the masking rewrite');
+        this.inner(b.query, ctx);
+        this.rest(b, { ...ctx, role: 'ddl' }, ['query']);
+        return;
       case 'DeclareCursorStmt':
         this.inner(b.query, ctx);
         this.rest(b, { ...ctx, role: 'ddl' }, ['query']);

@@ -7,6 +7,7 @@
  */
 import type { CompiledPolicy } from '../api/compiled.js';
 import { qkey, quoteLiteral } from './ast.js';
+import { type HashFunctionStatus, hashFunctionCatalogRows, hashFunctionStatus } from './hash-key.js';
 
 export interface CatalogColumn {
   name: string;
@@ -52,6 +53,8 @@ export interface CatalogSnapshot {
   functions: Map<string, Set<string>>;
   /** user-defined operator name → schemas defining one */
   operators: Map<string, Set<string>>;
+  /** the Hash strategy's keyed function `dbguard.hash` (policy/hash-key.ts); absent: not known */
+  hashFunction?: HashFunctionStatus;
 }
 
 /** Every (schema, table) a MaskingRule of the policy names. */
@@ -144,6 +147,7 @@ UNION ALL SELECT DISTINCT 'func', n.nspname::text, p.proname::text, NULL, NULL, 
 UNION ALL SELECT DISTINCT 'op', n.nspname::text, o.oprname::text, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384
 UNION ALL SELECT 'server', pg_catalog.current_setting('server_version_num'), NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL ${hashFunctionCatalogRows}
 UNION ALL SELECT 'version', ${version}, NULL, NULL, NULL, NULL, NULL, NULL`;
 }
 
@@ -169,6 +173,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     operators: new Map(),
   };
   const path: [number, string][] = [];
+  let hashVerdict: string | undefined;
   const roots = new Map<string, { schema: string; name: string; rootKey: string }>();
   const cols = new Map<string, CatalogColumn[]>();
   const add = (m: Map<string, Set<string>>, name: string, schema: string) => {
@@ -245,6 +250,9 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'version':
         snap.version = need(row, 1, kind);
         break;
+      case 'hashfn':
+        hashVerdict = need(row, 1, kind);
+        break;
       case 'server': {
         const n = Number(need(row, 1, kind));
         snap.serverVersionNum = Number.isSafeInteger(n) && n > 0 ? n : 0;
@@ -255,6 +263,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     }
   }
   snap.searchPath = path.sort((a, b) => a[0] - b[0]).map((p) => p[1]);
+  snap.hashFunction = hashFunctionStatus(hashVerdict);
   for (const [key, r] of roots) {
     const [rs, rn] = r.rootKey.split('\u0000') as [string, string];
     snap.masked.set(key, {
@@ -320,6 +329,8 @@ export class SnapshotInterner {
       snap.searchPath,
       snap.currentUser ?? null,
       snap.tempSchema ?? null,
+      // judged for the login role (session_user), which current_user does not name after SET ROLE
+      snap.hashFunction?.why ?? null,
     ]);
     const known = this.byKey.get(key);
     if (known) return known;

@@ -9,6 +9,7 @@
 import type { RelRef, StatementAnalysis } from './analyze.js';
 import { loc, names, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
+import { HASH_SCHEMA, hashUnavailableMessage } from './hash-key.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
 import { checkMaskedWrites, type MaskedUse, WriteRefused, WriteUncheckable } from './masked-writes.js';
@@ -24,8 +25,7 @@ export const STATISTICS_RELATIONS = new Set([
   'pg_statistic',
   'pg_statistic_ext_data',
   'pg_statistic_ext',
-  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts themselves,
-  // which carry the Hash strategy's salt.
+  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts of this one.
   'pg_stat_activity',
   'pg_stat_statements',
   'pg_prepared_statements',
@@ -124,7 +124,27 @@ class Masker {
     const masks = this.inp.masking.get(qkey(rel.root.schema, rel.root.name));
     if (!masks) return undefined; // exempt from the rule that masks it
     this.lastRule = masks.values().next().value?.rule;
+    this.needHashIfAny(res, masks);
     return { rel, masks };
+  }
+
+  /**
+   * A Hash mask is computed by the database's keyed function (policy/hash-key.ts). Where the session
+   * cannot rely on it, the statement is refused: never a weaker mask in its place.
+   */
+  private needHashIfAny(res: ResolvedRelation, masks: Map<string, EffectiveMask>): void {
+    for (const m of masks.values()) {
+      if (m.strategy !== 'Hash') continue;
+      this.lastRule = m.rule;
+      const status = this.inp.catalog.hashFunction;
+      if (!status?.usable)
+        // refreshCatalog: installed since the snapshot was read? The proxy re-reads it and judges again.
+        throw new Deny(hashUnavailableMessage(this.inp.database, status, `${res.display}.${m.column}`), true);
+      if (!m.hash?.keyId)
+        throw new Deny(
+          `Hash mask of ${res.display}.${m.column} has no key id (policy compiled by an older dbguard)`,
+        );
+    }
   }
 
   statement(a: StatementAnalysis): void {
@@ -191,6 +211,9 @@ class Masker {
         : classifyOperator(parts, this.inp.catalog, this.inp.allow);
     const name = parts.join('.');
     if (cls === 'dynamic') throw new Deny(`${name}() runs SQL or reads data the proxy cannot see`);
+    if (kind === 'func' && this.inDbguardSchema(parts))
+      // even when listed in functions.allow: on guesses, the keyed hash would be a dictionary oracle
+      throw new Deny(`${name}() is dbguard's own (Hash): only the masking rewrite may call it`);
     if (cls === 'user-defined')
       throw new Deny(
         `user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`,
@@ -202,10 +225,20 @@ class Masker {
       );
   }
 
+  /** A function of the schema `dbguard db install` creates, by qualified or unqualified name. */
+  private inDbguardSchema(parts: string[]): boolean {
+    const name = parts[parts.length - 1] ?? '';
+    if (parts.length >= 2) return parts[parts.length - 2] === HASH_SCHEMA;
+    return this.inp.catalog.functions.get(name)?.has(HASH_SCHEMA) ?? false;
+  }
+
   private relation(r: RelRef): void {
     if (r.cteRef || r.role === 'alias-ref' || r.role === 'create') return;
     const res = this.inp.resolved.get(r)!;
     const cat = this.inp.catalog;
+    // The Hash key table: its privileges keep everyone but its owner out; this keeps a masked subject
+    // out even where they do not (a superuser login).
+    if (res.schema === HASH_SCHEMA) throw new Deny(`${res.display} is dbguard's own (Hash keys)`);
     const unqualified = !r.rv.schemaname;
     if (STATISTICS_RELATIONS.has(res.name) && (res.schema === 'pg_catalog' || unqualified)) {
       if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes column statistics`);

@@ -48,6 +48,7 @@ import type {
   SessionHandle,
   Verdict,
 } from './decision-point.js';
+import { HashKeyWarning } from './hash-key-warning.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export interface GovernorOptions {
@@ -129,6 +130,7 @@ export class Governor implements DecisionPoint {
   readonly cache: DecisionCache;
   private readonly sessions = new Set<SessionHandle>();
   private readonly snapshots = new SnapshotInterner();
+  private readonly hashWarning = new HashKeyWarning();
 
   constructor(private readonly opts: GovernorOptions) {
     this.cache = opts.cache ?? new DecisionCache(20_000);
@@ -184,6 +186,7 @@ export class Governor implements DecisionPoint {
       st.catalog = this.snapshots.intern(p.version, parseCatalog(r.rows));
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
+      this.hashWarning.check(p, st.catalog, s.database, (fields) => this.opts.log?.(fields));
     }
   }
 
