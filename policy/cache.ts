@@ -314,5 +314,8 @@ function withText(d: Decision, sql: string): Decision {
     enforced: d.enforced,
     effects: d.effects,
     tags: d.tags,
+    // Texts of one template differ in numbers only: no quote, backslash or other character that
+    // changes any lexer fact (numericTemplate), so the facts carry over.
+    lexer: d.lexer,
   };
 }

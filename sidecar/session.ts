@@ -384,6 +384,11 @@ export class Session implements SessionHandle {
     if (!this.beBusy) this.flushClient();
   }
 
+  /** SessionHandle.serverParamsCurrent: nothing forwarded is waiting for its ReadyForQuery */
+  get serverParamsCurrent(): boolean {
+    return this.fifo.length === 0 && this.internalRunning === null;
+  }
+
   get idle(): boolean {
     return this.safePoint && this.fifo.length === 0;
   }
