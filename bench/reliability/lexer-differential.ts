@@ -20,7 +20,15 @@
 import fc from 'fast-check';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { judge } from '../../policy/engine.js';
-import { errorFields, msg, type RawConn, type RawMessage } from '../../test/support/wire.js';
+import {
+  cstring,
+  errorFields,
+  int16,
+  int32,
+  msg,
+  type RawConn,
+  type RawMessage,
+} from '../../test/support/wire.js';
 
 /** An ASCII fragment, or a multibyte character (index into the encoding's list). */
 export type Piece = string | { mb: number };
@@ -59,12 +67,17 @@ const DECODE: Record<Encoding, BufferEncoding> = {
 export interface Combo {
   scs: 'on' | 'off';
   encoding: Encoding;
-  mode: 'settled' | 'pipelined';
+  /**
+   * settled: the change is answered (ReadyForQuery) before the text is sent; pipelined: both in one
+   * write; flushed: the change runs by Parse/Bind/Execute + Flush and has completed, but without Sync
+   * the server has not reported it yet when the text arrives
+   */
+  mode: 'settled' | 'pipelined' | 'flushed';
 }
 
 export const COMBOS: readonly Combo[] = ENCODINGS.flatMap((encoding) =>
   (['on', 'off'] as const).flatMap((scs) =>
-    (['settled', 'pipelined'] as const).map((mode) => ({ scs, encoding, mode })),
+    (['settled', 'pipelined', 'flushed'] as const).map((mode) => ({ scs, encoding, mode })),
   ),
 );
 
@@ -169,6 +182,11 @@ const settingsText = (c: Combo) =>
   `SET standard_conforming_strings = ${c.scs}; SET client_encoding = '${c.encoding}'`;
 const RESET = "SET standard_conforming_strings = on; SET client_encoding = 'UTF8'";
 
+/** The proxy's view and the server's differ (not a harness failure: a connection lost, a timeout). */
+export class DifferentialMismatch extends Error {
+  override name = 'DifferentialMismatch';
+}
+
 export interface Outcome {
   kind: 'refused' | 'ran' | 'server-error';
   detail?: string;
@@ -217,9 +235,26 @@ export async function runCase(
     const e = s.find((m) => m.type === 'E');
     if (e) throw new Error(`setting ${settingsText(combo)} failed: ${JSON.stringify(errorFields(e.body))}`);
     conn.send(Buffer.concat([query(bytes), reset]));
-  } else {
+  } else if (combo.mode === 'pipelined') {
     conn.send(Buffer.concat([set, query(bytes), reset]));
     await readUntilReady(conn);
+  } else {
+    const sql = `SELECT set_config('standard_conforming_strings', '${combo.scs}', false), set_config('client_encoding', '${combo.encoding}', false)`;
+    conn.send(
+      Buffer.concat([
+        msg('P', Buffer.concat([cstring(''), cstring(sql), int16(0)])),
+        msg('B', Buffer.concat([cstring(''), cstring(''), int16(0), int16(0), int16(0)])),
+        msg('E', Buffer.concat([cstring(''), int32(0)])),
+        msg('H'),
+      ]),
+    );
+    for (;;) {
+      const m = await conn.next(10_000);
+      if (!m) throw new Error('connection closed');
+      if (m.type === 'E') throw new Error(`set_config failed: ${JSON.stringify(errorFields(m.body))}`);
+      if (m.type === 'C') break;
+    }
+    conn.send(Buffer.concat([query(bytes), reset]));
   }
   const answer = await readUntilReady(conn);
   const r = await readUntilReady(conn);
@@ -235,7 +270,10 @@ function compare(env: DifferentialEnv, text: string, answer: RawMessage[]): Outc
   const ran = answer.filter((m) => m.type === 'C' || m.type === 'T' || m.type === 'D' || m.type === 'I');
   const first = errors[0];
   if (first?.M?.startsWith('dbguard:')) {
-    if (ran.length) throw new Error(`refused but the server answered: ${answer.map((m) => m.type).join('')}`);
+    if (ran.length)
+      throw new DifferentialMismatch(
+        `refused but the server answered: ${answer.map((m) => m.type).join('')}`,
+      );
     return { kind: 'refused', detail: first.M };
   }
   // Forwarded: the proxy's view is judge() of the text as the session decoded it.
@@ -244,18 +282,21 @@ function compare(env: DifferentialEnv, text: string, answer: RawMessage[]): Outc
     { identity: { groups: [], databaseUser: env.user }, database: env.database, searchPath: [] },
     env.policy,
   );
-  if (d.kind === 'deny') throw new Error(`the proxy forwarded a text judge() denies: ${d.message}`);
+  if (d.kind === 'deny')
+    throw new DifferentialMismatch(`the proxy forwarded a text judge() denies: ${d.message}`);
   const expected = d.statements;
   let i = 0;
   for (const m of answer) {
     if (m.type === 'T') {
       const st = expected[i];
       if (!st)
-        throw new Error(`the server returned rows for statement ${i + 1}; the proxy saw ${expected.length}`);
+        throw new DifferentialMismatch(
+          `the server returned rows for statement ${i + 1}; the proxy saw ${expected.length}`,
+        );
       const allowed = new Set(st.objects.map((o) => env.oids.get(o)).filter((x) => x !== undefined));
       for (const oid of tableOids(m.body)) {
         if (!allowed.has(oid)) {
-          throw new Error(
+          throw new DifferentialMismatch(
             `statement ${i + 1} read relation oid ${oid}; the proxy saw objects ${JSON.stringify(st.objects)}`,
           );
         }
@@ -267,23 +308,27 @@ function compare(env: DifferentialEnv, text: string, answer: RawMessage[]): Outc
         .replace(/( \d+)+$/, '');
       const st = expected[i];
       if (!st)
-        throw new Error(`the server completed statement ${i + 1} (${tag}); the proxy saw ${expected.length}`);
+        throw new DifferentialMismatch(
+          `the server completed statement ${i + 1} (${tag}); the proxy saw ${expected.length}`,
+        );
       if (st.command !== tag)
-        throw new Error(`statement ${i + 1}: the server ran ${tag}, the proxy saw ${st.command}`);
+        throw new DifferentialMismatch(
+          `statement ${i + 1}: the server ran ${tag}, the proxy saw ${st.command}`,
+        );
       i++;
     } else if (m.type === 'I') {
       if (expected.length !== 0)
-        throw new Error(`the server saw an empty query; the proxy saw ${expected.length}`);
+        throw new DifferentialMismatch(`the server saw an empty query; the proxy saw ${expected.length}`);
     }
   }
   if (first) {
     // The server parses the whole string before running any of it: a parse error means nothing ran.
     if (SERVER_PARSE_ERRORS.test(first.C ?? '') && i > 0)
-      throw new Error(`a parse error (${first.C}) after ${i} statements ran`);
+      throw new DifferentialMismatch(`a parse error (${first.C}) after ${i} statements ran`);
     return { kind: 'server-error', detail: `${first.C} ${first.M}` };
   }
   if (i !== expected.length)
-    throw new Error(`the server ran ${i} statements; the proxy saw ${expected.length}`);
+    throw new DifferentialMismatch(`the server ran ${i} statements; the proxy saw ${expected.length}`);
   return { kind: 'ran' };
 }
 

@@ -457,6 +457,28 @@ describe('the pipeline window: values the server has not reported yet', () => {
     expect(await tableExists('t')).toBe(true);
   });
 
+  it('Execute then Flush (no Sync): the SET completed but is not reported until Sync; the next Parse is refused', async () => {
+    const conn = await rawLogin();
+    conn.send(
+      Buffer.concat([
+        parse(Buffer.from('SET standard_conforming_strings = off')),
+        bind(),
+        execute(),
+        msg('H'),
+      ]),
+    );
+    // ParseComplete, BindComplete, CommandComplete: every answer is in, yet no ReadyForQuery (no ParameterStatus).
+    const first: RawMessage[] = [];
+    while (!first.some((m) => m.type === 'C')) first.push((await conn.next())!);
+    expect(first.map((m) => m.type)).toEqual(['1', '2', 'C']);
+    conn.send(Buffer.concat([parse(Buffer.from(ATTACK)), bind(), execute(), sync()]));
+    const r = await readReady(conn, 1);
+    expect(leaks(r.text)).toEqual([]);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(/^42501 dbguard: an earlier statement of this session is still running/);
+    conn.close();
+  });
+
   it('several Query messages sent without waiting: the second is read before the first is answered', async () => {
     const conn = await rawLogin();
     conn.send(
