@@ -49,10 +49,19 @@ export interface LexerRefusal {
 }
 
 const canonical = (enc: string) => enc.toUpperCase().replace(/[^A-Z0-9]/g, '');
+/** With PostgreSQL's aliases for them (its encoding name table), compared without punctuation. */
 const UNSAFE_CANONICAL = new Set(
-  [...UNSAFE_CLIENT_ENCODINGS]
-    .map(canonical)
-    .concat(['SHIFTJIS', 'WIN950', 'WIN936', 'WIN949', 'WIN1361', 'BIG5HKSCS', 'CP932', 'MSKANJI']),
+  [
+    ...UNSAFE_CLIENT_ENCODINGS,
+    'SHIFTJIS',
+    'MSKANJI',
+    'WIN932',
+    'WIN950',
+    'WIN936',
+    'CP936',
+    'WIN949',
+    'WIN1361',
+  ].map(canonical),
 );
 
 /** Is this client_encoding value one the proxy refuses? Aliases count too (the server reports canonical names). */

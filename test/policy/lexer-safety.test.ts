@@ -1,0 +1,168 @@
+/**
+ * The text half of the lexer rule (policy/lexer-safety.ts), computed by judge() and cached with the
+ * decision, and the session half (sidecar/lexer-guard.ts). Pure: the attacks through a live proxy are in
+ * test/sidecar/lexer-attacks.test.ts, the differential fuzz in test/reliability/lexer-differential.test.ts.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CompiledPolicy } from '../../api/compiled.js';
+import { DecisionCache, initParser, judge } from '../../policy/engine.js';
+import type { LexerFacts } from '../../policy/lexer-safety.js';
+import { loadPolicyFiles } from '../../policy/load.js';
+import { lexerRefusal, UNSAFE_CLIENT_ENCODINGS, unsafeClientEncoding } from '../../sidecar/lexer-guard.js';
+
+let policy: CompiledPolicy;
+const ctx = { identity: { groups: [], databaseUser: 'app' }, database: 'app', searchPath: ['public'] };
+
+beforeAll(async () => {
+  await initParser();
+  const r = loadPolicyFiles([
+    {
+      name: 'p.yaml',
+      text: `
+apiVersion: dbguard.io/v1alpha1
+kind: DatabasePolicy
+metadata: {name: p, namespace: n}
+spec:
+  upstream: {host: 127.0.0.1, port: 5432, sslmode: disable}
+  defaultAction: Allow
+`,
+    },
+  ]);
+  if (!r.ok) throw new Error(r.errors.join('\n'));
+  policy = r.compiled;
+});
+
+const facts = (sql: string): LexerFacts | undefined => judge(sql, ctx, policy).lexer;
+
+describe('lexer facts of a text', () => {
+  it.each([
+    // text, ascii, scsNeutral, asciiNames, restoresSettings
+    ['SELECT 1', true, true, true, false],
+    ["SELECT 'a\\' || ' , ssn FROM t -- '", true, false, true, false],
+    ["SELECT N'a\\'", true, false, true, false],
+    ["SELECT 'a'\n'b\\'", true, false, true, false],
+    ["SELECT U&'d\\0061t'", true, false, true, false],
+    ["SELECT E'a\\'b', e'\\\\'", true, true, true, false],
+    ['SELECT $$a\\$$, $q$\\$q$', true, true, true, false],
+    ['SELECT 1 /* \\ */ -- \\', true, true, true, false],
+    ["SELECT 'é'", false, true, true, false],
+    ['SELECT 1 -- é', false, true, true, false],
+    ['SELECT 1 AS "é"', false, true, false, false],
+    ['SELECT 1 AS é', false, true, false, false],
+    ["SELECT E'é\\\\' AS x", false, true, true, false],
+    ['SET standard_conforming_strings = on', true, true, true, true],
+    ['set STANDARD_CONFORMING_STRINGS to default; RESET client_encoding', true, true, true, true],
+    ["SET NAMES 'UTF8'", true, true, true, true],
+    ['RESET ALL', true, true, true, true],
+    ['DISCARD ALL', true, true, true, true],
+    ['SET standard_conforming_strings = on; SELECT 1', true, true, true, false],
+    ['SET search_path = public', true, true, true, false],
+    ['DISCARD PLANS', true, true, true, false],
+  ])('%j', (sql, ascii, scsNeutral, asciiNames, restoresSettings) => {
+    expect(facts(sql)).toEqual({ ascii, scsNeutral, asciiNames, restoresSettings });
+  });
+
+  it('a text that does not parse has no facts (the guard assumes the worst)', () => {
+    expect(facts("SELECT 'unterminated")).toBeUndefined();
+  });
+
+  it('texts sharing a cached numeric template keep their own facts', () => {
+    const cache = new DecisionCache(100);
+    const a = cache.judge('SET standard_conforming_strings = 1', ctx, policy, 'k');
+    const b = cache.judge('SET standard_conforming_strings = 0', ctx, policy, 'k');
+    expect(a.lexer?.restoresSettings).toBe(true);
+    expect(b.lexer?.restoresSettings).toBe(true);
+    const c = cache.judge('SELECT 1 FROM t WHERE id = 5', ctx, policy, 'k');
+    const d = cache.judge('SELECT 1 FROM t WHERE id = 6', ctx, policy, 'k');
+    expect(d.lexer).toEqual(c.lexer);
+    expect(d.lexer).toBeDefined();
+  });
+});
+
+describe('the session half', () => {
+  const neutral = { ascii: true, scsNeutral: true, asciiNames: true, restoresSettings: false };
+  const fix = { ...neutral, restoresSettings: true };
+  const backslash = { ...neutral, scsNeutral: false };
+  const nonAscii = { ...neutral, ascii: false };
+  const nonAsciiName = { ...neutral, ascii: false, asciiNames: false };
+  const session = (p: Record<string, string>, current = true) => ({
+    serverParams: new Map(
+      Object.entries({ standard_conforming_strings: 'on', client_encoding: 'UTF8', ...p }),
+    ),
+    serverParamsCurrent: current,
+  });
+
+  it.each([
+    ['known on, UTF8, settled: everything the parser read', neutral, {}, true, 'ok'],
+    ['backslash text, settled on', backslash, {}, true, 'ok'],
+    ['non-ASCII, settled UTF8', nonAsciiName, {}, true, 'ok'],
+    ['no facts (did not parse), settled', undefined, {}, true, 'ok'],
+    ['scs off', neutral, { standard_conforming_strings: 'off' }, true, 'standard_conforming_strings must'],
+    ['scs off, the fix', fix, { standard_conforming_strings: 'off' }, true, 'ok'],
+    [
+      'scs not reported',
+      neutral,
+      { standard_conforming_strings: '' },
+      true,
+      'standard_conforming_strings must',
+    ],
+    ['SJIS', neutral, { client_encoding: 'SJIS' }, true, 'client_encoding SJIS'],
+    ['SJIS, the fix', fix, { client_encoding: 'SJIS' }, true, 'ok'],
+    [
+      'SJIS, a fix with non-ASCII bytes',
+      { ...fix, ascii: false },
+      { client_encoding: 'SJIS' },
+      true,
+      'client_encoding SJIS',
+    ],
+    ['window: neutral', neutral, {}, false, 'ok'],
+    ['window: backslash', backslash, {}, false, 'an earlier'],
+    ['window: non-ASCII literal', nonAscii, {}, false, 'an earlier'],
+    ['window: no facts', undefined, {}, false, 'an earlier'],
+    ['window: host without the flag', neutral, {}, undefined, 'ok'],
+    ['LATIN1: non-ASCII literal', nonAscii, { client_encoding: 'LATIN1' }, true, 'ok'],
+    ['LATIN1: non-ASCII name', nonAsciiName, { client_encoding: 'LATIN1' }, true, 'names with'],
+    ['EUC_JP: non-ASCII name', nonAsciiName, { client_encoding: 'EUC_JP' }, true, 'names with'],
+  ])('%s', (_name, f, p, current, expected) => {
+    const params = Object.fromEntries(Object.entries(p).filter(([, v]) => v !== ''));
+    const s = session(params as Record<string, string>, current as boolean);
+    if ((p as Record<string, string>).standard_conforming_strings === '')
+      s.serverParams.delete('standard_conforming_strings');
+    if (current === undefined) delete (s as { serverParamsCurrent?: boolean }).serverParamsCurrent;
+    const got =
+      lexerRefusal(f as LexerFacts | undefined, s)?.message.replace(/^dbguard: (\S+ \S+).*/s, '$1') ?? 'ok';
+    expect(got).toBe(expected);
+  });
+
+  it('every unsafe encoding by its canonical name and its aliases; the safe ones pass', () => {
+    for (const e of UNSAFE_CLIENT_ENCODINGS) expect(unsafeClientEncoding(e)).toBe(true);
+    for (const e of [
+      'Shift_JIS',
+      'shiftjis',
+      'WIN932',
+      'ms_kanji',
+      'big5',
+      'WIN950',
+      'cp936',
+      'WIN949',
+      'WIN1361',
+      'gb18030',
+      'uhc',
+      'johab',
+    ])
+      expect(unsafeClientEncoding(e), e).toBe(true);
+    for (const e of [
+      'UTF8',
+      'LATIN1',
+      'EUC_JP',
+      'EUC_KR',
+      'EUC_CN',
+      'EUC_TW',
+      'WIN1252',
+      'SQL_ASCII',
+      'KOI8R',
+      'MULE_INTERNAL',
+    ])
+      expect(unsafeClientEncoding(e), e).toBe(false);
+  });
+});
