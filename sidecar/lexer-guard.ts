@@ -79,6 +79,9 @@ export function lexerRefusal(facts: LexerFacts | undefined, s: LexerSession): Le
   const f = facts ?? UNKNOWN_LEXER_FACTS;
   const encoding = s.serverParams.get('client_encoding') ?? 'UTF8';
   const scs = s.serverParams.get('standard_conforming_strings');
+  // The common case, per statement: nothing to look at further.
+  if (encoding === 'UTF8' && scs === 'on' && (s.serverParamsCurrent === true || (f.ascii && f.scsNeutral)))
+    return undefined;
   const recovery = f.restoresSettings && f.ascii && f.scsNeutral;
   if (unsafeClientEncoding(encoding) && !recovery) {
     return {

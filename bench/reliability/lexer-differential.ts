@@ -194,6 +194,8 @@ export interface Outcome {
 
 export interface DifferentialEnv {
   conn: RawConn;
+  /** a new connection through the proxy, after a case left `conn` in an unknown state */
+  reconnect(): Promise<RawConn>;
   policy: CompiledPolicy;
   /** relation name (`schema.table`) → OID */
   oids: Map<string, number>;
@@ -330,6 +332,34 @@ function compare(env: DifferentialEnv, text: string, answer: RawMessage[]): Outc
   if (i !== expected.length)
     throw new DifferentialMismatch(`the server ran ${i} statements; the proxy saw ${expected.length}`);
   return { kind: 'ran' };
+}
+
+/** Every combination for one text; a broken connection is replaced so the next case starts clean. */
+export async function runAllCombos(
+  env: DifferentialEnv,
+  pieces: readonly Piece[],
+  tally?: Map<string, number>,
+): Promise<void> {
+  for (const combo of COMBOS) {
+    let out: Outcome;
+    try {
+      out = await runCase(env, pieces, combo);
+    } catch (e) {
+      env.conn.close();
+      env.conn = await env.reconnect();
+      const Kind = e instanceof DifferentialMismatch ? DifferentialMismatch : Error;
+      throw new Kind(`${(e as Error).message}\n  under ${JSON.stringify(combo)}\n  text: ${show(pieces)}`);
+    }
+    if (tally) {
+      const k = `${combo.mode}/${combo.scs}/${out.kind}`;
+      tally.set(k, (tally.get(k) ?? 0) + 1);
+    }
+  }
+}
+
+/** The property `npm run fuzz` and the test check: every generated text, every combination. */
+export function propLexerDifferential(env: DifferentialEnv, schema: string, tally?: Map<string, number>) {
+  return fc.asyncProperty(arbText(schema), (pieces) => runAllCombos(env, pieces, tally));
 }
 
 /** SQL (as a superuser, database `app`) for the fuzz schema: two small tables any login may read. */

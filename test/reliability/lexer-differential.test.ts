@@ -13,16 +13,13 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
-  arbText,
-  COMBOS,
   type DifferentialEnv,
   DifferentialMismatch,
   differentialPolicyYaml,
   differentialSchemaSql,
-  type Outcome,
   type Piece,
-  runCase,
-  show,
+  propLexerDifferential,
+  runAllCombos,
 } from '../../bench/reliability/lexer-differential.js';
 import {
   compilePolicy,
@@ -64,6 +61,7 @@ beforeAll(async () => {
   );
   env = {
     conn: await connect(),
+    reconnect: connect,
     policy,
     oids: new Map(oids.rows.map((r) => [r.name as string, Number(r.oid)])),
     database: 'app',
@@ -76,25 +74,6 @@ afterAll(async () => {
   await gp?.close();
 });
 
-/** Every combination for one text; a broken connection is replaced so the next case starts clean. */
-async function allCombos(pieces: readonly Piece[], tally?: Map<string, number>): Promise<void> {
-  for (const combo of COMBOS) {
-    let out: Outcome;
-    try {
-      out = await runCase(env, pieces, combo);
-    } catch (e) {
-      env.conn.close();
-      env.conn = await connect();
-      const Kind = e instanceof DifferentialMismatch ? DifferentialMismatch : Error;
-      throw new Kind(`${(e as Error).message}\n  under ${JSON.stringify(combo)}\n  text: ${show(pieces)}`);
-    }
-    if (tally) {
-      const k = `${combo.mode}/${combo.scs}/${out.kind}`;
-      tally.set(k, (tally.get(k) ?? 0) + 1);
-    }
-  }
-}
-
 interface Regression {
   note: string;
   pieces: Piece[];
@@ -104,20 +83,20 @@ describe('the proxy reads every statement as the server does, or refuses it', ()
   const regressions = JSON.parse(fs.readFileSync(REGRESSIONS, 'utf8')) as Regression[];
 
   it.each(regressions.map((r) => [r.note, r.pieces] as const))('regression: %s', async (_note, pieces) => {
-    await allCombos(pieces);
+    await runAllCombos(env, pieces);
   });
 
   it(`generated statements for ${BUDGET_MS} ms, every combination of the settings`, async () => {
     const seed = Number(process.env.DBGUARD_FUZZ_SEED ?? Date.now() % 2 ** 31);
     const tally = new Map<string, number>();
-    const result = await fc.check(
-      fc.asyncProperty(arbText(SCHEMA), async (pieces) => {
-        await allCombos(pieces, tally);
-      }),
-      { seed, numRuns: 1_000_000, interruptAfterTimeLimit: BUDGET_MS, markInterruptAsFailure: false },
-    );
+    const result = await fc.check(propLexerDifferential(env, SCHEMA, tally), {
+      seed,
+      numRuns: 1_000_000,
+      interruptAfterTimeLimit: BUDGET_MS,
+      markInterruptAsFailure: false,
+    });
     if (result.failed) {
-      const pieces = result.counterexample?.[0] as Piece[] | undefined;
+      const pieces = (result.counterexample as [Piece[]] | null)?.[0];
       const mismatch = result.errorInstance instanceof DifferentialMismatch;
       if (pieces && mismatch) {
         // Kept as a regression case: replayed first by every later run.
