@@ -14,6 +14,7 @@ import type { CompiledPolicy } from '../../api/compiled.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { UNSAFE_CLIENT_ENCODINGS } from '../../sidecar/lexer-guard.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { adminQuery } from '../support/admin.js';
 import { cstring, errorFields, int16, int32, msg, RawConn, type RawMessage } from '../support/wire.js';
 
 const S = 'lexatk';
@@ -55,21 +56,7 @@ let sidecar: Sidecar;
 let dir: string;
 let auditFile: string;
 
-async function admin(sql: string): Promise<pg.QueryResult[] | pg.QueryResult> {
-  const c = new pg.Client({
-    host: server.host,
-    port: server.port,
-    user: 'postgres',
-    password: 'postgres',
-    database: 'app',
-  });
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+const admin = (sql: string) => adminQuery(server, sql);
 
 beforeAll(async () => {
   await admin(`
@@ -140,7 +127,7 @@ async function run(c: pg.Client, statements: string[]): Promise<{ seen: string; 
 const leaks = (text: string) => SECRETS.filter((s) => text.includes(s));
 
 async function tableExists(name: string): Promise<boolean> {
-  const r = (await admin(`SELECT to_regclass('${S}.${name}') IS NOT NULL AS e`)) as pg.QueryResult;
+  const r = await admin(`SELECT to_regclass('${S}.${name}') IS NOT NULL AS e`);
   return r.rows[0].e === true;
 }
 
@@ -241,6 +228,18 @@ describe('standard_conforming_strings', () => {
     expect(reset.errors[0]).toMatch(SCS_OFF);
     expect(reset.seen).toContain('"two":2');
     await c.end();
+  });
+
+  it('a start-up parameter standard_conforming_strings=off (not in options): refused, no leak', async () => {
+    const conn = await rawLogin({ standard_conforming_strings: 'off' });
+    conn.send(query(Buffer.from(ATTACK)));
+    conn.send(query(Buffer.from(DROP_ATTACK)));
+    const r = await readReady(conn, 2);
+    expect(leaks(r.text)).toEqual([]);
+    expect(r.errors).toHaveLength(2);
+    for (const e of r.errors) expect(e).toMatch(SCS_OFF);
+    conn.close();
+    expect(await tableExists('t')).toBe(true);
   });
 
   it('ALTER ROLE ... SET by the role itself, then reconnect; RESET back to the role default', async () => {
