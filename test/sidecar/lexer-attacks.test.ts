@@ -523,12 +523,18 @@ describe('the pipeline window: values the server has not reported yet', () => {
         parse(Buffer.from("SELECT E'a\\\\b', $$c\\d$$ /* \\ */")),
         bind(),
         execute(),
+        parse(Buffer.from(`SELECT ssn, email FROM ${S}.customers WHERE id = 7001`)),
+        bind(),
+        execute(),
         sync(),
       ]),
     );
     const r = await readReady(conn, 1);
     expect(r.errors).toEqual([]);
-    expect(r.all.filter((m) => m.type === 'C')).toHaveLength(2);
+    expect(r.all.filter((m) => m.type === 'C')).toHaveLength(3);
+    // the masking rewrite is ASCII without backslashes too: masked, inside the window
+    expect(leaks(r.text)).toEqual([]);
+    expect(r.text).toContain('****');
     conn.close();
   });
 });
