@@ -5,9 +5,10 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { DecisionCache, initParser, judge } from '../../policy/engine.js';
-import type { LexerFacts } from '../../policy/lexer-safety.js';
+import { catalogQuery, DecisionCache, initParser, judge, searchPathQuery } from '../../policy/engine.js';
+import { type LexerFacts, lexerFacts } from '../../policy/lexer-safety.js';
 import { loadPolicyFiles } from '../../policy/load.js';
+import { parseText, scanText } from '../../policy/parser.js';
 import { lexerRefusal, UNSAFE_CLIENT_ENCODINGS, unsafeClientEncoding } from '../../sidecar/lexer-guard.js';
 
 let policy: CompiledPolicy;
@@ -76,6 +77,15 @@ describe('lexer facts of a text', () => {
     const d = cache.judge('SELECT 1 FROM t WHERE id = 6', ctx, policy, 'k');
     expect(d.lexer).toEqual(c.lexer);
     expect(d.lexer).toBeDefined();
+  });
+});
+
+describe("the proxy's own queries", () => {
+  it('the catalog and search_path queries read the same under every setting (they run at safe points whatever the session set)', () => {
+    for (const sql of [catalogQuery(policy), searchPathQuery]) {
+      const f = lexerFacts(sql, scanText(sql), parseText(sql).statements);
+      expect(f).toMatchObject({ ascii: true, scsNeutral: true });
+    }
   });
 });
 
