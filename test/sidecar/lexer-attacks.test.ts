@@ -71,6 +71,7 @@ beforeAll(async () => {
     INSERT INTO ${S}.customers VALUES (7001, 'Ada', '${EMAIL}', '${SSN}');
     CREATE TABLE ${S}."kundé" (id int PRIMARY KEY, ssn text);
     INSERT INTO ${S}."kundé" VALUES (7001, '${SSN}');
+    CREATE VIEW ${S}."vüe" AS SELECT * FROM ${S}.customers;
     CREATE TABLE ${S}.t (x int);
     CREATE TABLE ${S}.log (x int);
     CREATE FUNCTION ${S}.flip() RETURNS trigger LANGUAGE plpgsql AS
@@ -418,6 +419,20 @@ describe('safe client encodings: byte for byte, names in ASCII', () => {
       conn.close();
     },
   );
+
+  // The catalog read at start-up decoded the view's name from EUC_JP bytes; in UTF8 the name is unknown to
+  // that snapshot, which makes the engine read the catalog again before it decides (refreshCatalog).
+  it('start in EUC_JP, then UTF8: a view of the masked table by its non-ASCII name is still refused', async () => {
+    const conn = await rawLogin({ client_encoding: 'EUC_JP' });
+    conn.send(query(Buffer.from("SET client_encoding = 'UTF8'")));
+    expect((await readReady(conn, 1)).errors).toEqual([]);
+    conn.send(query(Buffer.from(`SELECT ssn, email FROM ${S}."vüe" WHERE id = 7001`, 'utf8')));
+    const r = await readReady(conn, 1);
+    expect(leaks(r.text)).toEqual([]);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(/^42501 dbguard: cannot prove masked/);
+    conn.close();
+  });
 
   it('UTF8: non-ASCII names read as the server reads them; the masked table stays masked', async () => {
     const c = await client();
