@@ -97,6 +97,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await sidecar?.close();
   await admin(`ALTER ROLE lexrole RESET ALL`).catch(() => {});
+  // Its non-ASCII names would make a catalog read fail in client encodings that cannot hold them.
+  await admin(`DROP SCHEMA IF EXISTS ${S} CASCADE`).catch(() => {});
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
