@@ -72,6 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   env?.conn.close();
   await gp?.close();
+  await adminQuery(server, `DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
 });
 
 interface Regression {
