@@ -233,6 +233,17 @@ describe('standard_conforming_strings', () => {
     await c.end();
   });
 
+  it('SET off and the attack in one Query string: the server lexes the whole string first, under on, as the proxy did', async () => {
+    const c = await client();
+    const r = await run(c, [`SET standard_conforming_strings = off; ${ATTACK}`, ATTACK]);
+    expect(leaks(r.seen)).toEqual([]);
+    // The first string ran as the proxy read it: a one-column SELECT of a string constant.
+    expect(r.seen.split('\n')[0]).toContain(`a\\\\ , ssn, email FROM ${S}.customers WHERE id = 7001 -- `);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(SCS_OFF);
+    await c.end();
+  });
+
   it('a start-up parameter standard_conforming_strings=off (not in options): refused, no leak', async () => {
     const conn = await rawLogin({ standard_conforming_strings: 'off' });
     conn.send(query(Buffer.from(ATTACK)));
