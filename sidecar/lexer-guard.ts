@@ -6,11 +6,11 @@
  * after every change), never from reading SET statements, so SET, SET LOCAL, set_config(), RESET,
  * rollbacks, functions, start-up options and role or database defaults are all seen.
  *
- * Three cases refuse (SQLSTATE 42501, reason `lexer`):
+ * Three cases refuse (SQLSTATE 42501; the audit event is a deny naming no command or object):
  * - standard_conforming_strings is off (or unreported): the server reads `\` in plain strings as an
  *   escape and the proxy cannot (also its own masking rewrite assumes on);
  * - client_encoding is one whose multibyte characters can contain ASCII bytes (SJIS, SHIFT_JIS_2004,
- *   BIG5, GBK, UHC, GB18030, JOHAB): a trail byte 0x5c or 0x27 is a backslash or quote to the proxy;
+ *   BIG5, GBK, UHC, GB18030, JOHAB): a trail byte 0x5c (or another ASCII byte) is a backslash to the proxy;
  * - the values are not known yet: PostgreSQL (14 and later) reports a changed setting just before
  *   ReadyForQuery, so while an earlier message of the session is unanswered (a pipeline, several
  *   Query messages sent without waiting) any of them may have changed it. Then only a text that reads
