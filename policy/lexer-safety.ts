@@ -40,6 +40,11 @@ export interface LexerFacts {
    * or is `RESET ALL` / `DISCARD ALL`: what a session needs to get back to values the proxy reads
    */
   restoresSettings: boolean;
+  /**
+   * a statement sets standard_conforming_strings to a value other than on, or client_encoding to an
+   * encoding the proxy refuses (UNSAFE_CLIENT_ENCODINGS): the change is refused before it runs
+   */
+  breaksSettings: boolean;
 }
 
 /** Nothing known (a text that did not parse): every property is assumed false. */
@@ -48,7 +53,74 @@ export const UNKNOWN_LEXER_FACTS: LexerFacts = Object.freeze({
   scsNeutral: false,
   asciiNames: false,
   restoresSettings: false,
+  breaksSettings: false,
 });
+
+/**
+ * PostgreSQL's client-only encodings, by the canonical names ParameterStatus reports: their multibyte
+ * characters can contain ASCII bytes (a trail byte 0x5c is a backslash to any other reader).
+ */
+export const UNSAFE_CLIENT_ENCODINGS: ReadonlySet<string> = new Set([
+  'SJIS',
+  'SHIFT_JIS_2004',
+  'BIG5',
+  'GBK',
+  'UHC',
+  'GB18030',
+  'JOHAB',
+]);
+
+const canonical = (enc: string) => enc.toUpperCase().replace(/[^A-Z0-9]/g, '');
+/** With PostgreSQL's aliases for them (its encoding name table), compared without punctuation. */
+const UNSAFE_CANONICAL = new Set(
+  [
+    ...UNSAFE_CLIENT_ENCODINGS,
+    'SHIFTJIS',
+    'MSKANJI',
+    'WIN932',
+    'WIN950',
+    'WIN936',
+    'CP936',
+    'WIN949',
+    'WIN1361',
+  ].map(canonical),
+);
+
+/** Is this client_encoding value one the proxy refuses? Aliases count too (the server reports canonical names). */
+export function unsafeClientEncoding(enc: string): boolean {
+  return UNSAFE_CANONICAL.has(canonical(enc));
+}
+
+/** Is this client_encoding value UTF8 (or its alias UNICODE)? */
+export function utf8Encoding(enc: string): boolean {
+  const c = canonical(enc);
+  return c === 'UTF8' || c === 'UNICODE';
+}
+
+/** The values PostgreSQL's boolean parser reads as true (prefixes of true/yes, on, 1). */
+const ON = new Set(['t', 'tr', 'tru', 'true', 'y', 'ye', 'yes', 'on', '1']);
+
+function constantText(arg: any): string | undefined {
+  const c = arg?.A_Const;
+  if (!c) return undefined;
+  if (c.sval) return String(c.sval.sval ?? '');
+  if (c.ival) return String(c.ival.ival ?? 0);
+  if (c.boolval) return c.boolval.boolval ? 'true' : 'false';
+  return undefined;
+}
+
+/** A `SET` that makes the session's values ones the proxy refuses, told from the text alone. */
+function breaksSetting(stmt: Record<string, any>): boolean {
+  const set = stmt.VariableSetStmt;
+  if (set?.kind !== 'VAR_SET_VALUE' || typeof set.name !== 'string') return false;
+  const name = set.name.toLowerCase();
+  const values = (set.args ?? []).map(constantText);
+  if (name === 'standard_conforming_strings')
+    return values.some((v: string | undefined) => v === undefined || !ON.has(v.trim().toLowerCase()));
+  if (name === 'client_encoding')
+    return values.some((v: string | undefined) => v !== undefined && unsafeClientEncoding(v));
+  return false;
+}
 
 const LEXER_SETTINGS = new Set(['standard_conforming_strings', 'client_encoding']);
 
@@ -84,10 +156,12 @@ export function lexerFacts(
   const ascii = !NON_ASCII.test(sql);
   const backslash = sql.includes('\\');
   const restoresSettings = statements.length > 0 && statements.every((s) => restoresSetting(s.stmt));
-  if (!backslash && ascii) return { ascii, scsNeutral: true, asciiNames: true, restoresSettings };
+  const breaksSettings = statements.some((s) => breaksSetting(s.stmt));
+  if (!backslash && ascii)
+    return { ascii, scsNeutral: true, asciiNames: true, restoresSettings, breaksSettings };
   if (!tokens || tokens.length === 0) {
     // No scan: judge by the raw characters alone (stricter, never wrong).
-    return { ascii, scsNeutral: !backslash, asciiNames: ascii, restoresSettings };
+    return { ascii, scsNeutral: !backslash, asciiNames: ascii, restoresSettings, breaksSettings };
   }
   const bytes = Buffer.from(sql, 'utf8');
   let scsNeutral = true;
@@ -114,7 +188,7 @@ export function lexerFacts(
     for (const b of bytes) if (b === 0x5c) all++;
     if (inTokens < all) scsNeutral = false;
   }
-  return { ascii, scsNeutral, asciiNames, restoresSettings };
+  return { ascii, scsNeutral, asciiNames, restoresSettings, breaksSettings };
 }
 
 /** Both texts' facts at once (a masking rewrite's output must read the same as well). */
@@ -124,5 +198,6 @@ export function combineLexerFacts(a: LexerFacts, b: LexerFacts): LexerFacts {
     scsNeutral: a.scsNeutral && b.scsNeutral,
     asciiNames: a.asciiNames && b.asciiNames,
     restoresSettings: a.restoresSettings,
+    breaksSettings: a.breaksSettings,
   };
 }

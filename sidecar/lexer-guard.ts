@@ -6,7 +6,9 @@
  * after every change), never from reading SET statements, so SET, SET LOCAL, set_config(), RESET,
  * rollbacks, functions, start-up options and role or database defaults are all seen.
  *
- * Three cases refuse (SQLSTATE 42501; the audit event is a deny naming no command or object):
+ * A SET that the text shows would make the values ones the proxy refuses is refused before it runs
+ * (LexerFacts.breaksSettings). Then three cases refuse (SQLSTATE 42501; the audit event is a deny
+ * naming no command or object):
  * - standard_conforming_strings is off (or unreported): the server reads `\` in plain strings as an
  *   escape and the proxy cannot (also its own masking rewrite assumes on);
  * - client_encoding is one whose multibyte characters can contain ASCII bytes (SJIS, SHIFT_JIS_2004,
@@ -22,19 +24,15 @@
  * as latin1, so a non-ASCII identifier would not be compared with the catalog's and the policy's
  * names as the server compares them; such a text is refused.
  */
-import type { LexerFacts } from '../policy/lexer-safety.js';
-import { UNKNOWN_LEXER_FACTS } from '../policy/lexer-safety.js';
+import {
+  type LexerFacts,
+  UNKNOWN_LEXER_FACTS,
+  UNSAFE_CLIENT_ENCODINGS,
+  unsafeClientEncoding,
+  utf8Encoding,
+} from '../policy/lexer-safety.js';
 
-/** Canonical names (as ParameterStatus reports them) of the client-only encodings PostgreSQL has. */
-export const UNSAFE_CLIENT_ENCODINGS: ReadonlySet<string> = new Set([
-  'SJIS',
-  'SHIFT_JIS_2004',
-  'BIG5',
-  'GBK',
-  'UHC',
-  'GB18030',
-  'JOHAB',
-]);
+export { UNSAFE_CLIENT_ENCODINGS, unsafeClientEncoding };
 
 /** The session facts the guard needs (a SessionHandle has them). */
 export interface LexerSession {
@@ -48,27 +46,6 @@ export interface LexerRefusal {
   message: string;
 }
 
-const canonical = (enc: string) => enc.toUpperCase().replace(/[^A-Z0-9]/g, '');
-/** With PostgreSQL's aliases for them (its encoding name table), compared without punctuation. */
-const UNSAFE_CANONICAL = new Set(
-  [
-    ...UNSAFE_CLIENT_ENCODINGS,
-    'SHIFTJIS',
-    'MSKANJI',
-    'WIN932',
-    'WIN950',
-    'WIN936',
-    'CP936',
-    'WIN949',
-    'WIN1361',
-  ].map(canonical),
-);
-
-/** Is this client_encoding value one the proxy refuses? Aliases count too (the server reports canonical names). */
-export function unsafeClientEncoding(enc: string): boolean {
-  return UNSAFE_CANONICAL.has(canonical(enc));
-}
-
 const FIX_SCS =
   "SET standard_conforming_strings = on (and remove 'off' from the role's, database's or connection's settings)";
 const FIX_ENC =
@@ -80,8 +57,22 @@ export function lexerRefusal(facts: LexerFacts | undefined, s: LexerSession): Le
   const encoding = s.serverParams.get('client_encoding') ?? 'UTF8';
   const scs = s.serverParams.get('standard_conforming_strings');
   // The common case, per statement: nothing to look at further.
-  if (encoding === 'UTF8' && scs === 'on' && (s.serverParamsCurrent === true || (f.ascii && f.scsNeutral)))
+  if (
+    encoding === 'UTF8' &&
+    scs === 'on' &&
+    !f.breaksSettings &&
+    (s.serverParamsCurrent === true || (f.ascii && f.scsNeutral))
+  )
     return undefined;
+  if (f.breaksSettings) {
+    // Told in advance from the text; other routes (set_config, functions, defaults) are caught by the
+    // server's report afterwards.
+    return {
+      message:
+        'dbguard: this statement would set standard_conforming_strings off or client_encoding to an encoding whose characters can contain ASCII bytes; the proxy could then not read statements as the server does, so it is refused.' +
+        ` Keep standard_conforming_strings on and client_encoding UTF8 (or another encoding PostgreSQL accepts for a server).`,
+    };
+  }
   const recovery = f.restoresSettings && f.ascii && f.scsNeutral;
   if (unsafeClientEncoding(encoding) && !recovery) {
     return {
@@ -104,7 +95,7 @@ export function lexerRefusal(facts: LexerFacts | undefined, s: LexerSession): Le
         " To fix it: wait for the earlier statements' results (send Sync and read to ReadyForQuery) before sending this one, or write the backslash in an E'' string.",
     };
   }
-  if (canonical(encoding) !== 'UTF8' && canonical(encoding) !== 'UNICODE' && !f.asciiNames) {
+  if (!utf8Encoding(encoding) && !f.asciiNames) {
     return {
       message:
         `dbguard: names with non-ASCII characters need client_encoding UTF8 (it is ${encoding}); the proxy could not compare them with the policy's and the catalog's names as the server does.` +

@@ -178,8 +178,9 @@ export function arbText(schema: string): fc.Arbitrary<Piece[]> {
 
 const query = (b: Buffer) => msg('Q', Buffer.concat([b, Buffer.from([0])]));
 
+// set_config, not SET: a SET to a value the proxy refuses is refused before it runs.
 const settingsText = (c: Combo) =>
-  `SET standard_conforming_strings = ${c.scs}; SET client_encoding = '${c.encoding}'`;
+  `SELECT set_config('standard_conforming_strings', '${c.scs}', false), set_config('client_encoding', '${c.encoding}', false)`;
 const RESET = "SET standard_conforming_strings = on; SET client_encoding = 'UTF8'";
 
 /** The proxy's view and the server's differ (not a harness failure: a connection lost, a timeout). */

@@ -37,7 +37,7 @@ const facts = (sql: string): LexerFacts | undefined => judge(sql, ctx, policy).l
 
 describe('lexer facts of a text', () => {
   it.each([
-    // text, ascii, scsNeutral, asciiNames, restoresSettings
+    // text, ascii, scsNeutral, asciiNames, restoresSettings (breaksSettings: below)
     ['SELECT 1', true, true, true, false],
     ["SELECT 'a\\' || ' , ssn FROM t -- '", true, false, true, false],
     ["SELECT N'a\\'", true, false, true, false],
@@ -60,7 +60,30 @@ describe('lexer facts of a text', () => {
     ['SET search_path = public', true, true, true, false],
     ['DISCARD PLANS', true, true, true, false],
   ])('%j', (sql, ascii, scsNeutral, asciiNames, restoresSettings) => {
-    expect(facts(sql)).toEqual({ ascii, scsNeutral, asciiNames, restoresSettings });
+    expect(facts(sql)).toEqual({ ascii, scsNeutral, asciiNames, restoresSettings, breaksSettings: false });
+  });
+
+  it.each([
+    ['SET standard_conforming_strings = off', true],
+    ['SET standard_conforming_strings = false', true],
+    ['SET standard_conforming_strings = 0', true],
+    ["SET standard_conforming_strings TO 'of'", true],
+    ['SET LOCAL standard_conforming_strings = n', true],
+    ['SET standard_conforming_strings = on', false],
+    ['SET standard_conforming_strings = true', false],
+    ['SET standard_conforming_strings = 1', false],
+    ['SET standard_conforming_strings TO DEFAULT', false],
+    ['RESET standard_conforming_strings', false],
+    ["SET client_encoding = 'SJIS'", true],
+    ["SET client_encoding = 'shift_jis_2004'", true],
+    ["SET NAMES 'BIG5'", true],
+    ['SET client_encoding = gbk', true],
+    ["SET client_encoding = 'UTF8'", false],
+    ["SET NAMES 'LATIN1'", false],
+    ["SELECT set_config('standard_conforming_strings', 'off', false)", false],
+    ["SELECT 1; SET client_encoding = 'UHC'", true],
+  ])('%j breaks the settings: %s', (sql, breaks) => {
+    expect(facts(sql)?.breaksSettings).toBe(breaks);
   });
 
   it('a text that does not parse has no facts (the guard assumes the worst)', () => {
@@ -71,8 +94,8 @@ describe('lexer facts of a text', () => {
     const cache = new DecisionCache(100);
     const a = cache.judge('SET standard_conforming_strings = 1', ctx, policy, 'k');
     const b = cache.judge('SET standard_conforming_strings = 0', ctx, policy, 'k');
-    expect(a.lexer?.restoresSettings).toBe(true);
-    expect(b.lexer?.restoresSettings).toBe(true);
+    expect(a.lexer).toMatchObject({ restoresSettings: true, breaksSettings: false });
+    expect(b.lexer).toMatchObject({ restoresSettings: true, breaksSettings: true });
     const c = cache.judge('SELECT 1 FROM t WHERE id = 5', ctx, policy, 'k');
     const d = cache.judge('SELECT 1 FROM t WHERE id = 6', ctx, policy, 'k');
     expect(d.lexer).toEqual(c.lexer);
@@ -90,7 +113,14 @@ describe("the proxy's own queries", () => {
 });
 
 describe('the session half', () => {
-  const neutral = { ascii: true, scsNeutral: true, asciiNames: true, restoresSettings: false };
+  const neutral = {
+    ascii: true,
+    scsNeutral: true,
+    asciiNames: true,
+    restoresSettings: false,
+    breaksSettings: false,
+  };
+  const breaks = { ...neutral, restoresSettings: true, breaksSettings: true };
   const fix = { ...neutral, restoresSettings: true };
   const backslash = { ...neutral, scsNeutral: false };
   const nonAscii = { ...neutral, ascii: false };
@@ -104,6 +134,14 @@ describe('the session half', () => {
 
   it.each([
     ['known on, UTF8, settled: everything the parser read', neutral, {}, true, 'ok'],
+    ['a SET that breaks the settings, settled', breaks, {}, true, 'this statement'],
+    [
+      'a SET that breaks the settings, while off',
+      breaks,
+      { standard_conforming_strings: 'off' },
+      true,
+      'this statement',
+    ],
     ['backslash text, settled on', backslash, {}, true, 'ok'],
     ['non-ASCII, settled UTF8', nonAsciiName, {}, true, 'ok'],
     ['no facts (did not parse), settled', undefined, {}, true, 'ok'],

@@ -139,10 +139,42 @@ const DROP_ATTACK = `SELECT 'a\\' || ' ; DROP TABLE ${S}.t; -- '`;
 const SCS_OFF =
   /^42501 dbguard: standard_conforming_strings must be on \(it is off\).*To fix it: SET standard_conforming_strings = on/;
 
+const SCS_OFF_BY_FUNCTION = "SELECT set_config('standard_conforming_strings', 'off', false)";
+const BREAKS =
+  /^42501 dbguard: this statement would set standard_conforming_strings off or client_encoding to/;
+
 describe('standard_conforming_strings', () => {
-  it('the reproduction: SET off, then a string that ends elsewhere for the server: refused, no leak; SET on recovers', async () => {
+  it.each([
+    'SET standard_conforming_strings = off',
+    'SET SESSION standard_conforming_strings TO false',
+    'SET LOCAL standard_conforming_strings = 0',
+    "SET client_encoding = 'SJIS'",
+    "SET NAMES 'big5'",
+    "SELECT 1; SET client_encoding TO 'Shift_JIS'",
+  ])('%s: refused before it runs', async (sql) => {
+    const c = await client();
+    const r = await run(c, [sql, 'SHOW standard_conforming_strings', 'SHOW client_encoding']);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(BREAKS);
+    expect(r.seen).toContain('"standard_conforming_strings":"on"');
+    expect(r.seen).toContain('"client_encoding":"UTF8"');
+    await c.end();
+  });
+
+  it('the reproduction: SET off is refused before it runs; the attack then reads as one string, as the proxy read it', async () => {
     const c = await client();
     const r = await run(c, ['SET standard_conforming_strings = off', ATTACK, DROP_ATTACK]);
+    expect(leaks(r.seen)).toEqual([]);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(BREAKS);
+    expect(r.seen).toContain(`a\\\\ , ssn, email FROM ${S}.customers WHERE id = 7001 -- `);
+    expect(await tableExists('t')).toBe(true);
+    await c.end();
+  });
+
+  it('the reproduction by set_config (not told in advance): every statement refused, no leak; SET on recovers', async () => {
+    const c = await client();
+    const r = await run(c, [SCS_OFF_BY_FUNCTION, ATTACK, DROP_ATTACK]);
     expect(leaks(r.seen)).toEqual([]);
     expect(r.errors).toHaveLength(2);
     for (const e of r.errors) expect(e).toMatch(SCS_OFF);
@@ -160,7 +192,7 @@ describe('standard_conforming_strings', () => {
 
   it('the refused statement leaves one deny audit event with the 42501 it was refused with', async () => {
     const c = await client({ application_name: 'lexer-audit' });
-    await run(c, ['SET standard_conforming_strings = off', DROP_ATTACK]);
+    await run(c, [SCS_OFF_BY_FUNCTION, DROP_ATTACK]);
     await c.end();
     await new Promise((r) => setTimeout(r, 200));
     const events = fs
@@ -179,7 +211,12 @@ describe('standard_conforming_strings', () => {
 
   // Each attack in a session of its own: inside a transaction block the first refusal aborts it.
   it.each([
-    ['SET LOCAL inside a transaction', 'lexuser', ['BEGIN', 'SET LOCAL standard_conforming_strings = off']],
+    // SET LOCAL itself is refused before it runs (above); set_config(..., true) is the same change, unseen.
+    [
+      'set_config local (SET LOCAL) inside a transaction',
+      'lexuser',
+      ['BEGIN', "SELECT set_config('standard_conforming_strings', 'off', true)"],
+    ],
     [
       'set_config inside a SELECT',
       'lexuser',
@@ -195,7 +232,7 @@ describe('standard_conforming_strings', () => {
       'savepoint rollback restores off',
       'lexuser',
       [
-        'SET standard_conforming_strings = off; BEGIN; SAVEPOINT a; SET standard_conforming_strings = on',
+        `${SCS_OFF_BY_FUNCTION}; BEGIN; SAVEPOINT a; SET standard_conforming_strings = on`,
         'ROLLBACK TO SAVEPOINT a',
       ],
     ],
@@ -233,9 +270,9 @@ describe('standard_conforming_strings', () => {
     await c.end();
   });
 
-  it('SET off and the attack in one Query string: the server lexes the whole string first, under on, as the proxy did', async () => {
+  it('set_config off and the attack in one Query string: the server lexes the whole string first, under on, as the proxy did', async () => {
     const c = await client();
-    const r = await run(c, [`SET standard_conforming_strings = off; ${ATTACK}`, ATTACK]);
+    const r = await run(c, [`${SCS_OFF_BY_FUNCTION}; ${ATTACK}`, ATTACK]);
     expect(leaks(r.seen)).toEqual([]);
     // The first string ran as the proxy read it: a one-column SELECT of a string constant.
     expect(r.seen.split('\n')[0]).toContain(`a\\\\ , ssn, email FROM ${S}.customers WHERE id = 7001 -- `);
@@ -362,10 +399,15 @@ describe('client encodings whose characters can hold ASCII bytes', () => {
       if (enc === 'UHC' || enc === 'JOHAB') expect(d.errors).toHaveLength(1);
       else expect(leaks(d.text)).toEqual([SSN, EMAIL]);
 
-      for (const how of ['startup', 'SET NAMES']) {
+      for (const how of ['startup', 'set_config']) {
         const conn = await rawLogin(how === 'startup' ? { client_encoding: enc } : {});
         if (how !== 'startup') {
+          // SET NAMES is refused before it runs; set_config is seen only in the server's report.
           conn.send(query(Buffer.from(`SET NAMES '${enc}'`)));
+          const refused = await readReady(conn, 1);
+          expect(refused.errors).toHaveLength(1);
+          expect(refused.errors[0]).toMatch(BREAKS);
+          conn.send(query(Buffer.from(`SELECT set_config('client_encoding', '${enc}', false)`)));
           expect((await readReady(conn, 1)).errors).toEqual([]);
         }
         conn.send(query(encodingAttack(lead)));
@@ -464,7 +506,7 @@ describe('the pipeline window: values the server has not reported yet', () => {
     const conn = await rawLogin();
     conn.send(
       Buffer.concat([
-        parse(Buffer.from('SET standard_conforming_strings = off')),
+        parse(Buffer.from(SCS_OFF_BY_FUNCTION)),
         bind(),
         execute(),
         parse(Buffer.from(ATTACK)),
@@ -486,18 +528,11 @@ describe('the pipeline window: values the server has not reported yet', () => {
 
   it('Execute then Flush (no Sync): the SET completed but is not reported until Sync; the next Parse is refused', async () => {
     const conn = await rawLogin();
-    conn.send(
-      Buffer.concat([
-        parse(Buffer.from('SET standard_conforming_strings = off')),
-        bind(),
-        execute(),
-        msg('H'),
-      ]),
-    );
-    // ParseComplete, BindComplete, CommandComplete: every answer is in, yet no ReadyForQuery (no ParameterStatus).
+    conn.send(Buffer.concat([parse(Buffer.from(SCS_OFF_BY_FUNCTION)), bind(), execute(), msg('H')]));
+    // ParseComplete, BindComplete, DataRow, CommandComplete: every answer is in, yet no ReadyForQuery (no ParameterStatus).
     const first: RawMessage[] = [];
     while (!first.some((m) => m.type === 'C')) first.push((await conn.next())!);
-    expect(first.map((m) => m.type)).toEqual(['1', '2', 'C']);
+    expect(first.map((m) => m.type)).toEqual(['1', '2', 'D', 'C']);
     conn.send(Buffer.concat([parse(Buffer.from(ATTACK)), bind(), execute(), sync()]));
     const r = await readReady(conn, 1);
     expect(leaks(r.text)).toEqual([]);
@@ -531,9 +566,14 @@ describe('the pipeline window: values the server has not reported yet', () => {
     expect(await tableExists('t')).toBe(true);
   });
 
-  it('a pipelined SET NAMES then multibyte bytes: refused before the server reports the encoding', async () => {
+  it('a pipelined set_config of client_encoding then multibyte bytes: refused before the server reports the encoding', async () => {
     const conn = await rawLogin();
-    conn.send(Buffer.concat([query(Buffer.from("SET NAMES 'SJIS'")), query(encodingAttack(0x95))]));
+    conn.send(
+      Buffer.concat([
+        query(Buffer.from("SELECT set_config('client_encoding', 'SJIS', false)")),
+        query(encodingAttack(0x95)),
+      ]),
+    );
     const r = await readReady(conn, 2);
     expect(leaks(r.text)).toEqual([]);
     expect(r.errors).toHaveLength(1);
