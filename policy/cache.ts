@@ -190,6 +190,8 @@ function plainNumberTemplate(sql: string): string | undefined | null {
  */
 function templateReusable(d: Decision, sql: string): boolean {
   if (d.sql !== sql || d.statements.length === 0 || d.refreshCatalog || d.approval) return false;
+  // `SET standard_conforming_strings = 0` and `= 1` share a template but not a verdict (lexer-safety.ts).
+  if (d.lexer?.restoresSettings) return false;
   if (d.kind === 'allow') return true;
   if (d.kind === 'mask') return d.maskedColumns.length === 0;
   return d.kind === 'deny' && d.sqlstate === '42501';
@@ -314,5 +316,8 @@ function withText(d: Decision, sql: string): Decision {
     enforced: d.enforced,
     effects: d.effects,
     tags: d.tags,
+    // Texts of one template differ in numbers only: no quote, backslash or other character that
+    // changes any lexer fact (numericTemplate), so the facts carry over.
+    lexer: d.lexer,
   };
 }

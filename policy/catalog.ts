@@ -108,7 +108,7 @@ rel AS (
   SELECT c.oid, n.nspname::text AS nsp, c.relname::text AS name, c.relkind::text AS kind
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S', 'i', 'I')
-    AND (n.nspname NOT LIKE 'pg\\_%' OR n.nspname = 'pg_catalog' OR n.oid = pg_catalog.pg_my_temp_schema())
+    AND (NOT pg_catalog.starts_with(n.nspname, 'pg_') OR n.nspname = 'pg_catalog' OR n.oid = pg_catalog.pg_my_temp_schema())
     AND NOT (n.nspname IN ('pg_catalog', 'information_schema') AND c.relkind IN ('i', 'I', 'S')))
 SELECT 'path', s::text, o::text, NULL, NULL, NULL, NULL, NULL
   FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS u(s, o)
@@ -116,7 +116,7 @@ UNION ALL SELECT 'user', current_user::text, NULL, NULL, NULL, NULL, NULL, NULL
 UNION ALL SELECT 'temp', nspname::text, NULL, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_namespace WHERE oid = pg_catalog.pg_my_temp_schema()
 UNION ALL SELECT 'schema', nspname::text, NULL, NULL, NULL, NULL, NULL, NULL FROM pg_catalog.pg_namespace
-  WHERE nspname NOT LIKE 'pg\\_%' OR nspname = 'pg_catalog' OR oid = pg_catalog.pg_my_temp_schema()
+  WHERE NOT pg_catalog.starts_with(nspname, 'pg_') OR nspname = 'pg_catalog' OR oid = pg_catalog.pg_my_temp_schema()
 UNION ALL SELECT 'rel', nsp, name, kind, NULL, NULL, NULL, NULL FROM rel
 UNION ALL SELECT 'col', n.nspname::text, c.relname::text, a.attname::text,
     pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum::text,

@@ -3,6 +3,7 @@
  * Parse). Pure data: the sidecar turns it into protocol messages, audit events and metrics.
  */
 import type { CompiledRule } from '../api/compiled.js';
+import type { LexerFacts } from './lexer-safety.js';
 
 export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
 
@@ -59,4 +60,9 @@ export interface Decision {
    * table the policy names but the snapshot lacks): re-read the catalog and judge once more.
    */
   refreshCatalog?: boolean;
+  /**
+   * how the text (and its rewrite) would read under other lexer settings; absent when it did not
+   * parse. The sidecar checks it against the session's settings (sidecar/lexer-guard.ts).
+   */
+  lexer?: LexerFacts;
 }

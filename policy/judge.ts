@@ -8,6 +8,7 @@ import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
 import { analyzeStatement, type RelRef, type StatementAnalysis } from './analyze.js';
 import { qdisplay } from './ast.js';
 import type { Decision, SessionEffect, StatementInfo } from './decision.js';
+import { combineLexerFacts, lexerFacts } from './lexer-safety.js';
 import {
   fingerprintStatement,
   normalizeStatement,
@@ -80,6 +81,14 @@ function unparseable(sql: string, why: string, enforced: boolean): Decision {
     enforced,
     effects: [],
   };
+}
+
+function safeScan(sql: string): ScanToken[] | undefined {
+  try {
+    return scanText(sql);
+  } catch {
+    return undefined;
+  }
 }
 
 export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy): Decision {
@@ -201,7 +210,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   const statements = states.map((s) => s.info);
   const effects = states.flatMap((s) => s.effects);
   const tags = sqlcommenterTags(tokenList);
-  const base = { statements, enforced, effects, ...(tags ? { tags } : {}) };
+  const lexer = lexerFacts(sql, tokenList, parsed.statements);
+  const base = { statements, enforced, effects, lexer, ...(tags ? { tags } : {}) };
 
   // rules: per statement, first match wins; across statements the most restrictive outcome
   let denied: { rule?: CompiledRule } | undefined;
@@ -294,6 +304,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   }
 
   const sqlOut = enforced ? outSql : sql;
+  // The rewrite is what the server reads: it must read the same under other settings as well.
+  if (sqlOut !== sql) base.lexer = combineLexerFacts(lexer, lexerFacts(sqlOut, safeScan(sqlOut), []));
   if (approval) {
     return {
       ...base,

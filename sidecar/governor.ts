@@ -49,6 +49,7 @@ import type {
   Verdict,
 } from './decision-point.js';
 import { HashKeyWarning } from './hash-key-warning.js';
+import { lexerRefusal } from './lexer-guard.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export interface GovernorOptions {
@@ -124,6 +125,28 @@ function preparesOrDeclares(d: Decision): boolean {
 
 function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pending' {
   return d.kind === 'approval' ? 'approval_pending' : d.kind;
+}
+
+/**
+ * The decision, or a refusal when the server would not read the text as the engine did: its lexer
+ * settings are ones the parser cannot honour, or unknown (a pipeline) and the text reads differently
+ * under another value. The text's part comes cached with the decision; the session's part is checked
+ * here, per statement, outside the cache. See sidecar/lexer-guard.ts.
+ */
+function lexerChecked(sql: string, s: SessionHandle, d: Decision): Decision {
+  const refusal = lexerRefusal(d.lexer, s);
+  if (!refusal) return d;
+  return {
+    kind: 'deny',
+    message: refusal.message,
+    sqlstate: '42501',
+    // What the server would run is not known: the audit names no command or object it cannot vouch for.
+    statements: [],
+    sql,
+    maskedColumns: [],
+    enforced: d.enforced,
+    effects: [],
+  };
 }
 
 export class Governor implements DecisionPoint {
@@ -301,7 +324,7 @@ export class Governor implements DecisionPoint {
     const st = stateOf(s);
     const p = this.opts.policy();
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
-      const d = this.decideOrRefuse(sql, s, st, p);
+      const d = lexerChecked(sql, s, this.decideOrRefuse(sql, s, st, p));
       const needsWait =
         (d.refreshCatalog && d.kind === 'deny') ||
         (d.enforced && d.kind === 'approval' && this.opts.approvals);
@@ -370,6 +393,7 @@ export class Governor implements DecisionPoint {
         /* keep the deny */
       }
     }
+    d = lexerChecked(sql, s, d);
     if (!(d.enforced && d.kind === 'approval' && this.opts.approvals)) return this.settle(sql, s, st, d, via);
     const inflight: Inflight | undefined =
       via === 'query' ? { sql, decision: d, index: 0, started: Date.now() } : undefined;

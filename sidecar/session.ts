@@ -235,6 +235,8 @@ export class Session implements SessionHandle {
   /** a streamed backend message is partly forwarded: a notice must wait for its end */
   private midBackendMessage = false;
   private heldNotices: Buffer[] = [];
+  /** a client message went upstream after the last ReadyForQuery: a changed setting may not be reported yet */
+  private paramsUnreported = false;
 
   constructor(init: SessionInit) {
     this.init = init;
@@ -386,6 +388,15 @@ export class Session implements SessionHandle {
     }
     this.clOut.push(b);
     if (!this.beBusy) this.flushClient();
+  }
+
+  /**
+   * SessionHandle.serverParamsCurrent: nothing forwarded since the last ReadyForQuery. An empty FIFO
+   * alone is not enough: an Execute answered by CommandComplete (after Flush, no Sync) may have changed
+   * a setting the server reports only at the next ReadyForQuery.
+   */
+  get serverParamsCurrent(): boolean {
+    return !this.paramsUnreported && this.fifo.length === 0 && this.internalRunning === null;
   }
 
   get idle(): boolean {
@@ -749,6 +760,8 @@ export class Session implements SessionHandle {
     this.upOut.push(bytes);
     this.safePoint = false;
     if (!pending) return;
+    // Flush, Describe and Close run nothing: they cannot change a setting.
+    if (pending.kind !== 'D' && pending.kind !== 'C') this.paramsUnreported = true;
     if (this.discardTillSync) {
       // The server ignores this message (an earlier one failed): it will not be answered.
       if (pending.kind !== 'S') return;
@@ -1004,6 +1017,8 @@ export class Session implements SessionHandle {
     let head = this.fifo.shift();
     while (head && !endsAtReadyForQuery(head)) head = this.fifo.shift();
     this.txStatus = status;
+    // Every setting changed so far was reported before this ReadyForQuery, unless more is in flight.
+    if (this.fifo.length === 0) this.paramsUnreported = false;
     if (status === 'I') this.portals.clear();
     if (head?.kind === 'internal') {
       this.finishInternal(head.job);
