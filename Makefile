@@ -17,13 +17,14 @@ typecheck: deps
 lint: deps
 	npm run lint
 
-# Installs PostgreSQL when missing, builds, checks types and style, then runs every test.
+# Installs PostgreSQL when missing, builds, checks types and style, then runs every test; a test that was
+# skipped or a test file with no test fails the run (test/support/every-test-ran.ts).
 test: deps
 	bash hack/ensure-test-deps.sh
 	npm run build
 	npm run typecheck
 	npm run lint
-	npm test
+	DBGUARD_REQUIRE_EVERY_TEST=1 npm test
 
 demo: build
 	node dist/cli/main.js demo
