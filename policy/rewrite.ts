@@ -17,14 +17,17 @@ import { classifyFunction, classifyOperator, type ResolvedRelation } from './res
 import type { Edit, Tokens } from './splice.js';
 import type { EffectiveMask } from './subjects.js';
 
-/** Catalog relations that expose column values through statistics. */
+/**
+ * Catalog relations that expose column values through statistics. `pg_statistic_ext` is not one: it
+ * holds the definitions of extended statistics (name, columns, kinds), which psql's `\d` reads; the
+ * values are in `pg_statistic_ext_data` and the `pg_stats_ext*` views.
+ */
 export const STATISTICS_RELATIONS = new Set([
   'pg_stats',
   'pg_stats_ext',
   'pg_stats_ext_exprs',
   'pg_statistic',
   'pg_statistic_ext_data',
-  'pg_statistic_ext',
   // Statement texts: other sessions' (literals of exempt users) and the rewritten texts of this one.
   'pg_stat_activity',
   'pg_stat_statements',
