@@ -3,6 +3,8 @@
  * Parse). Pure data: the sidecar turns it into protocol messages, audit events and metrics.
  */
 import type { CompiledRule } from '../api/compiled.js';
+import type { Exercise } from './exercises.js';
+import type { Uncovered } from './rule-verdict.js';
 
 export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
 
@@ -25,6 +27,11 @@ export interface StatementInfo {
    * EXPLAIN/PREPARE/DECLARE/COPY/CREATE TABLE AS bodies. Command patterns match these too.
    */
   innerCommands?: string[];
+  /**
+   * the (privilege, object) pairs the statement exercises (exercises.ts), with what views read under
+   * them: what rules match. Not part of the audit event.
+   */
+  exercises?: Exercise[];
 }
 
 /** How a statement changes session state the engine depends on. */
@@ -59,4 +66,6 @@ export interface Decision {
    * table the policy names but the snapshot lacks): re-read the catalog and judge once more.
    */
   refreshCatalog?: boolean;
+  /** a refusal by `defaultAction: Deny`: the pairs no Allow rule permits */
+  uncovered?: Uncovered[];
 }
