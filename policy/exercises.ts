@@ -104,7 +104,10 @@ function refersToTarget(n: unknown, target: { alias?: string; name: string }): b
     if (fields.length <= 1) return true; // `col`, or a whole-row `t`: may be the target's
     const parts = names(fields);
     const qualifier = parts[fields.length - 2];
-    return qualifier === target.alias || qualifier === target.name;
+    // PostgreSQL 18's RETURNING old.col / new.col read the target too
+    return (
+      qualifier === target.alias || qualifier === target.name || qualifier === 'old' || qualifier === 'new'
+    );
   }
   return Object.values(n as PgNode).some((v) => refersToTarget(v, target));
 }
@@ -119,6 +122,8 @@ export function targetPrivileges(type: string, b: PgNode): string[] {
     name: String(b.relation?.relname),
   };
   const reads = (...parts: unknown[]) => parts.some((p) => refersToTarget(p, target));
+  // PostgreSQL 18's grammar wraps RETURNING in a ReturningClause (OLD/NEW aliases); older in a list
+  const returning: unknown = b.returningClause?.exprs ?? b.returningList;
   const out = new Set<string>();
   switch (type) {
     case 'InsertStmt': {
@@ -126,7 +131,7 @@ export function targetPrivileges(type: string, b: PgNode): string[] {
       const oc = b.onConflictClause as PgNode | undefined;
       if (oc?.action === 'ONCONFLICT_UPDATE') out.add('UPDATE');
       // the conflict target's columns are read to find the arbiter index
-      if (oc?.infer || reads(b.returningList, oc?.targetList, oc?.whereClause)) out.add('SELECT');
+      if (oc?.infer || reads(returning, oc?.targetList, oc?.whereClause)) out.add('SELECT');
       break;
     }
     case 'UpdateStmt':
@@ -134,7 +139,7 @@ export function targetPrivileges(type: string, b: PgNode): string[] {
       if (
         reads(
           b.whereClause,
-          b.returningList,
+          returning,
           (b.targetList ?? []).map((t: PgNode) => unwrap(t)?.[1]?.val),
         )
       )
@@ -142,10 +147,10 @@ export function targetPrivileges(type: string, b: PgNode): string[] {
       break;
     case 'DeleteStmt':
       out.add('DELETE');
-      if (reads(b.whereClause, b.returningList)) out.add('SELECT');
+      if (reads(b.whereClause, returning)) out.add('SELECT');
       break;
     case 'MergeStmt': {
-      let read = reads(b.joinCondition, b.returningList);
+      let read = reads(b.joinCondition, returning);
       for (const w of b.mergeWhenClauses ?? []) {
         const c = unwrap(w)?.[1];
         if (!c) continue;
