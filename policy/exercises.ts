@@ -265,3 +265,8 @@ export function flattenExercises(
   }
   return out;
 }
+
+/** Does any pair rest on relations the snapshot could not see into? */
+export function hasHiddenExercises(list: Exercise[]): boolean {
+  return list.some((e) => e.hidden || (e.via ? hasHiddenExercises(e.via) : false));
+}
