@@ -183,6 +183,11 @@ export class Governor implements DecisionPoint {
       st.catalog = this.snapshots.intern(p.version, parseCatalog(r.rows));
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
+      // a temporary schema made since the search_path was read (CREATE TEMP ...) is searched first: take
+      // the path the snapshot query read with it, or unqualified names would miss temporary views
+      const temp = st.catalog.tempSchema;
+      if (temp && !st.searchPath.includes(temp) && st.catalog.searchPath.includes(temp))
+        st.searchPath = st.catalog.searchPath;
     }
   }
 
