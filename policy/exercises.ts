@@ -69,6 +69,8 @@ export class ViewGraph {
   readsOf(r: ResolvedRelation): ResolvedRelation[] | 'hidden' {
     const local = this.inText.get(r.key);
     if (local) return local;
+    // system views are not expanded (the snapshot lists user views only), with or without a snapshot
+    if (r.schema === 'pg_catalog' || r.schema === 'information_schema') return [];
     if (!this.catalog || !r.known) return 'hidden';
     const under = this.catalog.viewReads.get(r.key);
     return under ? under.map((u) => this.relation(u.schema, u.name)) : [];

@@ -229,7 +229,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
 
   // rules: per statement, each (privilege, object) pair it exercises is decided by the first rule that
   // matches it (rule-verdict.ts); across statements the most restrictive outcome
-  let denied: { rule?: CompiledRule; uncovered: Uncovered[]; stale: boolean } | undefined;
+  let denied: { rule?: CompiledRule; uncovered: Uncovered[]; hidden: boolean } | undefined;
   let approval: CompiledRule | undefined;
   /** the first named rule that allowed a statement: the audit names it (absent when defaultAction did) */
   let allowedBy: string | undefined;
@@ -241,7 +241,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       ctx.identity,
     );
     if (v.action === 'Deny' && !denied)
-      denied = { rule: v.rule, uncovered: v.uncovered, stale: v.hiddenOnly && !!catalog };
+      denied = { rule: v.rule, uncovered: v.uncovered, hidden: v.hiddenOnly };
     if (v.action === 'RequireApproval' && !approval) approval = v.rule;
     if (v.allowedBy && !allowedBy) allowedBy = v.allowedBy.name;
   }
@@ -251,16 +251,20 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     const why = denied.uncovered.some((u) => u.object !== null || u.opaque)
       ? `${DEFAULT_DENY_MESSAGE}: no rule allows ${describeUncovered(denied.uncovered)}`
       : undefined;
+    // the rule matched only what a relation might hide: say so rather than claim the rule's reason
+    const hidden = denied.hidden
+      ? `${DEFAULT_DENY_MESSAGE}: ${catalog ? 'a relation the catalog snapshot does not know' : 'without a catalog snapshot a relation'} may be a view over what this rule denies`
+      : undefined;
     return {
       ...base,
       kind: 'deny',
       ...(denied.rule ? { rule: denied.rule.name } : {}),
-      message: denyMessage(denied.rule?.message ?? why, name),
+      message: denyMessage(hidden ?? denied.rule?.message ?? why, name),
       sqlstate: '42501',
       sql,
       maskedColumns: [],
       ...(denied.uncovered.length ? { uncovered: denied.uncovered } : {}),
-      ...(denied.stale ? { refreshCatalog: true } : {}),
+      ...(denied.hidden && catalog ? { refreshCatalog: true } : {}),
     };
   }
 

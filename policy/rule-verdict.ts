@@ -110,7 +110,10 @@ export function statementVerdict(
   for (const e of exercises) visit(e, undefined, false);
 
   const base = { ...(allowed ? { allowedBy: allowed.rule } : {}), uncovered: [] as Uncovered[] };
-  if (deny) return { ...base, action: 'Deny', rule: deny.rule, hiddenOnly: !seenDeny && !uncovered.length };
+  // a definite reason (a pair a Deny rule names, or pairs nothing allows) is reported before a
+  // Deny that matched only what an unknown relation might hide
+  if (deny && (seenDeny || !uncovered.length))
+    return { ...base, action: 'Deny', rule: deny.rule, hiddenOnly: !seenDeny };
   if (uncovered.length) return { ...base, action: 'Deny', uncovered, hiddenOnly: false };
   if (approval) return { ...base, action: 'RequireApproval', rule: approval.rule, hiddenOnly: false };
   return { ...base, action: 'Allow', hiddenOnly: false };
