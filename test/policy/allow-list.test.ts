@@ -120,10 +120,16 @@ let suUrl: string;
 const roles = new Map<string, string>();
 const roleOf = (p: string, r: string) => roles.get(`${p} ${r}`)!;
 
-function judged(sql: string, p: CompiledPolicy, cat: CatalogSnapshot | undefined = catalog): Decision {
+/** `cat` null: no catalog snapshot at all. */
+function judged(sql: string, p: CompiledPolicy, cat: CatalogSnapshot | null = catalog): Decision {
   return judge(
     sql,
-    { identity: who, database: DB, searchPath: cat?.searchPath ?? ['pg_catalog', 'public'], catalog: cat },
+    {
+      identity: who,
+      database: DB,
+      searchPath: cat?.searchPath ?? ['pg_catalog', 'public'],
+      ...(cat ? { catalog: cat } : {}),
+    },
     { ...p, functionsAllow: ['public.order_total'] },
   );
 }
@@ -452,15 +458,18 @@ describe('views are not a way around a rule', () => {
   });
 
   test('without a catalog snapshot a relation may be a view over anything: refused for object rules', () => {
-    expect(judged('select * from customer_contacts', noCustomers, undefined)).toMatchObject({
+    expect(judged('select * from customer_contacts', noCustomers, null)).toMatchObject({
       kind: 'deny',
       rule: 'no-customers',
       message:
         'dbguard: statement denied by policy: without a catalog snapshot a relation may be a view over what this rule denies (rule no-customers)',
     });
+    expect(judged('select * from orders', noCustomers, null).kind).toBe('deny');
+    // an Allow rule naming the relation covers whatever it reads: no snapshot needed
+    expect(judged('select * from orders', ordersReaders, null)).toMatchObject({ kind: 'allow', rule: 'orders-readers' });
     // system catalogs are not views over user tables
-    expect(judged('select * from pg_catalog.pg_class', noCustomers, undefined).kind).toBe('allow');
-    expect(judged('select 1', noCustomers, undefined).kind).toBe('allow');
+    expect(judged('select * from pg_catalog.pg_class', noCustomers, null).kind).toBe('allow');
+    expect(judged('select 1', noCustomers, null).kind).toBe('allow');
     // with the snapshot, that relation is seen for what it is
     expect(judged('select * from orders', noCustomers).kind).toBe('allow');
   });
