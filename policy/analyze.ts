@@ -7,6 +7,7 @@
 import { boolConst, loc, names, type PgNode, stringConst, unwrap } from './ast.js';
 import { commandTag } from './command-tag.js';
 import type { SessionEffect } from './decision.js';
+import { unboundedWrite } from './unbounded-write.js';
 
 /**
  * How a statement uses a relation. `read`: a FROM item (its rows are read); `target`: the relation an
@@ -268,7 +269,7 @@ class Walker {
     if (nested) this.a.innerCommands.push(commandTag(type, b));
     this.a.dmls.push({ type, node: b });
     if (b.relation) this.rangeVar(b.relation, 'target', ctx, { dml: { type, node: b } });
-    if ((type === 'UpdateStmt' || type === 'DeleteStmt') && !b.whereClause) this.a.withoutWhere = true;
+    if (unboundedWrite(type, b)) this.a.withoutWhere = true;
     switch (type) {
       case 'InsertStmt':
         if (b.selectStmt) this.visit(b.selectStmt, ctx);

@@ -97,7 +97,7 @@ export function relationExercise(
 }
 
 /** Does a column reference name a column of the target (unqualified, or qualified by its alias or name)? */
-function refersToTarget(n: unknown, target: { alias?: string; name: string }): boolean {
+export function refersToTarget(n: unknown, target: { alias?: string; name: string }): boolean {
   if (n === null || typeof n !== 'object') return false;
   if (Array.isArray(n)) return n.some((x) => refersToTarget(x, target));
   const u = unwrap(n);

@@ -466,7 +466,10 @@ describe('views are not a way around a rule', () => {
     });
     expect(judged('select * from orders', noCustomers, null).kind).toBe('deny');
     // an Allow rule naming the relation covers whatever it reads: no snapshot needed
-    expect(judged('select * from orders', ordersReaders, null)).toMatchObject({ kind: 'allow', rule: 'orders-readers' });
+    expect(judged('select * from orders', ordersReaders, null)).toMatchObject({
+      kind: 'allow',
+      rule: 'orders-readers',
+    });
     // system catalogs are not views over user tables
     expect(judged('select * from pg_catalog.pg_class', noCustomers, null).kind).toBe('allow');
     expect(judged('select 1', noCustomers, null).kind).toBe('allow');
