@@ -51,6 +51,11 @@ export interface CatalogSnapshot {
    * rule's dependencies); a read through a view exercises these too (rules, not masking)
    */
   viewReads: Map<string, { schema: string; name: string }[]>;
+  /**
+   * qkey(relation) → its non-SELECT rewrite rules (`CREATE RULE ... ON INSERT|UPDATE|DELETE ... DO
+   * ALSO|INSTEAD ...`): the event (INSERT, UPDATE, DELETE) and each relation the rule's actions name
+   */
+  ruleTargets: Map<string, { event: string; schema: string; name: string }[]>;
   /** inheritance/partition ancestors of masked tables: reading them (without ONLY) reads masked rows */
   ancestors: Set<string>;
   /** user-defined function/procedure/aggregate name → schemas defining one */
@@ -158,6 +163,16 @@ UNION ALL SELECT DISTINCT 'vrel', vn.nspname::text, v.relname::text, tn.nspname:
   JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
   WHERE r.ev_type = '1'
+UNION ALL SELECT DISTINCT 'rrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
+    CASE r.ev_type WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT' ELSE 'DELETE' END, NULL, NULL
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.oid >= 16384
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE r.ev_type IN ('2', '3', '4')
 UNION ALL SELECT 'server', pg_catalog.current_setting('server_version_num'), NULL, NULL, NULL, NULL, NULL, NULL
 UNION ALL SELECT 'version', ${version}, NULL, NULL, NULL, NULL, NULL, NULL`;
 }
@@ -180,6 +195,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     masked: new Map(),
     dependents: new Set(),
     viewReads: new Map(),
+    ruleTargets: new Map(),
     ancestors: new Set(),
     functions: new Map(),
     operators: new Map(),
@@ -257,6 +273,16 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
           snap.viewReads.set(key, list);
         }
         list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'rrel': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.ruleTargets.get(key);
+        if (!list) {
+          list = [];
+          snap.ruleTargets.set(key, list);
+        }
+        list.push({ event: need(row, 5, kind), schema: need(row, 3, kind), name: need(row, 4, kind) });
         break;
       }
       case 'anc':

@@ -13,8 +13,9 @@
  *   SET, BEGIN, ...) on the objects it names, or on no object when it names none.
  *
  * A pair on a view carries the pairs of what the view reads (`via`), recursively: a read through a
- * view reads the relations under it, whoever owns the view. Pure: the catalog snapshot brings the
- * view dependencies, judge.ts the name resolution.
+ * view reads the relations under it, whoever owns the view. A write to a relation with rewrite rules
+ * (`CREATE RULE ... DO ALSO ...`) carries every privilege on what those rules name. Pure: the catalog
+ * snapshot brings the view and rule dependencies, judge.ts the name resolution.
  */
 
 import type { RelRef, StatementAnalysis } from './analyze.js';
@@ -65,6 +66,13 @@ export class ViewGraph {
     };
   }
 
+  /** The relations the rewrite rules of `r` for this write name (`CREATE RULE ... ON DELETE TO r DO ALSO ...`). */
+  ruleTargetsOf(r: ResolvedRelation, privilege: string): ResolvedRelation[] {
+    if (privilege === 'SELECT' || !this.catalog) return [];
+    const rules = this.catalog.ruleTargets.get(r.key) ?? [];
+    return rules.filter((t) => t.event === privilege).map((t) => this.relation(t.schema, t.name));
+  }
+
   /** What reading `r` reads in turn: a list (possibly empty), or 'hidden' when that cannot be known. */
   readsOf(r: ResolvedRelation): ResolvedRelation[] | 'hidden' {
     const local = this.inText.get(r.key);
@@ -77,7 +85,7 @@ export class ViewGraph {
   }
 }
 
-/** A pair on a relation, with what it exercises through views (`seen` guards against cycles). */
+/** A pair on a relation, with what it exercises through views and rules (`seen` guards against cycles). */
 export function relationExercise(
   privilege: string,
   r: ResolvedRelation,
@@ -89,10 +97,14 @@ export function relationExercise(
   const under = views.readsOf(r);
   if (under === 'hidden') {
     e.via = [{ privilege, object: null, hidden: true }];
-  } else if (under.length) {
-    const next = new Set(seen).add(r.key);
-    e.via = under.map((u) => relationExercise(privilege, u, views, next));
+    return e;
   }
+  const next = new Set(seen).add(r.key);
+  const via = under.map((u) => relationExercise(privilege, u, views, next));
+  // a rule's actions may read or write what they name: every privilege on each (the proxy does not parse them)
+  for (const t of views.ruleTargetsOf(r, privilege))
+    for (const p of ['SELECT', 'INSERT', 'UPDATE', 'DELETE']) via.push(relationExercise(p, t, views, next));
+  if (via.length) e.via = via;
   return e;
 }
 

@@ -37,6 +37,8 @@ create view inv_contacts with (security_invoker = true) as select id, email from
 create view inv_v2 with (security_invoker = true) as select * from inv_contacts;
 create materialized view customer_mv as select id, ssn from customers;
 create function order_total(int) returns int language sql as 'select $1';
+create table notes (id int, body text);
+create rule notes_log as on delete to notes do also insert into audit values (old.id, 'note deleted');
 insert into customers values (1, 'Ada', 'ada@example.org', '123-45-6789'), (2, 'Grace', 'grace@example.com', '234-56-7890');
 insert into orders values (10, 1, 5, 'n1'), (11, 2, 7, 'n2');
 insert into items values (100, 10, 1);
@@ -242,6 +244,9 @@ describe('the catalog snapshot knows what views read', () => {
     expect(reads('order_view')).toEqual(['customers', 'orders']);
     expect(reads('customer_mv')).toEqual(['customers']);
     expect(reads('customers')).toBeUndefined();
+    expect(catalog.ruleTargets.get('public\u0000notes')).toEqual([
+      { event: 'DELETE', schema: 'public', name: 'audit' },
+    ]);
   });
 });
 
@@ -480,6 +485,25 @@ describe('views are not a way around a rule', () => {
   test('a relation the snapshot does not know (created since) asks for a refresh', () => {
     const d = judged('select * from created_since', noCustomers);
     expect(d).toMatchObject({ kind: 'deny', rule: 'no-customers', refreshCatalog: true });
+  });
+});
+
+describe('rewrite rules on tables', () => {
+  test('a DELETE on a table whose rule inserts elsewhere exercises that insert', () => {
+    const noAudit = policyOf({
+      rules: [rule('no-audit-writes', 'Deny', { commands: ['INSERT'], objects: ['public.audit'] })],
+    });
+    expect(judged('delete from notes where id = 1', noAudit)).toMatchObject({
+      kind: 'deny',
+      rule: 'no-audit-writes',
+    });
+    expect(judged("insert into notes values (1, 'x')", noAudit).kind).toBe('allow');
+    // an Allow rule naming the table covers what its rules do, as for views
+    const notesOnly = policyOf({
+      defaultAction: 'Deny',
+      rules: [rule('notes', 'Allow', { commands: ['SELECT', 'DELETE'], objects: ['public.notes'] })],
+    });
+    expect(judged('delete from notes where id = 1', notesOnly).kind).toBe('allow');
   });
 });
 
