@@ -15,12 +15,21 @@ export interface RuleFacts {
   opaque: boolean;
 }
 
+/** Patterns come from the policy (a bounded set); each pair of a statement is matched against them. */
+const compiled = new Map<string, RegExp>();
+
 function globToRegExp(pattern: string, flags = ''): RegExp {
+  const key = `${flags}\u0000${pattern}`;
+  const known = compiled.get(key);
+  if (known) return known;
   const body = pattern
     .split('*')
     .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
     .join('.*');
-  return new RegExp(`^${body}$`, flags);
+  const re = new RegExp(`^${body}$`, flags);
+  if (compiled.size >= 10_000) compiled.clear();
+  compiled.set(key, re);
+  return re;
 }
 
 /** `DROP *` matches every tag starting with `DROP `; `*` matches every tag; case-insensitive. */
