@@ -518,6 +518,7 @@ describe('issue 23 item 5: rules see what a statement does, not only its tag', (
     ['copy orders from stdin', 'INSERT'],
     ['explain analyze delete from orders where id = 1', 'DELETE'],
     ['prepare p as update orders set total = 1 where id = $1', 'UPDATE'],
+    ['create rule r as on insert to audit do also delete from orders where id = new.id', 'DELETE'],
   ])('%s matches a rule on %s', (sql, command) => {
     const p = policyOf({
       rules: [rule('no-writes', 'Deny', { commands: [command], objects: ['public.orders'] })],
