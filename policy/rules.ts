@@ -1,9 +1,10 @@
 /**
- * Rule matching (contract §1): rules in order, the first that matches decides; every field given
- * must match (AND), a list matches if any entry does (OR). A statement whose effects cannot be seen
- * (DO, CALL, a user-defined function not allowed) matches every command and object pattern.
+ * Pattern matching for rules (contract §1): command-tag and relation patterns. judge() matches rules
+ * against the (privilege, object) pairs a statement exercises (rule-verdict.ts). `ruleMatches` is the
+ * statement-level form (any tag against any object), kept for callers of the engine's API: it is the
+ * right quantifier for Deny rules only, never for deciding what an Allow rule permits.
  */
-import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
+import type { CompiledRule } from '../api/compiled.js';
 import type { Identity } from './identity.js';
 import { anySubjectMatches } from './subjects.js';
 
@@ -67,13 +68,4 @@ export function ruleMatches(rule: CompiledRule, facts: RuleFacts, identity: Iden
   }
   if (m.withoutWhere === true && !facts.withoutWhere && !facts.opaque) return false;
   return true;
-}
-
-/** The first matching rule, or undefined when defaultAction decides. */
-export function firstMatchingRule(
-  policy: CompiledPolicy,
-  facts: RuleFacts,
-  identity: Identity,
-): CompiledRule | undefined {
-  return (policy.rules ?? []).find((r) => ruleMatches(r, facts, identity));
 }
