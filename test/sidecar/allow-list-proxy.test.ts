@@ -194,7 +194,9 @@ describe('an allow-list of one Allow-SELECT rule on orders', () => {
     } finally {
       await c.end();
     }
-    const sql = postgres({ ...config(sidecar), max: 1, onnotice: () => {} } as postgres.Options<Record<string, postgres.PostgresType>>);
+    const sql = postgres({ ...config(sidecar), max: 1, onnotice: () => {} } as postgres.Options<
+      Record<string, postgres.PostgresType>
+    >);
     try {
       await expect(
         sql`SELECT c.ssn FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id > ${0}`,
@@ -338,7 +340,9 @@ describe("the demo's rules as an allow-list still serve the demo's queries", () 
         'MERGE INTO orders o USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET total_cents = 0',
       ])
         await expect(c.query(sql), sql).rejects.toMatchObject(refused(/rule no-unbounded-deletes/));
-      expect((await direct('SELECT count(*)::int AS n FROM orders WHERE total_cents > 0')).rows[0].n).toBe(40);
+      expect((await direct('SELECT count(*)::int AS n FROM orders WHERE total_cents > 0')).rows[0].n).toBe(
+        40,
+      );
       // the allow-list does not name audit: nothing is written there
       await expect(c.query("INSERT INTO audit VALUES (1, 'x')")).rejects.toMatchObject(
         refused('dbguard: statement denied by policy: no rule allows INSERT on public.audit (rule default)'),
@@ -346,5 +350,65 @@ describe("the demo's rules as an allow-list still serve the demo's queries", () 
     } finally {
       await c.end();
     }
+  });
+});
+
+describe('issue 23: a rule on reading orders, and on unbounded writes, whatever form the statement takes', () => {
+  let sidecar: Sidecar;
+  beforeAll(async () => {
+    sidecar = await sidecarFor(
+      policyText(
+        inject('pg').port,
+        `  defaultAction: Allow
+  rules:
+    - name: no-orders-reads
+      action: Deny
+      match: {commands: [SELECT], objects: [public.orders]}
+    - name: no-unbounded
+      action: Deny
+      match: {commands: [DELETE, UPDATE], withoutWhere: true}`,
+      ),
+    );
+  });
+  afterAll(async () => {
+    await sidecar?.close();
+  });
+
+  it('reads through COPY, RETURNING, INSERT ... SELECT, MERGE USING, CTEs and sub-selects are refused and change nothing', async () => {
+    const c = await session(sidecar);
+    try {
+      for (const sql of [
+        'UPDATE orders SET status = status WHERE id = 1 RETURNING total_cents',
+        'INSERT INTO audit SELECT id, status FROM orders',
+        'MERGE INTO audit a USING orders o ON a.id = o.id WHEN NOT MATCHED THEN INSERT VALUES (o.id, o.status)',
+        'WITH x AS (SELECT * FROM orders) UPDATE audit SET what = x.status FROM x WHERE audit.id = x.id RETURNING x.status',
+        'UPDATE audit SET what = (SELECT status FROM orders LIMIT 1) WHERE id > 0',
+        'CREATE TABLE stolen AS SELECT * FROM orders',
+      ])
+        await expect(c.query(sql), sql).rejects.toMatchObject(refused(/\(rule no-orders-reads\)$/));
+      await expect(
+        c.query('MERGE INTO orders o USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE'),
+      ).rejects.toMatchObject(refused(/\(rule no-unbounded\)$/));
+      // writes that read nothing of orders still run
+      await c.query('BEGIN');
+      expect((await c.query('INSERT INTO orders (customer_id, total_cents) VALUES (1, 100)')).rowCount).toBe(
+        1,
+      );
+      await c.query('ROLLBACK');
+    } finally {
+      await c.end();
+    }
+    const s = config(sidecar);
+    const out = await promisify(execFile)(
+      'psql',
+      [`postgres://app:app@${s.host}:${s.port}/${DB}`, '-X', '-c', 'COPY orders TO STDOUT'],
+      { encoding: 'utf8' },
+    ).catch((e: { stdout: string; stderr: string }) => e);
+    expect(out.stdout).toBe('');
+    expect(out.stderr).toContain('rule no-orders-reads');
+    const r = await direct(
+      "SELECT (SELECT count(*)::int FROM orders) AS orders, (SELECT count(*)::int FROM audit) AS audit, to_regclass('stolen') IS NULL AS none",
+    );
+    expect(r.rows[0]).toEqual({ orders: 40, audit: 0, none: true });
   });
 });
