@@ -231,6 +231,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   // matches it (rule-verdict.ts); across statements the most restrictive outcome
   let denied: { rule?: CompiledRule; uncovered: Uncovered[]; hidden: boolean } | undefined;
   let approval: CompiledRule | undefined;
+  /** that approval rests only on a relation the snapshot does not know (created since): re-read it first */
+  let approvalHidden = false;
   /** the first named rule that allowed a statement: the audit names it (absent when defaultAction did) */
   let allowedBy: string | undefined;
   for (const s of states) {
@@ -242,7 +244,10 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     );
     if (v.action === 'Deny' && !denied)
       denied = { rule: v.rule, uncovered: v.uncovered, hidden: v.hiddenOnly };
-    if (v.action === 'RequireApproval' && !approval) approval = v.rule;
+    if (v.action === 'RequireApproval' && !approval) {
+      approval = v.rule;
+      approvalHidden = v.hiddenOnly;
+    }
     if (v.allowedBy && !allowedBy) allowedBy = v.allowedBy.name;
   }
   if (denied) {
@@ -328,6 +333,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       rule: approval.name,
       message: `dbguard: ${approval.message || 'statement requires approval'} (rule ${approval.name})`,
       ...(approval.approval ? { approval: approval.approval } : {}),
+      ...(approvalHidden && catalog ? { refreshCatalog: true } : {}),
       sql: sqlOut,
       maskedColumns,
     };

@@ -43,7 +43,7 @@ export interface StatementVerdict {
   allowedBy?: CompiledRule;
   /** pairs defaultAction Deny refused (empty unless it decided) */
   uncovered: Uncovered[];
-  /** the deny rests only on relations the catalog snapshot does not know: re-read it */
+  /** the deny (or approval) rests only on relations the catalog snapshot does not know: re-read it */
   hiddenOnly: boolean;
 }
 
@@ -77,6 +77,7 @@ export function statementVerdict(
   /** a Deny rule matched a pair the statement names (not only something hidden behind one) */
   let seenDeny = false;
   let approval: { index: number; rule: CompiledRule } | undefined;
+  let seenApproval = false;
   let allowed: { index: number; rule: CompiledRule } | undefined;
   const uncovered: Uncovered[] = [];
 
@@ -91,7 +92,10 @@ export function statementVerdict(
       if (rule.action === 'Deny') {
         if (!e.hidden) seenDeny = true;
         if (!deny || index < deny.index) deny = hit;
-      } else if (!approval || index < approval.index) approval = hit;
+      } else {
+        if (!e.hidden) seenApproval = true;
+        if (!approval || index < approval.index) approval = hit;
+      }
       return;
     }
     let nowUncovered = underUncovered;
@@ -115,7 +119,7 @@ export function statementVerdict(
   if (deny && (seenDeny || !uncovered.length))
     return { ...base, action: 'Deny', rule: deny.rule, hiddenOnly: !seenDeny };
   if (uncovered.length) return { ...base, action: 'Deny', uncovered, hiddenOnly: false };
-  if (approval) return { ...base, action: 'RequireApproval', rule: approval.rule, hiddenOnly: false };
+  if (approval) return { ...base, action: 'RequireApproval', rule: approval.rule, hiddenOnly: !seenApproval };
   return { ...base, action: 'Allow', hiddenOnly: false };
 }
 

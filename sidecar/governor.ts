@@ -302,7 +302,7 @@ export class Governor implements DecisionPoint {
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
       const d = this.decideOrRefuse(sql, s, st, p);
       const needsWait =
-        (d.refreshCatalog && d.kind === 'deny') ||
+        (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) ||
         (d.enforced && d.kind === 'approval' && this.opts.approvals);
       if (!needsWait) return this.settle(sql, s, st, d, via);
     }
@@ -359,8 +359,9 @@ export class Governor implements DecisionPoint {
       }
     }
     let d = this.decideOrRefuse(sql, s, st, p);
-    if (d.refreshCatalog && d.kind === 'deny') {
-      // The deny came from a stale snapshot (a relation the catalog did not know): re-read it and judge once more.
+    if (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) {
+      // The deny (or an approval) came from a stale snapshot (a relation the catalog did not know): re-read
+      // it and judge once more.
       try {
         st.catalogDirty = true;
         await this.refresh(s, st);

@@ -485,6 +485,19 @@ describe('views are not a way around a rule', () => {
   test('a relation the snapshot does not know (created since) asks for a refresh', () => {
     const d = judged('select * from created_since', noCustomers);
     expect(d).toMatchObject({ kind: 'deny', rule: 'no-customers', refreshCatalog: true });
+    const approve = policyOf({
+      rules: [
+        rule('approve-order-deletes', 'RequireApproval', {
+          commands: ['DELETE'],
+          objects: ['public.orders'],
+        }),
+      ],
+    });
+    expect(judged('delete from created_since where id = 1', approve)).toMatchObject({
+      kind: 'approval',
+      refreshCatalog: true,
+    });
+    expect(judged('delete from orders where id = 1', approve).refreshCatalog).toBeUndefined();
   });
 });
 

@@ -265,6 +265,21 @@ describe('a Deny on a table, against views', () => {
     }
   });
 
+  it('a table and a view another session made after this one read the catalog are seen for what they are', async () => {
+    const c = await session(sidecar);
+    try {
+      expect((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(40);
+      await direct(`CREATE TABLE made_later (id int); GRANT ALL ON made_later TO app;
+        CREATE VIEW made_later_v AS SELECT * FROM contacts_v2; GRANT SELECT ON made_later_v TO app`);
+      // unknown to this session's snapshot: the proxy re-reads the catalog instead of guessing
+      expect((await c.query('SELECT count(*)::int AS n FROM made_later')).rows[0].n).toBe(0);
+      await expect(c.query('SELECT * FROM made_later_v')).rejects.toMatchObject(refused(NO));
+    } finally {
+      await c.end();
+      await direct('DROP VIEW made_later_v; DROP TABLE made_later');
+    }
+  });
+
   it('a temporary view of the session over allowed tables works; joined with a view over customers it is refused', async () => {
     const c = await session(sidecar);
     try {
