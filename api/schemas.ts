@@ -158,7 +158,10 @@ const policyRule = obj(
       {
         commands: arr(
           'Command tags as PostgreSQL reports them (SELECT, INSERT, TRUNCATE TABLE, ...). `DROP *` ' +
-            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive.',
+            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive. SELECT, ' +
+            'INSERT, UPDATE, DELETE and EXECUTE also match those privileges wherever a statement ' +
+            'exercises them (a join, a sub-select, a MERGE action, COPY, a view). An Allow rule ' +
+            'permits only the (command, object) pairs it names.',
           str('A command tag pattern.', { named: PATTERNS.command, maxLength: 64 }),
           { maxItems: MAX_PATTERNS },
         ),
