@@ -37,6 +37,11 @@ export interface Exercise {
   hidden?: boolean;
   /** the statement's effects cannot be seen (DO, CALL, a function not allowed): any privilege on any object */
   opaque?: string;
+  /**
+   * a SELECT that reads no relation and calls no function (`SELECT 1`, a pool's health check): it
+   * reads and changes nothing, so an Allow rule on reading any objects permits it
+   */
+  constant?: boolean;
 }
 
 /** Tags whose meaning is carried by the privilege pairs of the statement itself. */
@@ -241,7 +246,10 @@ export function statementExercises(input: ExerciseInput): Exercise[] {
     if (objects.size === 0) push({ privilege: tag, object: null });
     for (const o of objects) push({ privilege: tag, object: o });
   }
-  if (out.length === 0) push({ privilege: a.command, object: null });
+  if (out.length === 0) {
+    const constant = a.command === 'SELECT' && !a.funcs.some((f) => f.kind === 'func');
+    push({ privilege: a.command, object: null, ...(constant ? { constant } : {}) });
+  }
   if (input.opaque) out.push({ privilege: '*', object: '*', opaque: input.opaque });
   return out;
 }

@@ -58,7 +58,9 @@ export function rulePairMatches(rule: CompiledRule, e: Exercise, facts: Statemen
   if (m.objects) {
     // behind an unknown relation may be any relation: refusing rules match it, permitting ones cannot
     if (e.hidden) return rule.action !== 'Allow';
-    if (e.object === null || !m.objects.some((p) => objectMatches(p, e.object!))) return false;
+    // `SELECT 1` reads no relation: a rule permitting reads of some relations permits reading none
+    if (e.object === null) return !!e.constant && rule.action === 'Allow';
+    if (!m.objects.some((p) => objectMatches(p, e.object!))) return false;
   }
   return true;
 }

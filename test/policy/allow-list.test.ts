@@ -344,12 +344,24 @@ describe('issue 25: an Allow rule permits only the pairs it names', () => {
     }
   });
 
-  test('a statement that names no relation needs a rule without objects (as before)', () => {
-    expect(judged('select 1', ordersReaders)).toMatchObject({
-      kind: 'deny',
-      message: 'dbguard: statement denied by policy (rule default)',
-      uncovered: [{ privilege: 'SELECT', object: null }],
+  test('a statement that names no relation needs a rule without objects, except a SELECT of constants', () => {
+    // a pool's health check reads nothing and calls nothing: a rule allowing some reads allows it
+    for (const sql of ['select 1', 'SELECT 1 AS ok', 'values (1, 2)', 'select (select 1) + 2'])
+      expect(judged(sql, ordersReaders), sql).toMatchObject({ kind: 'allow', rule: 'orders-readers' });
+    // anything else without a relation is a command on no object: only a rule without objects permits it
+    for (const sql of ['select now()', "select nextval('orders_seq')", 'set application_name = x', 'begin'])
+      expect(judged(sql, ordersReaders), sql).toMatchObject({
+        kind: 'deny',
+        message: 'dbguard: statement denied by policy (rule default)',
+      });
+    expect(judged('select pg_terminate_backend(1)', ordersReaders).uncovered).toEqual([
+      { privilege: 'SELECT', object: null },
+    ]);
+    // a Deny naming objects does not match a statement that reads none
+    const noOrders = policyOf({
+      rules: [rule('no-orders', 'Deny', { commands: ['SELECT'], objects: ['public.orders'] })],
     });
+    expect(judged('select 1', noOrders).kind).toBe('allow');
     const withSession = {
       ...ordersReaders,
       rules: [
@@ -358,7 +370,7 @@ describe('issue 25: an Allow rule permits only the pairs it names', () => {
       ],
     };
     expect(judged('set application_name = x', withSession).kind).toBe('allow');
-    expect(judged('select 1', withSession).kind).toBe('deny');
+    expect(judged('select now()', withSession).kind).toBe('deny');
   });
 
   test('allowing every pair of the join allows it; the writable CTE needs DELETE on orders', () => {
