@@ -52,6 +52,11 @@ export interface CatalogSnapshot {
    */
   viewReads: Map<string, { schema: string; name: string }[]>;
   /**
+   * qkey(table) → its direct inheritance or partition children: reading or writing a parent without
+   * ONLY reads or writes their rows (rules, not masking, which has its own descendants)
+   */
+  children: Map<string, { schema: string; name: string }[]>;
+  /**
    * qkey(relation) → its non-SELECT rewrite rules (`CREATE RULE ... ON INSERT|UPDATE|DELETE ... DO
    * ALSO|INSTEAD ...`): the event (INSERT, UPDATE, DELETE) and each relation the rule's actions name
    */
@@ -163,6 +168,12 @@ UNION ALL SELECT DISTINCT 'vrel', vn.nspname::text, v.relname::text, tn.nspname:
   JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
   WHERE r.ev_type = '1'
+UNION ALL SELECT 'inh', pn.nspname::text, p.relname::text, cn.nspname::text, c.relname::text, NULL, NULL, NULL
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.oid >= 16384
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+  JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
 UNION ALL SELECT DISTINCT 'rrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
     CASE r.ev_type WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT' ELSE 'DELETE' END, NULL, NULL
   FROM pg_catalog.pg_rewrite r
@@ -196,6 +207,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     dependents: new Set(),
     viewReads: new Map(),
     ruleTargets: new Map(),
+    children: new Map(),
     ancestors: new Set(),
     functions: new Map(),
     operators: new Map(),
@@ -271,6 +283,16 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
         if (!list) {
           list = [];
           snap.viewReads.set(key, list);
+        }
+        list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'inh': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.children.get(key);
+        if (!list) {
+          list = [];
+          snap.children.set(key, list);
         }
         list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
         break;

@@ -78,15 +78,21 @@ export class ViewGraph {
     return rules.filter((t) => t.event === privilege).map((t) => this.relation(t.schema, t.name));
   }
 
-  /** What reading `r` reads in turn: a list (possibly empty), or 'hidden' when that cannot be known. */
-  readsOf(r: ResolvedRelation): ResolvedRelation[] | 'hidden' {
+  /**
+   * What reading (or writing) `r` reads (or writes) in turn: a view's relations, a parent's
+   * inheritance children unless `only` (`FROM ONLY t`); 'hidden' when that cannot be known.
+   */
+  readsOf(r: ResolvedRelation, only = false): ResolvedRelation[] | 'hidden' {
     const local = this.inText.get(r.key);
     if (local) return local;
     // system views are not expanded (the snapshot lists user views only), with or without a snapshot
     if (r.schema === 'pg_catalog' || r.schema === 'information_schema') return [];
     if (!this.catalog || !r.known) return 'hidden';
-    const under = this.catalog.viewReads.get(r.key);
-    return under ? under.map((u) => this.relation(u.schema, u.name)) : [];
+    const under = [
+      ...(this.catalog.viewReads.get(r.key) ?? []),
+      ...(only ? [] : (this.catalog.children.get(r.key) ?? [])),
+    ];
+    return under.map((u) => this.relation(u.schema, u.name));
   }
 }
 
@@ -96,10 +102,11 @@ export function relationExercise(
   r: ResolvedRelation,
   views: ViewGraph,
   seen: ReadonlySet<string> = new Set(),
+  only = false,
 ): Exercise {
   const e: Exercise = { privilege, object: r.display };
   if (seen.has(r.key)) return e;
-  const under = views.readsOf(r);
+  const under = views.readsOf(r, only);
   if (under === 'hidden') {
     e.via = [{ privilege, object: null, hidden: true }];
     return e;
@@ -210,7 +217,8 @@ export function statementExercises(input: ExerciseInput): Exercise[] {
     seen.add(k);
     out.push(e);
   };
-  const rel = (privilege: string, r: ResolvedRelation) => push(relationExercise(privilege, r, views));
+  const rel = (privilege: string, r: ResolvedRelation, only: boolean) =>
+    push(relationExercise(privilege, r, views, new Set(), only));
   const all = new Set<string>();
   const targets = new Set<string>();
   const other = new Set<string>(input.named);
@@ -219,17 +227,19 @@ export function statementExercises(input: ExerciseInput): Exercise[] {
     const res = resolved.get(r);
     if (!res) continue;
     all.add(res.display);
+    // `FROM ONLY t` leaves t's inheritance children out; COPY t TO reads t alone
+    const only = !r.rv.inh || r.role === 'copy-to';
     switch (r.role) {
       case 'read':
       case 'copy-to':
-        rel('SELECT', res);
+        rel('SELECT', res, only);
         break;
       case 'copy-from':
-        rel('INSERT', res);
+        rel('INSERT', res, only);
         break;
       case 'target':
         targets.add(res.display);
-        for (const p of r.dml ? targetPrivileges(r.dml.type, r.dml.node) : ['SELECT']) rel(p, res);
+        for (const p of r.dml ? targetPrivileges(r.dml.type, r.dml.node) : ['SELECT']) rel(p, res, only);
         break;
       default:
         other.add(res.display);

@@ -37,6 +37,9 @@ create view inv_contacts with (security_invoker = true) as select id, email from
 create view inv_v2 with (security_invoker = true) as select * from inv_contacts;
 create materialized view customer_mv as select id, ssn from customers;
 create function order_total(int) returns int language sql as 'select $1';
+create table events (id int, at date, what text) partition by range (at);
+create table events_2024 partition of events for values from ('2024-01-01') to ('2025-01-01');
+create table events_2025 partition of events for values from ('2025-01-01') to ('2026-01-01');
 create table notes (id int, body text);
 create rule notes_log as on delete to notes do also insert into audit values (old.id, 'note deleted');
 insert into customers values (1, 'Ada', 'ada@example.org', '123-45-6789'), (2, 'Grace', 'grace@example.com', '234-56-7890');
@@ -510,6 +513,36 @@ describe('views are not a way around a rule', () => {
       refreshCatalog: true,
     });
     expect(judged('delete from orders where id = 1', approve).refreshCatalog).toBeUndefined();
+  });
+});
+
+describe('inheritance and partitions', () => {
+  test('reading or writing a parent without ONLY exercises its partitions; an Allow on the parent covers them', () => {
+    expect(
+      catalog.children
+        .get('public\u0000events')
+        ?.map((c) => c.name)
+        .sort(),
+    ).toEqual(['events_2024', 'events_2025']);
+    const no2024 = policyOf({
+      rules: [rule('no-2024', 'Deny', { commands: ['SELECT', 'DELETE'], objects: ['public.events_2024'] })],
+    });
+    for (const sql of [
+      'select * from events',
+      'select count(*) from orders, events',
+      "delete from events where what = 'x'",
+    ])
+      expect(judged(sql, no2024), sql).toMatchObject({ kind: 'deny', rule: 'no-2024' });
+    for (const sql of ['select * from only events', 'select * from events_2025'])
+      expect(judged(sql, no2024).kind, sql).toBe('allow');
+    const eventsOnly = policyOf({
+      defaultAction: 'Deny',
+      rules: [rule('events', 'Allow', { commands: ['SELECT'], objects: ['public.events'] })],
+    });
+    expect(judged('select * from events', eventsOnly).kind).toBe('allow');
+    expect(judged('select * from events_2024', eventsOnly).uncovered).toEqual([
+      { privilege: 'SELECT', object: 'public.events_2024' },
+    ]);
   });
 });
 
