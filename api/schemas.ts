@@ -244,9 +244,14 @@ const databasePolicySpec = obj(
       default: DEFAULTS.defaultAction,
     }),
     rules: withRules(
-      arr('Rules in order; the first rule that matches a statement decides.', policyRule, {
-        maxItems: MAX_RULES,
-      }),
+      arr(
+        'Rules in order; the first rule that matches decides, for each (command, object) pair a ' +
+          'statement exercises: a statement runs only when no pair is denied.',
+        policyRule,
+        {
+          maxItems: MAX_RULES,
+        },
+      ),
       [CEL.uniqueRuleNames],
     ),
     functions: obj('User-defined functions that need not be treated as opaque.', {
