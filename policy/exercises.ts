@@ -7,6 +7,7 @@
  *   its columns (WHERE, SET expressions, RETURNING, ON CONFLICT's target, MERGE's ON and WHEN);
  * - INSERT/UPDATE/DELETE on every relation written, also inside CTEs, EXPLAIN ANALYZE, PREPARE, by
  *   each MERGE action, by ON CONFLICT DO UPDATE (INSERT and UPDATE), and by COPY ... FROM (INSERT);
+ *   UPDATE on rows locked by SELECT ... FOR UPDATE/SHARE;
  * - EXECUTE on the user-defined functions a statement calls (those in functions.allow; others make
  *   the statement opaque);
  * - every other command tag (DDL, COPY, EXPLAIN, PREPARE, DECLARE CURSOR, TRUNCATE TABLE, LOCK, GRANT,
@@ -233,6 +234,7 @@ export function statementExercises(input: ExerciseInput): Exercise[] {
       case 'read':
       case 'copy-to':
         rel('SELECT', res, only);
+        if (r.locked) rel('UPDATE', res, only); // row locks need UPDATE privilege, as in PostgreSQL
         break;
       case 'copy-from':
         rel('INSERT', res, only);

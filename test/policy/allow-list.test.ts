@@ -78,6 +78,11 @@ const COMPARED: { sql: string; psql?: boolean }[] = [
   { sql: 'select id from orders union select id from customers' },
   { sql: 'select id from orders intersect select order_id from items except select id from audit' },
   { sql: 'table orders' },
+  // row locks
+  { sql: 'select * from orders for update' },
+  { sql: 'select * from orders o, items i where i.order_id = o.id for share of i' },
+  { sql: 'select * from orders o join (select * from items) x on x.order_id = o.id for no key update of x' },
+  { sql: 'select * from orders where exists (select 1 from items for key share)' },
   // writes: target reads, RETURNING, INSERT ... SELECT, ON CONFLICT, MERGE, writable CTEs
   { sql: 'insert into audit select id, note from orders' },
   { sql: "insert into audit values (1, 'x') returning id" },
