@@ -160,7 +160,10 @@ const policyRule = obj(
       {
         commands: arr(
           'Command tags as PostgreSQL reports them (SELECT, INSERT, TRUNCATE TABLE, ...). `DROP *` ' +
-            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive.',
+            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive. SELECT, ' +
+            'INSERT, UPDATE, DELETE and EXECUTE also match those privileges wherever a statement ' +
+            'exercises them (a join, a sub-select, a MERGE action, COPY, a view). An Allow rule ' +
+            'permits only the (command, object) pairs it names.',
           str('A command tag pattern.', { named: PATTERNS.command, maxLength: 64 }),
           { maxItems: MAX_PATTERNS },
         ),
@@ -246,9 +249,14 @@ const databasePolicySpec = obj(
       default: DEFAULTS.defaultAction,
     }),
     rules: withRules(
-      arr('Rules in order; the first rule that matches a statement decides.', policyRule, {
-        maxItems: MAX_RULES,
-      }),
+      arr(
+        'Rules in order; the first rule that matches decides, for each (command, object) pair a ' +
+          'statement exercises: a statement runs only when no pair is denied.',
+        policyRule,
+        {
+          maxItems: MAX_RULES,
+        },
+      ),
       [CEL.uniqueRuleNames],
     ),
     functions: obj('User-defined functions that need not be treated as opaque.', {

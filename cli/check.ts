@@ -113,9 +113,13 @@ export async function run(argv: string[]): Promise<number> {
     enforced: d.enforced,
     maskedSubject: engine.isMaskedSubject(policy, identity),
     maskedColumns: d.maskedColumns,
+    // an allow-list refusal: the (privilege, object) pairs no Allow rule permits
+    ...(d.uncovered ? { uncovered: d.uncovered } : {}),
     statements: d.statements.map((s) => ({
       command: s.command,
       objects: s.objects,
+      // what rules match: every (privilege, object) pair, with the view each is read through
+      privileges: engine.flattenExercises(s.exercises ?? []),
       withoutWhere: s.withoutWhere,
       opaque: s.opaque,
       fingerprint: s.fingerprint,
@@ -125,7 +129,11 @@ export async function run(argv: string[]): Promise<number> {
     ...(d.tags ? { tags: d.tags } : {}),
     ...(!catalog && engine.isMaskedSubject(policy, identity)
       ? { note: "masking needs the tables' column lists: pass --upstream to read them from the database" }
-      : {}),
+      : !catalog && d.statements.some((s) => engine.hasHiddenExercises(s.exercises ?? []))
+        ? {
+            note: 'without --upstream the relations read may be views over anything: rules naming objects treat them so',
+          }
+        : {}),
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   return 0;

@@ -7,6 +7,7 @@
 import { boolConst, loc, names, type PgNode, stringConst, unwrap } from './ast.js';
 import { commandTag } from './command-tag.js';
 import type { SessionEffect } from './decision.js';
+import { unboundedWrite } from './unbounded-write.js';
 
 /**
  * How a statement uses a relation. `read`: a FROM item (its rows are read); `target`: the relation an
@@ -37,6 +38,8 @@ export interface RelRef {
   sampled: boolean;
   /** for `target`: the DML statement body and its type */
   dml?: { type: string; node: PgNode };
+  /** for `read`: rows locked by FOR UPDATE/SHARE (PostgreSQL asks UPDATE privilege for that) */
+  locked?: boolean;
 }
 
 /** A relation or schema named by a plain name list (DROP, COMMENT, GRANT ... IN SCHEMA, ALTER SCHEMA). */
@@ -248,13 +251,23 @@ class Walker {
       this.rangeVar(b.intoClause.rel, 'create', ctx);
       this.a.catalogChanged = true;
     }
+    const fromStart = this.a.rels.length;
     this.fromItems(b.fromClause, ctx);
+    const from = this.a.rels.slice(fromStart);
     for (const lc of b.lockingClause ?? []) {
       const l = unwrap(lc)?.[1];
+      const named = new Set<string>();
       for (const r of l?.lockedRels ?? []) {
         const rv = unwrap(r)?.[1];
-        if (rv) this.rangeVar(rv, 'alias-ref', ctx);
+        if (rv) {
+          this.rangeVar(rv, 'alias-ref', ctx);
+          named.add(rv.relname);
+        }
       }
+      // FOR UPDATE/SHARE [OF names]: the relations of the named FROM items, or of all of them
+      // (sub-selects included, as PostgreSQL locks them)
+      const locked = new Set(rangeVarsIn(named.size ? fromItemsNamed(b.fromClause, named) : b.fromClause));
+      for (const r of from) if (r.role === 'read' && locked.has(r.rv)) r.locked = true;
     }
     const exprCtx: Ctx = { ...ctx, role: 'ddl' };
     this.rest(b, exprCtx, ['withClause', 'intoClause', 'fromClause', 'lockingClause', 'larg', 'rarg']);
@@ -268,7 +281,7 @@ class Walker {
     if (nested) this.a.innerCommands.push(commandTag(type, b));
     this.a.dmls.push({ type, node: b });
     if (b.relation) this.rangeVar(b.relation, 'target', ctx, { dml: { type, node: b } });
-    if ((type === 'UpdateStmt' || type === 'DeleteStmt') && !b.whereClause) this.a.withoutWhere = true;
+    if (unboundedWrite(type, b)) this.a.withoutWhere = true;
     switch (type) {
       case 'InsertStmt':
         if (b.selectStmt) this.visit(b.selectStmt, ctx);
@@ -527,6 +540,33 @@ class Walker {
     if (b.chain && (o === 'commit' || o === 'rollback'))
       this.a.effects.push({ kind: 'transaction', op: 'begin' });
   }
+}
+
+/** Every RangeVar body in a subtree. */
+function rangeVarsIn(n: unknown, out: PgNode[] = []): PgNode[] {
+  if (n === null || typeof n !== 'object') return out;
+  if (Array.isArray(n)) {
+    for (const x of n) rangeVarsIn(x, out);
+    return out;
+  }
+  const o = n as PgNode;
+  if (typeof o.relname === 'string' && typeof o.relpersistence === 'string') out.push(o);
+  for (const v of Object.values(o)) rangeVarsIn(v, out);
+  return out;
+}
+
+/** The FROM items (through joins) whose name (alias, or a table's own name) is in `names`. */
+function fromItemsNamed(list: unknown, names: ReadonlySet<string>, out: unknown[] = []): unknown[] {
+  for (const item of Array.isArray(list) ? list : [list]) {
+    const u = unwrap(item);
+    if (!u) continue;
+    const [t, b] = u;
+    const name = t === 'RangeVar' ? (b.alias?.aliasname ?? b.relname) : b.alias?.aliasname;
+    if (name !== undefined && names.has(name)) out.push(item);
+    else if (t === 'JoinExpr') fromItemsNamed([b.larg, b.rarg], names, out);
+    else if (t === 'RangeTableSample') fromItemsNamed(b.relation, names, out);
+  }
+  return out;
 }
 
 /** Split a search_path string value (`a, "B", $user`) into names as PostgreSQL does. */

@@ -47,6 +47,21 @@ export interface CatalogSnapshot {
   masked: Map<string, MaskedRelation>;
   /** views, materialized views and relations with rewrite rules that read a masked table (transitively) */
   dependents: Set<string>;
+  /**
+   * qkey(view) → the relations a user view or materialized view reads directly (from its rewrite
+   * rule's dependencies); a read through a view exercises these too (rules, not masking)
+   */
+  viewReads: Map<string, { schema: string; name: string }[]>;
+  /**
+   * qkey(table) → its direct inheritance or partition children: reading or writing a parent without
+   * ONLY reads or writes their rows (rules, not masking, which has its own descendants)
+   */
+  children: Map<string, { schema: string; name: string }[]>;
+  /**
+   * qkey(relation) → its non-SELECT rewrite rules (`CREATE RULE ... ON INSERT|UPDATE|DELETE ... DO
+   * ALSO|INSTEAD ...`): the event (INSERT, UPDATE, DELETE) and each relation the rule's actions name
+   */
+  ruleTargets: Map<string, { event: string; schema: string; name: string }[]>;
   /** inheritance/partition ancestors of masked tables: reading them (without ONLY) reads masked rows */
   ancestors: Set<string>;
   /** user-defined function/procedure/aggregate name → schemas defining one */
@@ -146,6 +161,32 @@ UNION ALL SELECT DISTINCT 'func', n.nspname::text, p.proname::text, NULL, NULL, 
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid >= 16384
 UNION ALL SELECT DISTINCT 'op', n.nspname::text, o.oprname::text, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384
+UNION ALL SELECT DISTINCT 'vrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
+    NULL, NULL, NULL
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') AND v.oid >= 16384
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE r.ev_type = '1'
+UNION ALL SELECT 'inh', pn.nspname::text, p.relname::text, cn.nspname::text, c.relname::text, NULL, NULL, NULL
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.oid >= 16384
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+  JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+UNION ALL SELECT DISTINCT 'rrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
+    CASE r.ev_type WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT' ELSE 'DELETE' END, NULL, NULL
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.oid >= 16384
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE r.ev_type IN ('2', '3', '4')
 UNION ALL SELECT 'server', pg_catalog.current_setting('server_version_num'), NULL, NULL, NULL, NULL, NULL, NULL
 UNION ALL ${hashFunctionCatalogRows}
 UNION ALL SELECT 'version', ${version}, NULL, NULL, NULL, NULL, NULL, NULL`;
@@ -168,6 +209,9 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     relations: new Map(),
     masked: new Map(),
     dependents: new Set(),
+    viewReads: new Map(),
+    ruleTargets: new Map(),
+    children: new Map(),
     ancestors: new Set(),
     functions: new Map(),
     operators: new Map(),
@@ -238,6 +282,36 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'dep':
         snap.dependents.add(qkey(need(row, 1, kind), need(row, 2, kind)));
         break;
+      case 'vrel': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.viewReads.get(key);
+        if (!list) {
+          list = [];
+          snap.viewReads.set(key, list);
+        }
+        list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'inh': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.children.get(key);
+        if (!list) {
+          list = [];
+          snap.children.set(key, list);
+        }
+        list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'rrel': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.ruleTargets.get(key);
+        if (!list) {
+          list = [];
+          snap.ruleTargets.set(key, list);
+        }
+        list.push({ event: need(row, 5, kind), schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
       case 'anc':
         snap.ancestors.add(qkey(need(row, 1, kind), need(row, 2, kind)));
         break;

@@ -3,7 +3,9 @@
  * Parse). Pure data: the sidecar turns it into protocol messages, audit events and metrics.
  */
 import type { CompiledRule } from '../api/compiled.js';
+import type { Exercise } from './exercises.js';
 import type { LexerFacts } from './lexer-safety.js';
+import type { Uncovered } from './rule-verdict.js';
 
 export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
 
@@ -26,6 +28,11 @@ export interface StatementInfo {
    * EXPLAIN/PREPARE/DECLARE/COPY/CREATE TABLE AS bodies. Command patterns match these too.
    */
   innerCommands?: string[];
+  /**
+   * the (privilege, object) pairs the statement exercises (exercises.ts), with what views read under
+   * them: what rules match. Not part of the audit event.
+   */
+  exercises?: Exercise[];
 }
 
 /** How a statement changes session state the engine depends on. */
@@ -65,4 +72,6 @@ export interface Decision {
    * parse. The sidecar checks it against the session's settings (sidecar/lexer-guard.ts).
    */
   lexer?: LexerFacts;
+  /** a refusal by `defaultAction: Deny`: the pairs no Allow rule permits */
+  uncovered?: Uncovered[];
 }

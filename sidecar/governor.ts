@@ -210,6 +210,11 @@ export class Governor implements DecisionPoint {
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
       this.hashWarning.check(p, st.catalog, s.database, (fields) => this.opts.log?.(fields));
+      // a temporary schema made since the search_path was read (CREATE TEMP ...) is searched first: take
+      // the path the snapshot query read with it, or unqualified names would miss temporary views
+      const temp = st.catalog.tempSchema;
+      if (temp && !st.searchPath.includes(temp) && st.catalog.searchPath.includes(temp))
+        st.searchPath = st.catalog.searchPath;
     }
   }
 
@@ -326,7 +331,7 @@ export class Governor implements DecisionPoint {
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
       const d = lexerChecked(sql, s, this.decideOrRefuse(sql, s, st, p));
       const needsWait =
-        (d.refreshCatalog && d.kind === 'deny') ||
+        (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) ||
         (d.enforced && d.kind === 'approval' && this.opts.approvals);
       if (!needsWait) return this.settle(sql, s, st, d, via);
     }
@@ -383,8 +388,9 @@ export class Governor implements DecisionPoint {
       }
     }
     let d = this.decideOrRefuse(sql, s, st, p);
-    if (d.refreshCatalog && d.kind === 'deny') {
-      // The deny came from a stale snapshot (a relation the catalog did not know): re-read it and judge once more.
+    if (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) {
+      // The deny (or an approval) came from a stale snapshot (a relation the catalog did not know): re-read
+      // it and judge once more.
       try {
         st.catalogDirty = true;
         await this.refresh(s, st);
