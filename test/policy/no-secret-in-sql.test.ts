@@ -176,7 +176,13 @@ describe('no secret of the fixtures in rewritten SQL or a compiled policy', () =
     let masks = 0;
     for (const t of tables) {
       for (const sql of statementsFor(t)) {
-        const d = judge(sql, sessionOf(masked, catalog, DB), p.compiled);
+        // rules do not matter here, only the masking rewrite: judge as under defaultAction Allow (the
+        // demo's allow-list would refuse this test's identity before anything is rewritten)
+        const d = judge(sql, sessionOf(masked, catalog, DB), {
+          ...p.compiled,
+          defaultAction: 'Allow',
+          rules: [],
+        });
         if (d.kind === 'mask') masks++;
         const all = JSON.stringify(d);
         for (const s of secrets)

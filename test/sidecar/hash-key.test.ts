@@ -318,7 +318,8 @@ describe('Hash through the proxy after db install', () => {
       const seen = async (who: pg.Client) =>
         until('the masked statement in pg_stat_activity', async () => {
           const r = await who.query(
-            "SELECT query FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()",
+            // not the other watcher's own query, which also holds the pattern
+            "SELECT query FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(1.5)%' AND query NOT LIKE '%pg_stat_activity%'",
           );
           return r.rows[0]?.query as string | undefined;
         });
