@@ -79,6 +79,12 @@ export interface StatementAnalysis {
   opaqueReasons: string[];
   /** reasons a masked subject may not run this statement whatever it touches */
   maskHazards: string[];
+  /**
+   * `set_config(name, ...) FROM pg_settings WHERE name = 'x'` (pg_dump's first query): the FROM items
+   * that must resolve to pg_catalog.pg_settings for the setting name to be the literal `x`; the masking
+   * analysis refuses the statement when one does not.
+   */
+  settingsSources: PgNode[];
   /** effects visible in the text (search_path, transaction, catalog); function effects are added later */
   effects: SessionEffect[];
   /** `set_config('search_path', ...)` and friends, applied after the statement */
@@ -245,7 +251,21 @@ class Walker {
     this.visit(list, { ...ctx, role: 'read' });
   }
 
+  /** the setting name proven by the SELECT being walked (see settingsName) */
+  private provenSetting?: { name: string; rv: PgNode };
+
   select(b: PgNode, outer: Ctx): void {
+    const proven = settingsName(b);
+    const saved = this.provenSetting;
+    this.provenSetting = proven;
+    try {
+      this.selectBody(b, outer);
+    } finally {
+      this.provenSetting = saved;
+    }
+  }
+
+  private selectBody(b: PgNode, outer: Ctx): void {
     const ctx = this.withClause(b.withClause, outer);
     if (b.intoClause?.rel) {
       this.rangeVar(b.intoClause.rel, 'create', ctx);
@@ -329,13 +349,25 @@ class Walker {
 
   setConfig(b: PgNode): void {
     const args = b.args ?? [];
-    const name = stringConst(args[0]);
+    let name = stringConst(args[0]);
+    if (name === undefined && this.provenSetting && isColumn(args[0], 'name')) {
+      // pg_dump: set_config(name, ...) FROM pg_settings WHERE name = 'x' sets exactly `x`, provided
+      // pg_settings is the catalog's (checked once names are resolved)
+      name = this.provenSetting.name;
+      this.a.settingsSources.push(this.provenSetting.rv);
+    }
     if (name === undefined) {
       this.a.effects.push({ kind: 'unknown-state' });
       this.a.maskHazards.push('set_config with a setting name that is not a literal');
       return;
     }
-    if (name.trim().toLowerCase() !== 'search_path') return;
+    const setting = name.trim().toLowerCase();
+    // like SET ROLE: "$user" in search_path and the temporary schema may change
+    if (setting === 'role' || setting === 'session_authorization') {
+      this.a.effects.push({ kind: 'unknown-state' });
+      return;
+    }
+    if (setting !== 'search_path') return;
     const value = stringConst(args[1]);
     const local = boolConst(args[2]);
     if (value === undefined || local === undefined) {
@@ -569,6 +601,34 @@ function fromItemsNamed(list: unknown, names: ReadonlySet<string>, out: unknown[
   return out;
 }
 
+function isColumn(n: unknown, column: string): boolean {
+  const c = unwrap(n);
+  if (c?.[0] !== 'ColumnRef') return false;
+  const f = names(c[1].fields);
+  return f.length === 1 && f[0] === column;
+}
+
+/**
+ * For `SELECT ... FROM pg_settings WHERE name = 'x'` (one FROM item, `pg_settings` or
+ * `pg_catalog.pg_settings`, and a WHERE that is exactly that equality): the setting name `x` and the
+ * RangeVar, else undefined.
+ */
+function settingsName(b: PgNode): { name: string; rv: PgNode } | undefined {
+  const from = b.fromClause ?? [];
+  if (from.length !== 1) return undefined;
+  const rv = unwrap(from[0]);
+  if (rv?.[0] !== 'RangeVar' || rv[1].relname !== 'pg_settings' || rv[1].catalogname) return undefined;
+  if (rv[1].schemaname !== undefined && rv[1].schemaname !== 'pg_catalog') return undefined;
+  const w = unwrap(b.whereClause);
+  if (w?.[0] !== 'A_Expr' || w[1].kind !== 'AEXPR_OP') return undefined;
+  const op = names(w[1].name);
+  if (op.length !== 1 || op[0] !== '=') return undefined;
+  const [col, lit] = isColumn(w[1].lexpr, 'name') ? [w[1].lexpr, w[1].rexpr] : [w[1].rexpr, w[1].lexpr];
+  if (!isColumn(col, 'name')) return undefined;
+  const name = stringConst(lit);
+  return name === undefined ? undefined : { name, rv: rv[1] };
+}
+
 /** Split a search_path string value (`a, "B", $user`) into names as PostgreSQL does. */
 export function splitSearchPath(value: string): string[] {
   const out: string[] = [];
@@ -623,6 +683,7 @@ export function analyzeStatement(index: number, stmt: PgNode, start: number, end
     maskHazards: [],
     effects: [],
     catalogChanged: false,
+    settingsSources: [],
   };
   const w = new Walker(a);
   const ctx: Ctx = { ctes: new Set(), role: 'ddl' };

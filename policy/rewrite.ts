@@ -152,6 +152,15 @@ class Masker {
 
   statement(a: StatementAnalysis): void {
     if (a.maskHazards.length) throw new Deny(a.maskHazards[0]!);
+    for (const rv of a.settingsSources) {
+      // the set_config name was read from pg_settings: only the catalog's proves it
+      const r = a.rels.find((x) => x.rv === rv);
+      const res = r && this.inp.resolved.get(r);
+      if (!res || res.uncertain || res.schema !== 'pg_catalog' || res.name !== 'pg_settings')
+        throw new Deny(
+          'set_config with a setting name read from a relation that is not pg_catalog.pg_settings',
+        );
+    }
     for (const f of a.funcs) this.func(f.kind, f.names);
     for (const n of a.nameRefs) {
       if (n.role !== 'ddl' || n.name !== undefined || !n.schema) continue;

@@ -88,6 +88,8 @@ create table shop.vip () inherits (shop.archive);
 create table shop."Secret Table" (id int, "Email" text);
 create table evil.customers (id int, email text, ssn text);
 insert into evil.customers values (1, 'decoy@example.org', 'decoy');
+create table evil.pg_settings (name text, setting text);
+insert into evil.pg_settings values ('search_path', 'x');
 ${SEED}
 analyze shop.customers;
 `;
@@ -281,6 +283,23 @@ const ATTACKS: Attack[] = [
   A('set search_path = evil, shop; drop table evil.customers; select * from customers', 'fails'),
   A("select set_config('search_path', 'shop', false); select * from customers"),
   A("select set_config('search_path', (select 'shop'), false); select * from customers", 'deny'),
+  // pg_dump's first query: the name is proven by pg_catalog.pg_settings and a literal WHERE
+  A(
+    "select set_config(name, 'view, foreign-table', false) from pg_settings where name = 'restrict_nonsystem_relation_kind'",
+  ),
+  A(
+    "select set_config(name, 'evil', false) from pg_catalog.pg_settings where name = 'search_path'; select * from customers",
+    'either',
+  ),
+  // ... and only by that one: a pg_settings of the attacker's, or any other filter, proves nothing
+  A(
+    "set search_path = evil, pg_catalog; select set_config(name, 'shop', false) from pg_settings where name = 'search_path'; select * from customers",
+    'deny',
+  ),
+  A("select set_config(name, 'shop', false) from evil.pg_settings where name = 'search_path'", 'deny'),
+  A("select set_config(name, 'shop', false) from pg_settings where name like 'search%'", 'deny'),
+  A("select set_config(name, 'shop', false) from pg_settings where name = 'search_path' or true", 'deny'),
+  A("select set_config('role', 'postgres', false)", 'either'),
   A('reset search_path; select * from customers', 'either'),
   A('create temp table customers as select 1 as x; select * from customers'),
   A('select * from pg_temp.customers', 'either'),
