@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import { parseListen as parseListenAddress } from '../api/listen.js';
-import type { SslMode } from '../api/types.js';
+import { SSL_MODES, type SslMode } from '../api/types.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import { jsonLogger } from '../sidecar/log.js';
@@ -14,8 +14,6 @@ import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
 import { startSidecar } from '../sidecar/runtime.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
-
-const SSL_MODES: SslMode[] = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'];
 
 export const FLAGS: FlagSpec[] = [
   { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
@@ -190,7 +188,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const sslmode = flags.get('upstream-sslmode');
     if (sslmode !== undefined) {
-      if (!SSL_MODES.includes(sslmode as SslMode)) {
+      if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
         throw new UsageError(`--upstream-sslmode: '${sslmode}' is not one of ${SSL_MODES.join(', ')}`);
       }
       target.sslmode = sslmode as SslMode;
