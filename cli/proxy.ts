@@ -30,6 +30,11 @@ export const FLAGS: FlagSpec[] = [
   { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
   { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
   { name: 'audit-log', default: '-', help: "audit events as JSON lines: '-' (stdout) or a file" },
+  {
+    name: 'audit-stall-timeout',
+    default: '10s',
+    help: 'an audit write that takes longer (a pipe nobody reads) stops statements until it finishes',
+  },
   { name: 'identity-service-account', help: "the workload's ServiceAccount, NAMESPACE/NAME" },
   { name: 'identity-pod', help: "the workload's pod name" },
   { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
@@ -305,6 +310,11 @@ export async function run(argv: string[]): Promise<number> {
         : {}),
       metricsListen: flags.get('metrics-listen'),
       auditLog: flags.get('audit-log') ?? '-',
+      auditStallTimeoutMs: (() => {
+        const ms = parseDurationMs(flags.get('audit-stall-timeout') ?? '10s', 'audit-stall-timeout');
+        if (ms < 1) throw new UsageError('--audit-stall-timeout: more than 0, e.g. 10s');
+        return ms;
+      })(),
       workload,
       ...(tokenAuth ? { tokenAuth } : {}),
       logger,
@@ -317,26 +327,46 @@ export async function run(argv: string[]): Promise<number> {
         .catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
     });
 
-    // Last line of defence: a bug in one connection's handling must not end every session.
-    const onUncaught = (err: unknown) =>
-      logger.log('error', 'uncaught exception', {
-        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
-      });
+    // Last line of defence: a bug in one connection's handling must not end every session. Never
+    // re-entered: an exception while logging one (a broken stderr) must not start a loop.
+    let inUncaught = false;
+    const onUncaught = (err: unknown) => {
+      if (inUncaught) return;
+      inUncaught = true;
+      try {
+        logger.log('error', 'uncaught exception', {
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+      } catch {
+        /* nowhere left to report it */
+      } finally {
+        inUncaught = false;
+      }
+    };
     process.on('uncaughtException', onUncaught);
     process.on('unhandledRejection', onUncaught);
 
-    await new Promise<void>((resolve) => {
+    const code = await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.log('info', 'signal received', { signal, shutdownTimeoutMs: shutdownMs });
-        proxy.shutdown(shutdownMs).then(resolve, resolve);
+        proxy.shutdown(shutdownMs).then(
+          () => resolve(0),
+          (err: unknown) => {
+            // The audit log could not be flushed (its sink is down): say so in the exit code.
+            logger.log('error', 'shutdown incomplete', { error: String((err as Error)?.message ?? err) });
+            resolve(1);
+          },
+        );
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
-    return 0;
+    // A write to a stalled standard output stays pending for good and would keep the process alive.
+    if (code !== 0) process.exit(code);
+    return code;
   } catch (err) {
     if (err instanceof StartupError) {
       process.stderr.write(`dbguard proxy: ${err.message}\n`);

@@ -104,6 +104,11 @@ export const POLICY_CHANGED_MESSAGE =
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
 
+/** The metrics' `rule` label of statements refused because the audit log cannot take events. */
+export const AUDIT_DOWN_RULE = '(audit)';
+const auditDownMessage = (why: string) =>
+  `dbguard: the audit log cannot be written (${why}), so every statement is refused (fail closed); see /readyz`;
+
 function stateOf(s: SessionHandle): SessionState {
   return s.state.get('dbguard.governor') as SessionState;
 }
@@ -294,6 +299,9 @@ export class Governor implements DecisionPoint {
   judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Verdict | Promise<Verdict> {
     const st = stateOf(s);
     const p = this.opts.policy();
+    // Before anything that could wait on the audit log: a stalled sink must not hold the session.
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p?.enforcement !== 'DryRun') return this.refuseUnaudited(sql, st, auditDown, via);
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
       const d = this.decideOrRefuse(sql, s, st, p);
       const needsWait =
@@ -391,6 +399,42 @@ export class Governor implements DecisionPoint {
     return { action: 'forward', sql: d.sql };
   }
 
+  /** The audit log cannot take events: refuse rather than run statements nobody will know of. */
+  private refuseUnaudited(sql: string, st: SessionState, why: string, via: 'query' | 'parse'): Verdict {
+    const message = auditDownMessage(why);
+    const d: Decision = {
+      kind: 'deny',
+      rule: AUDIT_DOWN_RULE,
+      message,
+      sqlstate: '42501',
+      statements: [],
+      sql,
+      maskedColumns: [],
+      enforced: true,
+      effects: [],
+    };
+    if (via === 'parse') remember(st, sql, d);
+    else st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+    return { action: 'reject', sqlstate: '42501', message };
+  }
+
+  /**
+   * The audit log stopped taking events (AuditObserver.down). New statements are refused at judge;
+   * an Execute of a statement prepared earlier is not judged again, so sessions holding prepared
+   * statements or cursors end here. Returns how many.
+   */
+  auditDown(why: string): number {
+    if (this.opts.policy()?.enforcement === 'DryRun') return 0;
+    let ended = 0;
+    for (const s of this.sessions) {
+      const st = stateOf(s);
+      if (!st || (!st.sqlPrepared && s.statements.size === 0)) continue;
+      ended++;
+      s.terminate('58030', `${auditDownMessage(why)}; this session held prepared statements`);
+    }
+    return ended;
+  }
+
   /** The verdict for a decision that needs no waiting; records it for the audit event at completion. */
   private settle(
     sql: string,
@@ -431,6 +475,9 @@ export class Governor implements DecisionPoint {
     // and a missing policy are refused; for others it is judged like `SELECT f(...)` of an unknown
     // function would be: allowed only when the policy's default is Allow and no rule denies `*`.
     if (!p) return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p.enforcement !== 'DryRun')
+      return { action: 'reject', sqlstate: '42501', message: auditDownMessage(auditDown) };
     const d = this.decide('SELECT dbguard_function_call_message()', s, st, p);
     if (masked || d.kind !== 'allow') {
       return {

@@ -45,6 +45,8 @@ export interface SidecarOptions {
   metricsListen?: string;
   /** '-' (stdout) or a file; undefined: no audit trail (tests) */
   auditLog?: string;
+  /** an audit write that takes longer stalls the sink: statements are refused (default 10 s) */
+  auditStallTimeoutMs?: number;
   workload?: { serviceAccount?: string; pod?: string };
   tokenAuth?: TokenAuthConfig;
   logger: Logger;
@@ -84,8 +86,19 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   await initParser();
   await loadAuditParser();
   const metrics = new SidecarMetrics();
+  // Set below; the audit log may go down before the governor exists only if it fails at once.
+  let governorRef: Governor | undefined;
   const audit = opts.auditLog
-    ? await openAuditLog(opts.auditLog, { observer: metrics.auditObserver() })
+    ? await openAuditLog(opts.auditLog, {
+        observer: {
+          ...metrics.auditObserver(),
+          down: (reason) => {
+            const ended = governorRef?.auditDown(reason) ?? 0;
+            log.log('error', 'audit log down: statements are refused (fail closed)', { reason, ended });
+          },
+        },
+        ...(opts.auditStallTimeoutMs ? { stallTimeoutMs: opts.auditStallTimeoutMs } : {}),
+      })
     : undefined;
 
   let current: CompiledPolicy | undefined;
@@ -194,6 +207,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     metrics,
     log: (f) => log.log('warn', String(f.msg ?? 'governor'), f),
   });
+  governorRef = governor;
 
   let clientAuth: ClientAuth | undefined;
   if (opts.tokenAuth) {
@@ -229,18 +243,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         if (!current) reasons.push('no policy loaded: every statement is refused');
         if (!(await reachable(opts.upstream)))
           reasons.push(`upstream ${opts.upstream.host}:${opts.upstream.port} does not answer`);
-        const st = audit?.status();
-        if (st?.failed) reasons.push('audit log failed');
+        const auditDown = audit?.health();
+        if (auditDown) reasons.push(`${auditDown}: every statement is refused`);
         return { ok: reasons.length === 0, reasons };
       },
     });
   }
 
-  const stopAll = async () => {
+  const stopAll = async (auditCloseMs?: number) => {
     if (reloadTimer) clearInterval(reloadTimer);
     await client?.stop();
     await health?.close();
-    await audit?.close();
+    await audit?.close(auditCloseMs);
   };
   return {
     proxy,
@@ -255,8 +269,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       await stopAll();
     },
     async shutdown(timeoutMs) {
+      // One budget for the whole shutdown: the audit log gets what the sessions left (at least 1 s),
+      // so a sink that never returns cannot hold the process past it; a sink already down when
+      // the signal came gets 2 s at most (SIGTERM on `dbguard proxy | head` must end it promptly).
+      const deadline = Date.now() + timeoutMs;
+      const auditWasDown = audit?.health() != null;
       await proxy.shutdown(timeoutMs);
-      await stopAll();
+      const left = Math.max(1000, deadline - Date.now());
+      await stopAll(auditWasDown ? Math.min(left, 2000) : left);
     },
   };
 }
