@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import type { Identity } from '../policy/identity.js';
+import { CliError, explainConnectFailure, postgresUrlProblem, redactUrl, unreadable } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -63,7 +64,13 @@ export async function run(argv: string[]): Promise<number> {
   if (!sql.trim()) throw new UsageError('give the SQL to check as the last argument');
   const { loadPolicyFiles } = await import('../policy/load.js');
   const loaded = loadPolicyFiles(
-    files.map((name) => ({ name, text: fs.readFileSync(name, 'utf8') })),
+    files.map((name) => {
+      try {
+        return { name, text: fs.readFileSync(name, 'utf8') };
+      } catch (err) {
+        throw unreadable('--policy-file', name, err);
+      }
+    }),
     flags.get('policy'),
   );
   if (!loaded.ok) {
@@ -82,9 +89,18 @@ export async function run(argv: string[]): Promise<number> {
   let database = flags.get('database') ?? 'postgres';
   const upstream = flags.get('upstream');
   if (upstream) {
+    const problem = postgresUrlProblem(upstream);
+    if (problem) throw new UsageError(`--upstream: ${problem}`);
     const pg = (await import('pg')).default;
-    const client = new pg.Client({ connectionString: upstream });
-    await client.connect();
+    // The password comes from the URL, else PGPASSWORD (pg reads it).
+    const client = new pg.Client({ connectionString: upstream, connectionTimeoutMillis: 10_000 });
+    client.on('error', () => {}); // a connection lost after connect() is reported by the query that fails
+    try {
+      await client.connect();
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw new CliError(explainConnectFailure(upstream, err));
+    }
     try {
       const rows = async (text: string) =>
         (await client.query({ text, rowMode: 'array' })).rows.map((r: unknown[]) =>
@@ -94,6 +110,8 @@ export async function run(argv: string[]): Promise<number> {
       searchPath = engine.parseSearchPath((await rows(engine.searchPathQuery))[0]?.[0] ?? '[]');
       database = flags.get('database') ?? client.database ?? database;
       if (!identity.databaseUser) identity.databaseUser = client.user ?? '';
+    } catch (err) {
+      throw new CliError(`reading the catalog from ${redactUrl(upstream)}: ${(err as Error).message}`);
     } finally {
       await client.end();
     }

@@ -9,10 +9,12 @@ import { SSL_MODES, type SslMode } from '../api/types.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import { jsonLogger } from '../sidecar/log.js';
+import { parseListen as parseMetricsListen } from '../sidecar/metrics.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
 import { startSidecar } from '../sidecar/runtime.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
+import { postgresUrlProblem } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 export const FLAGS: FlagSpec[] = [
@@ -176,6 +178,8 @@ export async function run(argv: string[]): Promise<number> {
     let credentials: Credentials | undefined = policy?.upstream.credentials;
     const upstreamUrl = flags.get('upstream');
     if (upstreamUrl) {
+      const problem = postgresUrlProblem(upstreamUrl);
+      if (problem) throw new UsageError(`--upstream: ${problem}`);
       let parsed: ReturnType<typeof parseUpstreamUrl>;
       try {
         parsed = parseUpstreamUrl(upstreamUrl);
@@ -220,6 +224,14 @@ export async function run(argv: string[]): Promise<number> {
     }
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
     const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
+    const metricsListen = flags.get('metrics-listen');
+    if (metricsListen) {
+      try {
+        parseMetricsListen(metricsListen);
+      } catch (err) {
+        throw new UsageError(`--metrics-listen: ${(err as Error).message}`);
+      }
+    }
 
     const credFile = flags.get('upstream-credentials-file');
     if (credFile) credentials = readCredentials(credFile);
@@ -308,7 +320,7 @@ export async function run(argv: string[]): Promise<number> {
             },
           }
         : {}),
-      metricsListen: flags.get('metrics-listen'),
+      metricsListen,
       auditLog: flags.get('audit-log') ?? '-',
       auditStallTimeoutMs: (() => {
         const ms = parseDurationMs(flags.get('audit-stall-timeout') ?? '10s', 'audit-stall-timeout');

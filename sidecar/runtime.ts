@@ -236,7 +236,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   let health: HealthServer | undefined;
   if (opts.metricsListen) {
-    health = await startHealthServer(opts.metricsListen, {
+    const started = startHealthServer(opts.metricsListen, {
       metrics,
       ready: async () => {
         const reasons: string[] = [];
@@ -248,6 +248,16 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         return { ok: reasons.length === 0, reasons };
       },
     });
+    try {
+      health = await started;
+    } catch (err) {
+      // Nothing may stay open behind a failed start (the process would neither serve nor exit).
+      await proxy.close();
+      if (reloadTimer) clearInterval(reloadTimer);
+      await client?.stop();
+      await audit?.close(1000).catch(() => {});
+      throw err;
+    }
   }
 
   const stopAll = async (auditCloseMs?: number) => {
