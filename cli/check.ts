@@ -27,6 +27,11 @@ const FLAGS: FlagSpec[] = [
   },
   { name: 'database', help: 'database name for the decision (default: from --upstream, else postgres)' },
   { name: 'search-path', help: 'comma-separated search_path when no --upstream (default pg_catalog,public)' },
+  {
+    name: 'lint',
+    boolean: true,
+    help: 'with --upstream, no SQL: check every MaskingRule against the database; exit 1 if a table or column is missing',
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
@@ -61,7 +66,11 @@ export async function run(argv: string[]): Promise<number> {
   const files = flags.all('policy-file');
   if (!files.length) throw new UsageError('--policy-file is required');
   const sql = flags.positionals.join(' ');
-  if (!sql.trim()) throw new UsageError('give the SQL to check as the last argument');
+  const lint = flags.has('lint');
+  if (lint && !flags.get('upstream')) throw new UsageError('--lint reads the database: give --upstream URL');
+  if (lint && sql.trim())
+    throw new UsageError('--lint checks the policy, not a statement: leave out the SQL');
+  if (!lint && !sql.trim()) throw new UsageError('give the SQL to check as the last argument');
   const { loadPolicyFiles } = await import('../policy/load.js');
   const loaded = loadPolicyFiles(
     files.map((name) => {
@@ -116,6 +125,7 @@ export async function run(argv: string[]): Promise<number> {
       await client.end();
     }
   }
+  if (lint) return printLint(policy, catalog!, database);
   const d = engine.judge(
     sql,
     { identity, database, searchPath, catalog, tempSchema: catalog?.tempSchema },
@@ -147,4 +157,27 @@ export async function run(argv: string[]): Promise<number> {
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   return 0;
+}
+
+/**
+ * `--lint`: every masked table and column of the policy against the database's catalog. Problems go
+ * to stderr one per line (with the nearest existing name) and to stdout as JSON; exit 1 if any.
+ */
+async function printLint(
+  policy: import('../api/compiled.js').CompiledPolicy,
+  catalog: import('../policy/engine.js').CatalogSnapshot,
+  database: string,
+): Promise<number> {
+  const { maskingProblems } = await import('../policy/mask-coverage.js');
+  const problems = maskingProblems(policy, catalog);
+  const columns = policy.masking.reduce((n, m) => n + m.columns.length, 0);
+  for (const p of problems) process.stderr.write(`dbguard check: ${p.message}\n`);
+  process.stdout.write(
+    `${JSON.stringify(
+      { policy: policy.policy, policyVersion: policy.version, database, maskedColumns: columns, problems },
+      null,
+      2,
+    )}\n`,
+  );
+  return problems.length ? 1 : 0;
 }

@@ -29,6 +29,8 @@ import {
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
+import { brokenMaskRefusal, type MaskingProblem, maskingProblems } from '../policy/mask-coverage.js';
+import { anySubjectMatches } from '../policy/subjects.js';
 import { type ApprovalGate, judgeApproval } from './approvals.js';
 import {
   type AuditContext,
@@ -59,6 +61,8 @@ export interface GovernorOptions {
   log?: (fields: Record<string, unknown>) => void;
   /** the operator's approval API (RequireApproval rules); without it such statements are refused */
   approvals?: ApprovalGate;
+  /** a catalog snapshot shows masked tables or columns that do not exist (called per snapshot read) */
+  onMaskingProblems?: (database: string, policy: CompiledPolicy, problems: MaskingProblem[]) => void;
 }
 
 /** Facts an authentication layer (token auth) may put into `SessionHandle.state` before sessionReady. */
@@ -95,6 +99,8 @@ interface SessionState {
   approvalLabels?: Map<string, QueryDecision>;
   /** the decision-cache context key and the facts it was built from (rebuilt when one changes) */
   ctxKey?: { key: string; policy: string; searchPath: string[]; catalog?: CatalogSnapshot };
+  /** masked tables and columns of the policy missing from this session's catalog snapshot */
+  maskProblems?: MaskingProblem[];
 }
 
 /** Told to a session whose prepared statements or cursors a new policy would judge differently. */
@@ -103,6 +109,9 @@ export const POLICY_CHANGED_MESSAGE =
 
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
+
+/** The metrics' `rule` label of statements refused because a MaskingRule names a missing column. */
+export const BROKEN_MASK_RULE = '(masking)';
 
 /** The metrics' `rule` label of statements refused because the audit log cannot take events. */
 export const AUDIT_DOWN_RULE = '(audit)';
@@ -188,7 +197,38 @@ export class Governor implements DecisionPoint {
       st.catalog = this.snapshots.intern(p.version, parseCatalog(r.rows));
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
+      st.maskProblems = this.maskProblemsOf(p, st.catalog);
+      if (st.maskProblems.length) this.opts.onMaskingProblems?.(s.database, p, st.maskProblems);
     }
+  }
+
+  /** Per interned snapshot (shared by the sessions of one database and policy version): computed once. */
+  private readonly problemsBySnapshot = new WeakMap<CatalogSnapshot, MaskingProblem[]>();
+  private maskProblemsOf(p: CompiledPolicy, snap: CatalogSnapshot): MaskingProblem[] {
+    let found = this.problemsBySnapshot.get(snap);
+    if (!found) {
+      found = maskingProblems(p, snap);
+      this.problemsBySnapshot.set(snap, found);
+    }
+    return found;
+  }
+
+  /**
+   * Fail closed on a MaskingRule that names a missing column (mask-coverage.ts): a subject that rule
+   * masks is refused every statement touching that table, where the rewrite would mask nothing.
+   */
+  private refuseBrokenMasks(d: Decision, st: SessionState, p: CompiledPolicy): Decision {
+    if (d.kind === 'deny' || !isMaskedSubject(p, st.identity)) return d;
+    const exempt = new Set(
+      p.masking.filter((m) => anySubjectMatches(m.exemptSubjects, st.identity)).map((m) => m.name),
+    );
+    const applying = st.maskProblems!.filter((x) => !exempt.has(x.rule));
+    const message = brokenMaskRefusal(
+      applying,
+      d.statements.flatMap((x) => x.objects),
+    );
+    if (!message) return d;
+    return { ...d, kind: 'deny', rule: BROKEN_MASK_RULE, message, sqlstate: '42501', maskedColumns: [] };
   }
 
   async sessionReady(s: SessionHandle): Promise<void> {
@@ -246,8 +286,11 @@ export class Governor implements DecisionPoint {
     const ctx = this.context(s, st);
     // A snapshot read under another policy version lists other masked tables while its catalog version
     // string is the same: such a decision is valid for this call only and must not enter the cache.
-    if (st.catalog && st.catalogPolicy !== p.version) return judge(sql, ctx, p);
-    return this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    const d =
+      st.catalog && st.catalogPolicy !== p.version
+        ? judge(sql, ctx, p)
+        : this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    return st.maskProblems?.length && st.catalogPolicy === p.version ? this.refuseBrokenMasks(d, st, p) : d;
   }
 
   /** The session's part of every decision-cache key; a JSON string built once per change, not per statement. */

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { CompiledPolicy } from '../api/compiled.js';
 import { initParser } from '../policy/engine.js';
+import type { MaskingProblem } from '../policy/mask-coverage.js';
 import { ApprovalClient } from './approvals.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
@@ -112,6 +113,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         log.log('info', 'sessions with prepared statements under the old policy ended', { sessions: ended });
     }
     metrics.policyLoaded(p.policy, p.version);
+    metrics.maskingProblems(p.policy, []); // the new version's snapshots report their own
     log.log('info', 'policy loaded', {
       policy: p.policy,
       version: p.version,
@@ -199,8 +201,36 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         log: (f) => log.log('warn', String(f.msg ?? 'approvals'), f),
       })
     : undefined;
+  // MaskingRules checked against each database's catalog: each problem logged once per policy version
+  // and database, counted, and shown on /readyz.
+  let maskSeen: { version: string; byDatabase: Map<string, MaskingProblem[]> } | undefined;
+  const onMaskingProblems = (database: string, p: CompiledPolicy, problems: MaskingProblem[]) => {
+    if (maskSeen?.version !== p.version) maskSeen = { version: p.version, byDatabase: new Map() };
+    if (maskSeen.byDatabase.has(database)) return;
+    maskSeen.byDatabase.set(database, problems);
+    for (const x of problems) {
+      log.log('error', 'masking rule matches nothing in the database', {
+        policy: p.policy,
+        version: p.version,
+        database,
+        rule: x.rule,
+        reason: x.reason,
+        table: `${x.schema}.${x.table}`,
+        ...(x.column ? { column: x.column } : {}),
+        ...(x.suggestion ? { suggestion: x.suggestion } : {}),
+        message: x.message,
+      });
+    }
+    metrics.maskingProblems(p.policy, [...maskSeen.byDatabase.values()].flat());
+  };
+  const maskingDetails = (): string[] => {
+    if (!maskSeen || maskSeen.version !== current?.version) return [];
+    return [...maskSeen.byDatabase].flatMap(([db, list]) => list.map((x) => `database ${db}: ${x.message}`));
+  };
+
   const governor = new Governor({
     policy: () => current,
+    onMaskingProblems,
     ...(approvals ? { approvals } : {}),
     workload: opts.workload,
     audit,
@@ -245,7 +275,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
           reasons.push(`upstream ${opts.upstream.host}:${opts.upstream.port} does not answer`);
         const auditDown = audit?.health();
         if (auditDown) reasons.push(`${auditDown}: every statement is refused`);
-        return { ok: reasons.length === 0, reasons };
+        return { ok: reasons.length === 0, reasons, details: maskingDetails() };
       },
     });
     try {
