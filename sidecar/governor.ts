@@ -110,6 +110,14 @@ export const POLICY_CHANGED_MESSAGE =
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
 
+/** The metrics' `rule` label of statements that do not parse (not a policy block: kept out of the alert). */
+export const UNPARSEABLE_RULE = '(unparseable)';
+
+/** The `rule` label of a decision's metrics: the rule, a pseudo-rule, or none (defaultAction decided). */
+function metricsRule(d: Decision): string | undefined {
+  return d.rule ?? (d.sqlstate === '42601' ? UNPARSEABLE_RULE : undefined);
+}
+
 /** The metrics' `rule` label of statements refused because a MaskingRule names a missing column. */
 export const BROKEN_MASK_RULE = '(masking)';
 
@@ -606,7 +614,7 @@ export class Governor implements DecisionPoint {
       policy: policyName,
       decision: label,
       command: info.command,
-      rule: decision.rule,
+      rule: metricsRule(decision),
       durationSeconds: (Date.now() - started) / 1000,
     });
     if (!p || !shouldAuditQuery(p.audit.statements, { decision: label, statement: info })) return;
@@ -614,7 +622,8 @@ export class Governor implements DecisionPoint {
       st,
       queryEvent(this.auditContext(e.s, st), {
         decision: label,
-        rule: decision.rule ?? null,
+        // A pseudo-rule (`(audit)`, `(masking)`) is a metrics label; the audit event names policy rules only.
+        rule: decision.rule?.startsWith('(') ? null : (decision.rule ?? null),
         statement: info,
         batch,
         maskedColumns: decision.maskedColumns,

@@ -177,12 +177,19 @@ describe('MaskingRules checked against the database', () => {
     }
   });
 
-  it('a right rule: masked, nothing reported', async () => {
+  it('a right rule: masked, nothing reported; a parse error is labelled (unparseable)', async () => {
     const { sidecar: s, logs } = await start(RIGHT);
     try {
       expect((await as(s, 'app', `SELECT ssn FROM ${TABLE}`)).rows).toEqual([{ ssn: '****' }]);
       expect(logs.filter((l) => l.msg === 'masking rule matches nothing in the database')).toEqual([]);
       expect((await readyz(s)).details).toBeUndefined();
+      // A statement that does not parse is labelled as such, not as a defaultAction block.
+      await expect(as(s, 'app', 'SELEC 1')).rejects.toMatchObject({ code: '42601' });
+      const metrics = await (await fetch(`${s.health!.url}/metrics`)).text();
+      expect(metrics).toMatch(
+        /^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(unparseable\)"\} 1$/m,
+      );
+      expect(metrics).not.toMatch(/rule="\(defaultAction\)"/);
     } finally {
       await s.close();
     }
