@@ -21,7 +21,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
   {
     name: 'upstream',
-    help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)",
+    help: "the database server, postgres://host:port/db; overrides the policy's spec.upstream, which the policy file must still have (default: that spec.upstream)",
   },
   {
     name: 'policy-file',
