@@ -222,6 +222,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       });
     }
     metrics.maskingProblems(p.policy, [...maskSeen.byDatabase.values()].flat());
+    // The operator marks the MaskingRules (Ready=False, ColumnNotFound) and records an Event.
+    approvals
+      ?.reportMaskingProblems(p.policy, p.version, database, problems)
+      .catch((err: unknown) =>
+        log.log('warn', 'masking problems not reported to the operator', {
+          error: String((err as Error)?.message ?? err),
+        }),
+      );
   };
   const maskingDetails = (): string[] => {
     if (!maskSeen || maskSeen.version !== current?.version) return [];
