@@ -1,5 +1,5 @@
 # dbguard: the everyday targets. `make test` is the README's (and CI's) test command.
-.PHONY: all deps build test typecheck lint demo bench generate chart-lint e2e clean
+.PHONY: all deps build install test typecheck lint demo bench generate chart-lint e2e clean
 
 all: build
 
@@ -10,6 +10,10 @@ deps: node_modules/.package-lock.json
 
 build: deps
 	npm run build
+
+# Puts `dbguard` and `kubectl-dbguard` (the kubectl plugin: `kubectl dbguard ...`) on PATH.
+install: build
+	npm link
 
 typecheck: deps
 	npm run typecheck

@@ -7,6 +7,7 @@
 import { CEL, type CelRule, xValidation } from './cel.js';
 import { DEFAULTS } from './defaults.js';
 import { type NamedPattern, PATTERNS } from './patterns.js';
+import { SSL_MODES } from './types.js';
 
 /** The subset of apiextensions.k8s.io/v1 JSONSchemaProps that structural schemas use. */
 export interface JSONSchemaProps {
@@ -220,8 +221,9 @@ const databasePolicySpec = obj(
           default: DEFAULTS.port,
         }),
         sslmode: enumOf(
-          "TLS to the upstream, as libpq's sslmode: disable, prefer, require, verify-ca or verify-full.",
-          ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'],
+          "TLS to the upstream, as libpq's sslmode: disable, allow, prefer, require, verify-ca or verify-full. " +
+            'prefer and allow fall back to plain text when the server has no TLS.',
+          SSL_MODES,
           { default: DEFAULTS.sslmode },
         ),
         caSecretRef: secretKeyRef(

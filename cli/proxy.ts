@@ -5,24 +5,24 @@
 
 import fs from 'node:fs';
 import { parseListen as parseListenAddress } from '../api/listen.js';
-import type { SslMode } from '../api/types.js';
+import { SSL_MODES, type SslMode } from '../api/types.js';
 import { TOKEN_AUDIENCE } from '../operator/inject/constants.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import { jsonLogger } from '../sidecar/log.js';
+import { parseListen as parseMetricsListen } from '../sidecar/metrics.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
 import { startSidecar } from '../sidecar/runtime.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
+import { postgresUrlProblem } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
-
-const SSL_MODES: SslMode[] = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'];
 
 export const FLAGS: FlagSpec[] = [
   { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
   {
     name: 'upstream',
-    help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)",
+    help: "the database server, postgres://host:port/db; overrides the policy's spec.upstream, which the policy file must still have (default: that spec.upstream)",
   },
   {
     name: 'policy-file',
@@ -33,6 +33,11 @@ export const FLAGS: FlagSpec[] = [
   { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
   { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
   { name: 'audit-log', default: '-', help: "audit events as JSON lines: '-' (stdout) or a file" },
+  {
+    name: 'audit-stall-timeout',
+    default: '10s',
+    help: 'an audit write that takes longer (a pipe nobody reads) stops statements until it finishes',
+  },
   { name: 'identity-service-account', help: "the workload's ServiceAccount, NAMESPACE/NAME" },
   { name: 'identity-pod', help: "the workload's pod name" },
   { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
@@ -175,6 +180,8 @@ export async function run(argv: string[]): Promise<number> {
     let credentials: Credentials | undefined = compiled?.ok ? compiled.credentials : undefined;
     const upstreamUrl = flags.get('upstream');
     if (upstreamUrl) {
+      const problem = postgresUrlProblem(upstreamUrl);
+      if (problem) throw new UsageError(`--upstream: ${problem}`);
       let parsed: ReturnType<typeof parseUpstreamUrl>;
       try {
         parsed = parseUpstreamUrl(upstreamUrl);
@@ -192,7 +199,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const sslmode = flags.get('upstream-sslmode');
     if (sslmode !== undefined) {
-      if (!SSL_MODES.includes(sslmode as SslMode)) {
+      if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
         throw new UsageError(`--upstream-sslmode: '${sslmode}' is not one of ${SSL_MODES.join(', ')}`);
       }
       target.sslmode = sslmode as SslMode;
@@ -219,6 +226,14 @@ export async function run(argv: string[]): Promise<number> {
     }
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
     const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
+    const metricsListen = flags.get('metrics-listen');
+    if (metricsListen) {
+      try {
+        parseMetricsListen(metricsListen);
+      } catch (err) {
+        throw new UsageError(`--metrics-listen: ${(err as Error).message}`);
+      }
+    }
 
     const credFile = flags.get('upstream-credentials-file');
     if (credFile) credentials = readCredentials(credFile);
@@ -315,8 +330,13 @@ export async function run(argv: string[]): Promise<number> {
             },
           }
         : {}),
-      metricsListen: flags.get('metrics-listen'),
+      metricsListen,
       auditLog: flags.get('audit-log') ?? '-',
+      auditStallTimeoutMs: (() => {
+        const ms = parseDurationMs(flags.get('audit-stall-timeout') ?? '10s', 'audit-stall-timeout');
+        if (ms < 1) throw new UsageError('--audit-stall-timeout: more than 0, e.g. 10s');
+        return ms;
+      })(),
       workload,
       ...(tokenAuth ? { tokenAuth } : {}),
       logger,
@@ -329,26 +349,46 @@ export async function run(argv: string[]): Promise<number> {
         .catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
     });
 
-    // Last line of defence: a bug in one connection's handling must not end every session.
-    const onUncaught = (err: unknown) =>
-      logger.log('error', 'uncaught exception', {
-        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
-      });
+    // Last line of defence: a bug in one connection's handling must not end every session. Never
+    // re-entered: an exception while logging one (a broken stderr) must not start a loop.
+    let inUncaught = false;
+    const onUncaught = (err: unknown) => {
+      if (inUncaught) return;
+      inUncaught = true;
+      try {
+        logger.log('error', 'uncaught exception', {
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+      } catch {
+        /* nowhere left to report it */
+      } finally {
+        inUncaught = false;
+      }
+    };
     process.on('uncaughtException', onUncaught);
     process.on('unhandledRejection', onUncaught);
 
-    await new Promise<void>((resolve) => {
+    const code = await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.log('info', 'signal received', { signal, shutdownTimeoutMs: shutdownMs });
-        proxy.shutdown(shutdownMs).then(resolve, resolve);
+        proxy.shutdown(shutdownMs).then(
+          () => resolve(0),
+          (err: unknown) => {
+            // The audit log could not be flushed (its sink is down): say so in the exit code.
+            logger.log('error', 'shutdown incomplete', { error: String((err as Error)?.message ?? err) });
+            resolve(1);
+          },
+        );
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
-    return 0;
+    // A write to a stalled standard output stays pending for good and would keep the process alive.
+    if (code !== 0) process.exit(code);
+    return code;
   } catch (err) {
     if (err instanceof StartupError) {
       process.stderr.write(`dbguard proxy: ${err.message}\n`);

@@ -253,7 +253,11 @@ class Masker {
     if (res.schema === HASH_SCHEMA) throw new Deny(`${res.display} is dbguard's own (Hash keys)`);
     const unqualified = !r.rv.schemaname;
     if (STATISTICS_RELATIONS.has(res.name) && (res.schema === 'pg_catalog' || unqualified)) {
-      if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes column statistics`);
+      // Each its true reason: the statistics views show column values, the others statement texts.
+      const shows = /^pg_stat(s|istic)/.test(res.name)
+        ? 'column statistics'
+        : 'statement texts of other sessions';
+      if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes ${shows}`);
     }
     if (r.role === 'ddl-safe') return;
     if (!res.known && !this.inp.created.has(res.key)) {

@@ -205,6 +205,27 @@ export class ApprovalClient {
     return this.o.requestTimeoutMs ?? 10_000;
   }
 
+  /**
+   * Tells the operator which MaskingRules name tables or columns this database lacks, so it marks
+   * them Ready=False (ColumnNotFound / TableNotFound) with an Event. Best effort: the sidecar
+   * enforces (fail closed) whatever the answer.
+   */
+  async reportMaskingProblems(
+    policy: string,
+    policyVersion: string,
+    database: string,
+    problems: readonly object[],
+  ): Promise<void> {
+    const { namespace, name } = splitPolicy(policy);
+    const r = await this.call(
+      'POST',
+      `/v1/policies/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/masking-problems`,
+      { policyVersion, database, problems },
+      this.timeoutMs,
+    );
+    if (r.status !== 202) throw new Error(`operator answered ${r.status}: ${r.json?.error ?? ''}`);
+  }
+
   /** Opens a request (Reject mode: reuses an open one for the same statement and subject). */
   async create(input: ApprovalInput): Promise<ApprovalTicket> {
     const { namespace, name: policy } = splitPolicy(input.policy);

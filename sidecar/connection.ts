@@ -130,9 +130,12 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     const database = params.get('database') || user;
     const applicationName = params.get('application_name');
 
+    const upstreamParams = new Map(params);
+    if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
     let up: Duplex;
     try {
-      up = await connectUpstream(ctx.upstream);
+      // The start-up packet goes with the connection: sslmode allow/prefer retry when it is refused.
+      up = await connectUpstream(ctx.upstream, encodeStartup(hello.version, upstreamParams));
     } catch (err) {
       ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
       fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
@@ -141,9 +144,6 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     upstream = up;
     up.on('error', () => {});
     const upReader = new SocketReader(up, 'upstream');
-    const upstreamParams = new Map(params);
-    if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
-    up.write(encodeStartup(hello.version, upstreamParams));
 
     let protocolVersion = hello.version;
     const authFailed = (fields: Map<string, string> | undefined, message: string) => {

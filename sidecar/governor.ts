@@ -29,7 +29,9 @@ import {
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
+import { brokenMaskRefusal, type MaskingProblem, maskingProblems } from '../policy/mask-coverage.js';
 import { guardErrorFields } from '../policy/masked-writes.js';
+import { anySubjectMatches } from '../policy/subjects.js';
 import { type ApprovalGate, judgeApproval } from './approvals.js';
 import {
   type AuditContext,
@@ -62,6 +64,8 @@ export interface GovernorOptions {
   log?: (fields: Record<string, unknown>) => void;
   /** the operator's approval API (RequireApproval rules); without it such statements are refused */
   approvals?: ApprovalGate;
+  /** a catalog snapshot shows masked tables or columns that do not exist (called per snapshot read) */
+  onMaskingProblems?: (database: string, policy: CompiledPolicy, problems: MaskingProblem[]) => void;
 }
 
 /** Facts an authentication layer (token auth) may put into `SessionHandle.state` before sessionReady. */
@@ -98,6 +102,8 @@ interface SessionState {
   approvalLabels?: Map<string, QueryDecision>;
   /** the decision-cache context key and the facts it was built from (rebuilt when one changes) */
   ctxKey?: { key: string; policy: string; searchPath: string[]; catalog?: CatalogSnapshot };
+  /** masked tables and columns of the policy missing from this session's catalog snapshot */
+  maskProblems?: MaskingProblem[];
 }
 
 /** Told to a session whose prepared statements or cursors a new policy would judge differently. */
@@ -106,6 +112,22 @@ export const POLICY_CHANGED_MESSAGE =
 
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
+
+/** The metrics' `rule` label of statements that do not parse (not a policy block: kept out of the alert). */
+export const UNPARSEABLE_RULE = '(unparseable)';
+
+/** The `rule` label of a decision's metrics: the rule, a pseudo-rule, or none (defaultAction decided). */
+function metricsRule(d: Decision): string | undefined {
+  return d.rule ?? (d.sqlstate === '42601' ? UNPARSEABLE_RULE : undefined);
+}
+
+/** The metrics' `rule` label of statements refused because a MaskingRule names a missing column. */
+export const BROKEN_MASK_RULE = '(masking)';
+
+/** The metrics' `rule` label of statements refused because the audit log cannot take events. */
+export const AUDIT_DOWN_RULE = '(audit)';
+const auditDownMessage = (why: string) =>
+  `dbguard: the audit log cannot be written (${why}), so every statement is refused (fail closed); see /readyz`;
 
 function stateOf(s: SessionHandle): SessionState {
   return s.state.get('dbguard.governor') as SessionState;
@@ -215,7 +237,38 @@ export class Governor implements DecisionPoint {
       const temp = st.catalog.tempSchema;
       if (temp && !st.searchPath.includes(temp) && st.catalog.searchPath.includes(temp))
         st.searchPath = st.catalog.searchPath;
+      st.maskProblems = this.maskProblemsOf(p, st.catalog);
+      if (st.maskProblems.length) this.opts.onMaskingProblems?.(s.database, p, st.maskProblems);
     }
+  }
+
+  /** Per interned snapshot (shared by the sessions of one database and policy version): computed once. */
+  private readonly problemsBySnapshot = new WeakMap<CatalogSnapshot, MaskingProblem[]>();
+  private maskProblemsOf(p: CompiledPolicy, snap: CatalogSnapshot): MaskingProblem[] {
+    let found = this.problemsBySnapshot.get(snap);
+    if (!found) {
+      found = maskingProblems(p, snap);
+      this.problemsBySnapshot.set(snap, found);
+    }
+    return found;
+  }
+
+  /**
+   * Fail closed on a MaskingRule that names a missing column (mask-coverage.ts): a subject that rule
+   * masks is refused every statement touching that table, where the rewrite would mask nothing.
+   */
+  private refuseBrokenMasks(d: Decision, st: SessionState, p: CompiledPolicy): Decision {
+    if (d.kind === 'deny' || !isMaskedSubject(p, st.identity)) return d;
+    const exempt = new Set(
+      p.masking.filter((m) => anySubjectMatches(m.exemptSubjects, st.identity)).map((m) => m.name),
+    );
+    const applying = st.maskProblems!.filter((x) => !exempt.has(x.rule));
+    const message = brokenMaskRefusal(
+      applying,
+      d.statements.flatMap((x) => x.objects),
+    );
+    if (!message) return d;
+    return { ...d, kind: 'deny', rule: BROKEN_MASK_RULE, message, sqlstate: '42501', maskedColumns: [] };
   }
 
   async sessionReady(s: SessionHandle): Promise<void> {
@@ -275,8 +328,11 @@ export class Governor implements DecisionPoint {
     const ctx = this.context(s, st);
     // A snapshot read under another policy version lists other masked tables while its catalog version
     // string is the same: such a decision is valid for this call only and must not enter the cache.
-    if (st.catalog && st.catalogPolicy !== p.version) return judge(sql, ctx, p);
-    return this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    const d =
+      st.catalog && st.catalogPolicy !== p.version
+        ? judge(sql, ctx, p)
+        : this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    return st.maskProblems?.length && st.catalogPolicy === p.version ? this.refuseBrokenMasks(d, st, p) : d;
   }
 
   /** The session's part of every decision-cache key; a JSON string built once per change, not per statement. */
@@ -328,6 +384,9 @@ export class Governor implements DecisionPoint {
   judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Verdict | Promise<Verdict> {
     const st = stateOf(s);
     const p = this.opts.policy();
+    // Before anything that could wait on the audit log: a stalled sink must not hold the session.
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p?.enforcement !== 'DryRun') return this.refuseUnaudited(sql, st, auditDown, via);
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
       const d = lexerChecked(sql, s, this.decideOrRefuse(sql, s, st, p));
       const needsWait =
@@ -427,6 +486,42 @@ export class Governor implements DecisionPoint {
     return { action: 'forward', sql: d.sql };
   }
 
+  /** The audit log cannot take events: refuse rather than run statements nobody will know of. */
+  private refuseUnaudited(sql: string, st: SessionState, why: string, via: 'query' | 'parse'): Verdict {
+    const message = auditDownMessage(why);
+    const d: Decision = {
+      kind: 'deny',
+      rule: AUDIT_DOWN_RULE,
+      message,
+      sqlstate: '42501',
+      statements: [],
+      sql,
+      maskedColumns: [],
+      enforced: true,
+      effects: [],
+    };
+    if (via === 'parse') remember(st, sql, d);
+    else st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+    return { action: 'reject', sqlstate: '42501', message };
+  }
+
+  /**
+   * The audit log stopped taking events (AuditObserver.down). New statements are refused at judge;
+   * an Execute of a statement prepared earlier is not judged again, so sessions holding prepared
+   * statements or cursors end here. Returns how many.
+   */
+  auditDown(why: string): number {
+    if (this.opts.policy()?.enforcement === 'DryRun') return 0;
+    let ended = 0;
+    for (const s of this.sessions) {
+      const st = stateOf(s);
+      if (!st || (!st.sqlPrepared && s.statements.size === 0)) continue;
+      ended++;
+      s.terminate('58030', `${auditDownMessage(why)}; this session held prepared statements`);
+    }
+    return ended;
+  }
+
   /** The verdict for a decision that needs no waiting; records it for the audit event at completion. */
   private settle(
     sql: string,
@@ -467,6 +562,9 @@ export class Governor implements DecisionPoint {
     // and a missing policy are refused; for others it is judged like `SELECT f(...)` of an unknown
     // function would be: allowed only when the policy's default is Allow and no rule denies `*`.
     if (!p) return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p.enforcement !== 'DryRun')
+      return { action: 'reject', sqlstate: '42501', message: auditDownMessage(auditDown) };
     const d = this.decide('SELECT dbguard_function_call_message()', s, st, p);
     if (masked || d.kind !== 'allow') {
       return {
@@ -553,7 +651,7 @@ export class Governor implements DecisionPoint {
       policy: policyName,
       decision: label,
       command: info.command,
-      rule: decision.rule,
+      rule: metricsRule(decision),
       durationSeconds: (Date.now() - started) / 1000,
     });
     if (!p || !shouldAuditQuery(p.audit.statements, { decision: label, statement: info })) return;
@@ -561,7 +659,8 @@ export class Governor implements DecisionPoint {
       st,
       queryEvent(this.auditContext(e.s, st), {
         decision: label,
-        rule: decision.rule ?? null,
+        // A pseudo-rule (`(audit)`, `(masking)`) is a metrics label; the audit event names policy rules only.
+        rule: decision.rule?.startsWith('(') ? null : (decision.rule ?? null),
         statement: info,
         batch,
         maskedColumns: decision.maskedColumns,

@@ -211,6 +211,7 @@ export class SidecarMetrics {
   private readonly auditWait: Histogram;
   private readonly auditErrors: Counter;
   private readonly authFailures: Counter<'reason'>;
+  private readonly maskingProblemsGauge: Gauge<'policy' | 'rule' | 'reason'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     this.registry = new Registry();
@@ -290,6 +291,12 @@ export class SidecarMetrics {
     this.auditErrors = new Counter({
       name: 'dbguard_audit_write_errors_total',
       help: 'Audit sink write errors (file sinks are retried; events are kept), and events refused because they cannot be serialised.',
+      registers,
+    });
+    this.maskingProblemsGauge = new Gauge({
+      name: 'dbguard_masking_rule_problems',
+      help: 'Masked tables (reason table_not_found) and columns (column_not_found) a MaskingRule names that the database does not have, as the catalog snapshots of the current policy version show.',
+      labelNames: ['policy', 'rule', 'reason'],
       registers,
     });
     this.authFailures = new Counter({
@@ -374,6 +381,12 @@ export class SidecarMetrics {
     this.approvals.inc({ policy, outcome });
   }
 
+  /** The masking problems seen under the current policy version (replaces the previous counts). */
+  maskingProblems(policy: string, problems: readonly { rule: string; reason: string }[]): void {
+    this.maskingProblemsGauge.reset();
+    for (const p of problems) this.maskingProblemsGauge.inc({ policy, rule: p.rule, reason: p.reason });
+  }
+
   /** `reason` should be an AuthFailureReason (bounded); anything else is counted as `other`. */
   authFailure(reason: string): void {
     this.authFailures.inc({ reason: AUTH_REASON_LABELS.has(reason) ? reason : 'other' });
@@ -416,6 +429,8 @@ const AUTH_REASON_LABELS: ReadonlySet<string> = new Set([
 export interface Readiness {
   ok: boolean;
   reasons: string[];
+  /** problems that do not make the sidecar unready but need a person (a MaskingRule naming a missing column) */
+  details?: string[];
 }
 
 export interface HealthServer {
@@ -482,7 +497,7 @@ async function handle(opts: HealthServerOptions, req: IncomingMessage, res: Serv
         res,
         r.ok ? 200 : 503,
         'application/json',
-        `${JSON.stringify({ ok: r.ok, reasons: r.reasons })}\n`,
+        `${JSON.stringify({ ok: r.ok, reasons: r.reasons, ...(r.details?.length ? { details: r.details } : {}) })}\n`,
       );
       return;
     }

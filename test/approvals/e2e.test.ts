@@ -53,6 +53,7 @@ const audit: AuditLog = {
   flush: async () => {},
   close: async () => {},
   status: () => ({}) as ReturnType<AuditLog['status']>,
+  health: () => null,
 };
 
 const direct = () => ({
