@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { CLI, DOCS, ROOT } from '../chart/paths.js';
 import { shellWords } from './cli.js';
 
-const COMMANDS = ['proxy', 'demo', 'operator', 'check', 'inject', 'crds', 'audit'];
+const COMMANDS = ['proxy', 'demo', 'operator', 'check', 'inject', 'crds', 'audit', 'db'];
 const PLUGIN = path.join(ROOT, 'dist/cli/kubectl-dbguard.js');
 
 function help(script: string, args: string[]): string {
