@@ -303,13 +303,19 @@ export class DecisionCache {
   }
 }
 
-/** A shared decision for another text of its template: only `sql` differs. */
-function withText(d: Decision, sql: string): Decision {
+/**
+ * A shared decision for another text of its template: only `sql` differs. `approval` and
+ * `refreshCatalog` are not copied: decisions that carry them are never shared (templateReusable).
+ * test/policy/cache.test.ts fails when a field is added to Decision and not copied here.
+ */
+export function withText(d: Decision, sql: string): Decision {
   return {
     kind: d.kind,
     rule: d.rule,
     message: d.message,
     sqlstate: d.sqlstate,
+    reason: d.reason,
+    uncovered: d.uncovered,
     statements: d.statements,
     sql,
     maskedColumns: d.maskedColumns,

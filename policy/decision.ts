@@ -9,6 +9,24 @@ import type { Uncovered } from './rule-verdict.js';
 
 export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
 
+/**
+ * Why a statement was refused (contract §7 `reason`): a stable code for alerts and the audit event.
+ * `rule`: a Deny rule or `defaultAction: Deny`; `cannot_prove_masked`: masking could not be proven;
+ * `masked_write`: it would store a masked value; `unparseable`: PostgreSQL's parser refused it;
+ * `no_policy`, `lexer`, `audit` (the audit log is down), `masking_rule_broken` (a MaskingRule names
+ * a missing column), `internal` (the engine failed).
+ */
+export type DenialReason =
+  | 'rule'
+  | 'cannot_prove_masked'
+  | 'masked_write'
+  | 'unparseable'
+  | 'no_policy'
+  | 'lexer'
+  | 'audit'
+  | 'masking_rule_broken'
+  | 'internal';
+
 /** One statement of the text, as the audit trail and the rules see it (contract §5 `statement`). */
 export interface StatementInfo {
   /** PostgreSQL command tag as the server reports it: `SELECT`, `DROP TABLE`, `TRUNCATE TABLE` ... */
@@ -51,6 +69,8 @@ export interface Decision {
   message?: string;
   /** SQLSTATE for deny: 42501 (policy) or 42601 (does not parse) */
   sqlstate?: string;
+  /** for deny: why, as a stable code */
+  reason?: DenialReason;
   statements: StatementInfo[];
   /** SQL to send upstream: the original text, or its masked rewrite */
   sql: string;

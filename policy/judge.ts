@@ -77,6 +77,7 @@ function unparseable(sql: string, why: string, enforced: boolean): Decision {
     kind: 'deny',
     message: `dbguard: statement does not parse: ${why}`,
     sqlstate: '42601',
+    reason: 'unparseable',
     statements: [],
     sql,
     maskedColumns: [],
@@ -276,6 +277,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       ...(denied.rule ? { rule: denied.rule.name } : {}),
       message: denyMessage(hidden ?? denied.rule?.message ?? why, name),
       sqlstate: '42501',
+      reason: 'rule',
       sql,
       maskedColumns: [],
       ...(denied.uncovered.length ? { uncovered: denied.uncovered } : {}),
@@ -295,6 +297,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       rule,
       message: denyMessage(`cannot prove masked: ${reason}`, rule),
       sqlstate: '42501',
+      reason: 'cannot_prove_masked',
       sql,
       maskedColumns: [],
       ...(refreshCatalog ? { refreshCatalog } : {}),
@@ -322,7 +325,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       });
       if (!outcome.ok) {
         const d = deny(outcome.reason, outcome.rule, outcome.refreshCatalog);
-        return outcome.message ? { ...d, message: outcome.message } : d;
+        // a message of its own: the statement would store a masked value (masked-writes.ts)
+        return outcome.message ? { ...d, message: outcome.message, reason: 'masked_write' } : d;
       }
       if (outcome.edits.length) {
         try {

@@ -121,6 +121,31 @@ function metricsRule(d: Decision): string | undefined {
   return d.rule ?? (d.sqlstate === '42601' ? UNPARSEABLE_RULE : undefined);
 }
 
+/**
+ * A refused statement's `reason` (contract §7) and the message the client got, for the audit event and
+ * the metric; undefined when it was not refused. A parse error's detail may quote the text (a literal),
+ * so its message is not kept.
+ */
+function refusalOf(
+  label: QueryDecision,
+  d: Decision,
+  sqlstate: string | undefined,
+): { reason: string; message: string | null } | undefined {
+  if (label === 'deny') {
+    const reason = d.reason ?? 'rule';
+    return {
+      reason,
+      message: reason === 'unparseable' ? 'dbguard: statement does not parse' : (d.message ?? null),
+    };
+  }
+  if (
+    (label === 'approval_denied' || label === 'approval_expired' || label === 'approval_pending') &&
+    sqlstate
+  )
+    return { reason: 'approval', message: null };
+  return undefined;
+}
+
 /** The metrics' `rule` label of statements refused because a MaskingRule names a missing column. */
 export const BROKEN_MASK_RULE = '(masking)';
 
@@ -162,6 +187,7 @@ function lexerChecked(sql: string, s: SessionHandle, d: Decision): Decision {
     kind: 'deny',
     message: refusal.message,
     sqlstate: '42501',
+    reason: 'lexer',
     // What the server would run is not known: the audit names no command or object it cannot vouch for.
     statements: [],
     sql,
@@ -268,7 +294,15 @@ export class Governor implements DecisionPoint {
       d.statements.flatMap((x) => x.objects),
     );
     if (!message) return d;
-    return { ...d, kind: 'deny', rule: BROKEN_MASK_RULE, message, sqlstate: '42501', maskedColumns: [] };
+    return {
+      ...d,
+      kind: 'deny',
+      rule: BROKEN_MASK_RULE,
+      message,
+      sqlstate: '42501',
+      reason: 'masking_rule_broken',
+      maskedColumns: [],
+    };
   }
 
   async sessionReady(s: SessionHandle): Promise<void> {
@@ -410,6 +444,7 @@ export class Governor implements DecisionPoint {
         kind: 'deny',
         message: 'dbguard: internal error while judging the statement; refused (fail closed)',
         sqlstate: 'XX000',
+        reason: 'internal',
         statements: [],
         sql,
         maskedColumns: [],
@@ -428,6 +463,7 @@ export class Governor implements DecisionPoint {
         kind: 'deny',
         message: NO_POLICY,
         sqlstate: '42501',
+        reason: 'no_policy',
         statements: [],
         sql,
         maskedColumns: [],
@@ -494,6 +530,7 @@ export class Governor implements DecisionPoint {
       rule: AUDIT_DOWN_RULE,
       message,
       sqlstate: '42501',
+      reason: 'audit',
       statements: [],
       sql,
       maskedColumns: [],
@@ -647,11 +684,13 @@ export class Governor implements DecisionPoint {
       opaque: false,
     };
     const label: QueryDecision = settled ?? decisionLabel(decision);
+    const refusal = refusalOf(label, decision, e.sqlstate);
     this.opts.metrics?.recordQuery({
       policy: policyName,
       decision: label,
       command: info.command,
       rule: metricsRule(decision),
+      ...(refusal ? { reason: refusal.reason } : {}),
       durationSeconds: (Date.now() - started) / 1000,
     });
     if (!p || !shouldAuditQuery(p.audit.statements, { decision: label, statement: info })) return;
@@ -669,6 +708,8 @@ export class Governor implements DecisionPoint {
         sqlstate: e.sqlstate ?? null,
         enforced: decision.enforced,
         tags: decision.tags,
+        reason: refusal?.reason ?? null,
+        message: refusal?.message ?? null,
       }),
     );
   }

@@ -172,6 +172,8 @@ export interface QueryObservation {
   command: string;
   /** rule that decided; absent when defaultAction did */
   rule?: string | null;
+  /** for a denial: why, as a stable code (Decision.reason); `rule` when absent */
+  reason?: string;
   durationSeconds: number;
 }
 
@@ -198,7 +200,7 @@ export class SidecarMetrics {
    */
   private readonly queryCells = new Map<string, Map<string, Map<string, QueryCell>>>();
   private readonly queries: Counter<'policy' | 'decision' | 'command'>;
-  private readonly denied: Counter<'policy' | 'rule'>;
+  private readonly denied: Counter<'policy' | 'rule' | 'reason'>;
   private readonly masked: Counter<'policy'>;
   private readonly duration: SeriesHistogram<'policy' | 'decision'>;
   private readonly connectionsActive: Gauge;
@@ -226,8 +228,8 @@ export class SidecarMetrics {
     });
     this.denied = new Counter({
       name: 'dbguard_denied_queries_total',
-      help: `Statements denied, by the rule that denied them (${DEFAULT_ACTION_RULE} for defaultAction Deny).`,
-      labelNames: ['policy', 'rule'],
+      help: `Statements denied, by the rule that denied them (${DEFAULT_ACTION_RULE} for defaultAction Deny) and why (reason: rule, cannot_prove_masked, masked_write, unparseable, no_policy, lexer, audit, masking_rule_broken, internal).`,
+      labelNames: ['policy', 'rule', 'reason'],
       registers,
     });
     this.masked = new Counter({
@@ -311,7 +313,8 @@ export class SidecarMetrics {
   recordQuery(q: QueryObservation): void {
     const cell = this.queryCell(q.policy, q.decision, q.command);
     cell.pending++;
-    if (q.decision === 'deny') this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE });
+    if (q.decision === 'deny')
+      this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE, reason: q.reason ?? 'rule' });
     cell.duration.observe(Math.max(0, q.durationSeconds)); // observe() counts a non-finite value as 0
   }
 

@@ -142,7 +142,7 @@ describe('MaskingRules checked against the database', () => {
       expect(metrics).toMatch(
         /^dbguard_masking_rule_problems\{policy="demo\/shop",rule="demo\/pii",reason="column_not_found"\} 1$/m,
       );
-      expect(metrics).toMatch(/^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(masking\)"\} 3$/m);
+      expect(metrics).toMatch(/^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(masking\)",reason="masking_rule_broken"\} 3$/m);
       const ready = await readyz(s);
       expect(ready.ok).toBe(true);
       expect(ready.details).toEqual([
@@ -187,7 +187,7 @@ describe('MaskingRules checked against the database', () => {
       await expect(as(s, 'app', 'SELEC 1')).rejects.toMatchObject({ code: '42601' });
       const metrics = await (await fetch(`${s.health!.url}/metrics`)).text();
       expect(metrics).toMatch(
-        /^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(unparseable\)"\} 1$/m,
+        /^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(unparseable\)",reason="unparseable"\} 1$/m,
       );
       expect(metrics).not.toMatch(/rule="\(defaultAction\)"/);
     } finally {
