@@ -550,7 +550,16 @@ class Walker {
       return;
     }
     // a different role changes what "$user" in search_path means and which temp schema is ours
-    if (name === 'role' || name === 'session_authorization' || b.kind === 'VAR_SET_MULTI') {
+    // (SET TRANSACTION ..., SET TRANSACTION SNAPSHOT and SET SESSION CHARACTERISTICS are VAR_SET_MULTI too,
+    // and change neither: re-reading the session's facts after them would run a query inside the
+    // transaction before its SET TRANSACTION SNAPSHOT, which pg_dump -j's workers send next)
+    const transactionOnly =
+      name === 'transaction' || name === 'transaction snapshot' || name === 'session characteristics';
+    if (
+      name === 'role' ||
+      name === 'session_authorization' ||
+      (b.kind === 'VAR_SET_MULTI' && !transactionOnly)
+    ) {
       this.a.effects.push({ kind: 'unknown-state' });
     }
   }
