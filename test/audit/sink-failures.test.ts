@@ -177,7 +177,11 @@ async function expectFailsClosed(r: Running, reason: RegExp): Promise<void> {
   const text = (await fetchText(r.metrics, '/metrics'))!.body;
   expect(Number(/^dbguard_audit_write_errors_total (\d+)/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1);
   expect(
-    Number(/^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(audit\)",reason="audit"\} (\d+)/m.exec(text)?.[1]),
+    Number(
+      /^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(audit\)",reason="audit"\} (\d+)/m.exec(
+        text,
+      )?.[1],
+    ),
   ).toBeGreaterThanOrEqual(4);
 
   // No spinning: over two idle seconds the process uses a small part of one core.

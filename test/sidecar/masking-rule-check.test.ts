@@ -142,7 +142,9 @@ describe('MaskingRules checked against the database', () => {
       expect(metrics).toMatch(
         /^dbguard_masking_rule_problems\{policy="demo\/shop",rule="demo\/pii",reason="column_not_found"\} 1$/m,
       );
-      expect(metrics).toMatch(/^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(masking\)",reason="masking_rule_broken"\} 3$/m);
+      expect(metrics).toMatch(
+        /^dbguard_denied_queries_total\{policy="demo\/shop",rule="\(masking\)",reason="masking_rule_broken"\} 3$/m,
+      );
       const ready = await readyz(s);
       expect(ready.ok).toBe(true);
       expect(ready.details).toEqual([
