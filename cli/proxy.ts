@@ -9,6 +9,11 @@ import type { SslMode } from '../api/types.js';
 import { TOKEN_AUDIENCE } from '../operator/inject/constants.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
+import {
+  DEFAULT_LOGIN_FAILURE_LIMIT,
+  DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+  DEFAULT_MAX_CONNECTIONS,
+} from '../sidecar/limits.js';
 import { jsonLogger } from '../sidecar/log.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
@@ -44,8 +49,18 @@ export const FLAGS: FlagSpec[] = [
   { name: 'upstream-ca', help: "PEM CA file to verify the upstream's certificate" },
   {
     name: 'max-connections',
-    default: '0',
-    help: 'client connections at most (beyond: FATAL 53300); 0 = no limit',
+    default: String(DEFAULT_MAX_CONNECTIONS),
+    help: 'client connections at most, authenticating or relaying (beyond: FATAL 53300); 0 = no limit',
+  },
+  {
+    name: 'login-failure-limit',
+    default: String(DEFAULT_LOGIN_FAILURE_LIMIT),
+    help: 'failed logins allowed per client address within --login-failure-window (beyond: FATAL 28000 until the window passes); 0 = no limit',
+  },
+  {
+    name: 'login-failure-window',
+    default: `${DEFAULT_LOGIN_FAILURE_WINDOW_MS / 1000}s`,
+    help: 'the window of --login-failure-limit',
   },
   {
     name: 'idle-timeout',
@@ -282,6 +297,17 @@ export async function run(argv: string[]): Promise<number> {
         if (!Number.isInteger(n) || n < 0)
           throw new UsageError('--max-connections: a whole number, 0 for no limit');
         return n;
+      })(),
+      loginFailureLimit: (() => {
+        const n = Number(flags.get('login-failure-limit'));
+        if (!Number.isInteger(n) || n < 0)
+          throw new UsageError('--login-failure-limit: a whole number, 0 for no limit');
+        return n;
+      })(),
+      loginFailureWindowMs: (() => {
+        const ms = parseDurationMs(flags.get('login-failure-window') ?? '60s', 'login-failure-window');
+        if (ms < 1 || ms > 24 * 3600 * 1000) throw new UsageError('--login-failure-window: from 1ms to 24h');
+        return ms;
       })(),
       idleTimeoutMs:
         flags.get('idle-timeout') === '0'

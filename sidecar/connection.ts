@@ -19,6 +19,7 @@ import {
   watchIdle,
 } from './limits.js';
 import type { Logger } from './log.js';
+import { LOGIN_THROTTLED_SQLSTATE, type LoginThrottle } from './login-throttle.js';
 import {
   AUTH,
   BodyReader,
@@ -74,6 +75,8 @@ export interface ProxyContext {
   starting: Set<net.Socket>;
   /** admitted sessions against maxConnections (limits.ts) */
   limiter?: ConnectionLimiter;
+  /** failed logins per client address (login-throttle.ts) */
+  loginThrottle?: LoginThrottle;
   /** end sessions idle this long (0: never) */
   idleTimeoutMs?: number;
 }
@@ -105,6 +108,13 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
     client = hello.sock;
     client.on('error', () => {});
+    // An address that failed too often is refused before it takes a slot or touches the database.
+    const peer = (raw.remoteAddress ?? '?').replace(/^::ffff:/, '');
+    const wait = ctx.loginThrottle?.blockedFor(peer) ?? 0;
+    if (wait > 0) {
+      fatal(LOGIN_THROTTLED_SQLSTATE, ctx.loginThrottle!.message(peer, wait));
+      return;
+    }
     // Counted after the start-up packet, like PostgreSQL's max_connections: a CancelRequest never is.
     if (ctx.limiter && !ctx.limiter.tryAcquire(clientAddr)) {
       fatal(TOO_MANY_CONNECTIONS_SQLSTATE, ctx.limiter.message);
@@ -130,23 +140,35 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     const database = params.get('database') || user;
     const applicationName = params.get('application_name');
 
-    let up: Duplex;
-    try {
-      up = await connectUpstream(ctx.upstream);
-    } catch (err) {
-      ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
-      fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
-      return;
-    }
-    upstream = up;
-    up.on('error', () => {});
-    const upReader = new SocketReader(up, 'upstream');
-    const upstreamParams = new Map(params);
-    if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
-    up.write(encodeStartup(hello.version, upstreamParams));
+    /**
+     * Opens the upstream connection and sends the start-up packet. In relay mode the server is the one
+     * to authenticate the client, so this comes first; with the proxy's own credentials it comes only
+     * once the client has proven itself (token, loopback, user): an unauthenticated client holds no
+     * database backend (docs/security.md, "Authenticate before touching the database").
+     */
+    const openUpstream = async (): Promise<{ up: Duplex; upReader: SocketReader } | undefined> => {
+      let up: Duplex;
+      try {
+        up = await connectUpstream(ctx.upstream);
+      } catch (err) {
+        ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
+        fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
+        return undefined;
+      }
+      upstream = up;
+      up.on('error', () => {});
+      const upReader = new SocketReader(up, 'upstream');
+      const upstreamParams = new Map(params);
+      if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
+      up.write(encodeStartup(hello.version, upstreamParams));
+      return { up, upReader };
+    };
+    let opened = ctx.credentials ? undefined : await openUpstream();
+    if (!ctx.credentials && !opened) return;
 
     let protocolVersion = hello.version;
     const authFailed = (fields: Map<string, string> | undefined, message: string) => {
+      ctx.loginThrottle?.fail(peer);
       try {
         ctx.decisionPoint.authFailure?.({
           database,
@@ -221,7 +243,10 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       return;
     }
     if (ctx.credentials) {
-      const res = await loginUpstream(upReader, up, ctx.credentials, ctx.authTimeoutMs);
+      // The client has proven itself: only now is the database asked for a connection.
+      opened = await openUpstream();
+      if (!opened) return;
+      const res = await loginUpstream(opened.upReader, opened.up, ctx.credentials, ctx.authTimeoutMs);
       for (const m of res.ok ? res.relay : []) {
         protocolVersion = negotiatedVersion(m.subarray(5));
         client.write(m);
@@ -237,6 +262,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       }
       client.write(encodeAuth(AUTH.ok));
     } else {
+      const { up, upReader } = opened!;
       const clientReader = hello.reader;
       let withheldPlus = false;
       for (;;) {
@@ -299,6 +325,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
 
     // ---- start-up messages up to the first ReadyForQuery
+    const { up, upReader } = opened!;
     const serverParams = new Map<string, string>();
     let realKey: { pid: number; secret: Buffer } | undefined;
     let sessionRef: Session | undefined;

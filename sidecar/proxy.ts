@@ -8,15 +8,21 @@ import type { Credentials } from './auth/upstream-login.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { type ClientAuth, handleConnection, type ProxyContext } from './connection.js';
 import { allowAll, type DecisionPoint } from './decision-point.js';
-import { ConnectionLimiter, checkLimits, type ProxyLimits } from './limits.js';
+import {
+  ConnectionLimiter,
+  checkLimits,
+  DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+  type ProxyLimits,
+} from './limits.js';
 import { jsonLogger, type Logger } from './log.js';
+import { LoginThrottle } from './login-throttle.js';
 import type { Session } from './session.js';
 import type { UpstreamTarget } from './upstream.js';
 
 /** PostgreSQL's own limit on one message (MaxAllocSize). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024;
 
-/** `maxConnections`, `idleTimeoutMs`, `upstreamConnectTimeoutMs`: see limits.ts. */
+/** `maxConnections`, `idleTimeoutMs`, `upstreamConnectTimeoutMs`, `loginFailure*`: see limits.ts. */
 export interface ProxyOptions extends ProxyLimits {
   /** where to listen; default 127.0.0.1 on a free port */
   listen?: { host?: string; port?: number };
@@ -79,6 +85,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     sessions: new Set<Session>(),
     starting: new Set<net.Socket>(),
     limiter: new ConnectionLimiter(opts.maxConnections ?? 0, logger),
+    loginThrottle: new LoginThrottle(
+      opts.loginFailureLimit ?? 0,
+      opts.loginFailureWindowMs ?? DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+      logger,
+    ),
     idleTimeoutMs: opts.idleTimeoutMs ?? 0,
   };
   if (opts.defaultDatabase) ctx.defaultDatabase = opts.defaultDatabase;

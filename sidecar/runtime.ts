@@ -33,6 +33,9 @@ export interface SidecarOptions {
   maxConnections?: number;
   /** end sessions idle this long (57P05); 0 or absent: never */
   idleTimeoutMs?: number;
+  /** failed logins per client address and window before 28000 refusals; 0 or absent: no limit */
+  loginFailureLimit?: number;
+  loginFailureWindowMs?: number;
   upstreamConnectTimeoutMs?: number;
   /** start-up and login, on both sides, must finish within it; default 60 s (startProxy's) */
   authTimeoutMs?: number;
@@ -225,6 +228,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(opts.maxMessageSize ? { maxMessageSize: opts.maxMessageSize } : {}),
     ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.loginFailureLimit ? { loginFailureLimit: opts.loginFailureLimit } : {}),
+    ...(opts.loginFailureWindowMs ? { loginFailureWindowMs: opts.loginFailureWindowMs } : {}),
     ...(opts.upstreamConnectTimeoutMs ? { upstreamConnectTimeoutMs: opts.upstreamConnectTimeoutMs } : {}),
     ...(opts.authTimeoutMs ? { authTimeoutMs: opts.authTimeoutMs } : {}),
     logger: log,
