@@ -18,6 +18,7 @@ import { jsonLogger } from '../sidecar/log.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
 import { startSidecar } from '../sidecar/runtime.js';
+import { DEFAULT_MAX_STATEMENT_SIZE } from '../sidecar/statement-size.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
@@ -81,6 +82,11 @@ export const FLAGS: FlagSpec[] = [
     name: 'max-message-size',
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
     help: 'largest client message in bytes',
+  },
+  {
+    name: 'max-statement-size',
+    default: String(DEFAULT_MAX_STATEMENT_SIZE),
+    help: 'largest statement (Query or Parse message) in bytes that is judged; a larger one is refused with 54000 unread and the session goes on; 0 = only --max-message-size',
   },
   { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
   {
@@ -232,6 +238,19 @@ export async function run(argv: string[]): Promise<number> {
     ) {
       throw new UsageError(`--max-message-size: an integer from 1024 to ${DEFAULT_MAX_MESSAGE_SIZE}`);
     }
+    const maxStatementSize = Math.min(
+      Number(flags.get('max-statement-size')),
+      // the default yields to a smaller --max-message-size
+      flags.get('max-statement-size') === String(DEFAULT_MAX_STATEMENT_SIZE)
+        ? maxMessageSize
+        : Number.POSITIVE_INFINITY,
+    );
+    if (
+      !Number.isInteger(maxStatementSize) ||
+      (maxStatementSize !== 0 && (maxStatementSize < 1024 || maxStatementSize > maxMessageSize))
+    ) {
+      throw new UsageError('--max-statement-size: 0, or an integer from 1024 to --max-message-size');
+    }
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
     const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
 
@@ -292,6 +311,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(credentials ? { credentials } : {}),
       ...(tlsOpts ? { tls: tlsOpts } : {}),
       maxMessageSize,
+      maxStatementSize,
       maxConnections: (() => {
         const n = Number(flags.get('max-connections'));
         if (!Number.isInteger(n) || n < 0)

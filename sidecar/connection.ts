@@ -67,6 +67,8 @@ export interface ProxyContext {
   clientAuth?: ClientAuth;
   secureContext?: tls.SecureContext;
   maxMessageSize: number;
+  /** largest Query/Parse judged (statement-size.ts); 0: maxMessageSize alone */
+  maxStatementSize?: number;
   authTimeoutMs: number;
   logger: Logger;
   cancels: CancelRegistry;
@@ -400,6 +402,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       cancels: ctx.cancels,
       logger: ctx.logger,
       maxMessageSize: ctx.maxMessageSize,
+      ...(ctx.maxStatementSize ? { maxStatementSize: ctx.maxStatementSize } : {}),
       onClosed: (s) => {
         ctx.sessions.delete(s);
         ctx.limiter?.release();

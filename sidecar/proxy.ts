@@ -17,6 +17,7 @@ import {
 import { jsonLogger, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
 import type { Session } from './session.js';
+import { DEFAULT_MAX_STATEMENT_SIZE } from './statement-size.js';
 import type { UpstreamTarget } from './upstream.js';
 
 /** PostgreSQL's own limit on one message (MaxAllocSize). */
@@ -42,6 +43,12 @@ export interface ProxyOptions extends ProxyLimits {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** largest frontend message accepted, in bytes (default 1 GB) */
   maxMessageSize?: number;
+  /**
+   * largest Query or Parse message judged, in bytes (default 1 MiB); a larger one is refused with 54000
+   * without being read into memory, and the session goes on (statement-size.ts). 0: no limit but
+   * maxMessageSize.
+   */
+  maxStatementSize?: number;
   /** start-up and authentication must finish within this (default 60 s, like authentication_timeout) */
   authTimeoutMs?: number;
   logger?: Logger;
@@ -71,6 +78,16 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   ) {
     throw new Error(`max message size must be an integer between 1024 and ${DEFAULT_MAX_MESSAGE_SIZE} bytes`);
   }
+  // the default yields to a smaller max message size; an explicit setting must fit within it
+  const maxStatementSize = opts.maxStatementSize ?? Math.min(DEFAULT_MAX_STATEMENT_SIZE, maxMessageSize);
+  if (
+    !Number.isInteger(maxStatementSize) ||
+    (maxStatementSize !== 0 && (maxStatementSize < 1024 || maxStatementSize > maxMessageSize))
+  ) {
+    throw new Error(
+      `max statement size must be 0 (no limit) or an integer between 1024 and the max message size (${maxMessageSize}) bytes`,
+    );
+  }
   checkLimits(opts);
   const ctx: ProxyContext = {
     upstream:
@@ -79,6 +96,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         : opts.upstream,
     decisionPoint: opts.decisionPoint ?? allowAll,
     maxMessageSize,
+    maxStatementSize,
     authTimeoutMs: opts.authTimeoutMs ?? 60_000,
     logger,
     cancels: new CancelRegistry(),

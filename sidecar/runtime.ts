@@ -29,6 +29,8 @@ export interface SidecarOptions {
   credentials?: Credentials;
   tls?: { cert: string | Buffer; key: string | Buffer };
   maxMessageSize?: number;
+  /** largest Query/Parse judged (default 1 MiB; 0: no limit but maxMessageSize) */
+  maxStatementSize?: number;
   /** beyond it new clients get 53300; 0 or absent: no limit */
   maxConnections?: number;
   /** end sessions idle this long (57P05); 0 or absent: never */
@@ -226,6 +228,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(clientAuth ? { clientAuth } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.maxMessageSize ? { maxMessageSize: opts.maxMessageSize } : {}),
+    ...(opts.maxStatementSize !== undefined ? { maxStatementSize: opts.maxStatementSize } : {}),
     ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
     ...(opts.loginFailureLimit ? { loginFailureLimit: opts.loginFailureLimit } : {}),

@@ -38,6 +38,7 @@ import {
   encodeQuery,
   expectEmpty,
   FRONTEND_TYPES,
+  nameOf,
   ProtocolViolation,
   rowCountOf,
   T,
@@ -45,10 +46,19 @@ import {
 } from './protocol/codec.js';
 import { type Frame, Framer } from './protocol/framer.js';
 import { OutBuffer, PauseGate } from './protocol/out-buffer.js';
+import { oversizedStatement, skipOverStatementLimit } from './statement-size.js';
 
 /** What a frontend message waits for from the server. */
 type Pending =
-  | { kind: 'Q'; sql: string; verdictSql: string; reject?: RejectVerdict; start: number }
+  | {
+      kind: 'Q';
+      sql: string;
+      verdictSql: string;
+      reject?: RejectVerdict;
+      start: number;
+      /** refused unread for its size: no decision was made, none is reported */
+      oversized?: true;
+    }
   | {
       kind: 'P';
       name: string;
@@ -56,6 +66,7 @@ type Pending =
       verdictSql: string;
       reject?: RejectVerdict;
       start: number;
+      oversized?: true;
     }
   | { kind: 'B'; portal: string; statement: string; start: number }
   | { kind: 'D' }
@@ -162,6 +173,8 @@ export interface SessionInit {
   cancels: CancelRegistry;
   logger: Logger;
   maxMessageSize: number;
+  /** largest Query or Parse message judged; a larger one is refused unread (statement-size.ts) */
+  maxStatementSize?: number;
   onClosed(s: Session): void;
 }
 
@@ -260,6 +273,7 @@ export class Session implements SessionHandle {
       side: 'frontend',
       streamed: (t) => t === T.CopyData,
       maxBodyLength: init.maxMessageSize - 4,
+      ...(init.maxStatementSize ? { skipOver: skipOverStatementLimit(init.maxStatementSize) } : {}),
       validType: (t) => FRONTEND_TYPES.has(t),
     });
     this.be = new Framer({
@@ -576,6 +590,29 @@ export class Session implements SessionHandle {
       this.upOut.push(f.bytes); // CopyData fragment
       return undefined;
     }
+    if (f.kind === 'skipped') {
+      // Too large to judge: refused like a denial (the server answers the denial statement with an
+      // error the client is shown ours for), so the session and its protocol state carry on.
+      const o = oversizedStatement(f, this.init.maxStatementSize ?? 0);
+      this.log.log('warn', 'statement over the size limit refused', {
+        sessionId: this.id,
+        message: f.type === T.Query ? 'Query' : 'Parse',
+        bytes: f.length,
+        limit: this.init.maxStatementSize,
+      });
+      const base = { sql: '', verdictSql: DENIAL_SQL, reject: o.reject, start: performance.now() };
+      if (o.parseName === undefined) {
+        this.send(encodeQuery(Buffer.from(DENIAL_SQL)), { kind: 'Q', ...base, oversized: true });
+      } else {
+        this.send(encodeParse(o.parseName, Buffer.from(DENIAL_SQL), 0, Buffer.alloc(0)), {
+          kind: 'P',
+          name: nameOf(o.parseName),
+          ...base,
+          oversized: true,
+        });
+      }
+      return undefined;
+    }
     const body = f.body;
     switch (f.type) {
       case T.Query: {
@@ -833,6 +870,8 @@ export class Session implements SessionHandle {
       }
       return undefined;
     }
+    // the backend framer has no skipOver: it never drops a message
+    if (f.kind === 'skipped') throw new Error('a backend message was skipped');
     // `f.body` is a view made on demand: DataRow and the other pass-through messages never need one.
     const { type, raw } = f;
     switch (type) {
@@ -956,7 +995,8 @@ export class Session implements SessionHandle {
     const reject = 'reject' in head ? head.reject : undefined;
     if (reject) {
       this.clOut.push(encodeError({ severity: 'ERROR', ...reject }));
-      this.emitCompleted(head, { sqlstate: reject.sqlstate, rejected: true });
+      if (!('oversized' in head && head.oversized))
+        this.emitCompleted(head, { sqlstate: reject.sqlstate, rejected: true });
     } else {
       this.clOut.push(this.scrub(raw, body, true, fields));
       if (
