@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { parseListen as parseListenAddress } from '../api/listen.js';
 import type { SslMode } from '../api/types.js';
 import { TOKEN_AUDIENCE } from '../operator/inject/constants.js';
+import { type AuditKey, auditKeyFrom } from '../sidecar/audit/chain.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
 import {
@@ -39,6 +40,10 @@ export const FLAGS: FlagSpec[] = [
   { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
   { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
   { name: 'audit-log', default: '-', help: "audit events as JSON lines: '-' (stdout) or a file" },
+  {
+    name: 'audit-key-file',
+    help: "key the audit chain with HMAC-SHA256 under this file's bytes (a mounted Secret, at least 16 bytes; a trailing newline is ignored); without it the chain is unkeyed SHA-256 and shows accidental edits only",
+  },
   { name: 'identity-service-account', help: "the workload's ServiceAccount, NAMESPACE/NAME" },
   { name: 'identity-pod', help: "the workload's pod name" },
   { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
@@ -133,6 +138,15 @@ function readCredentials(file: string): Credentials {
     return { username: text.slice(0, i), password: text.slice(i + 1) };
   } catch (err) {
     throw new StartupError(`--upstream-credentials-file ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The audit chain's key from a file (a mounted Secret); refused with a line naming the flag. */
+function readAuditKey(file: string): AuditKey {
+  try {
+    return auditKeyFrom(fs.readFileSync(file));
+  } catch (err) {
+    throw new StartupError(`--audit-key-file ${file}: ${(err as Error).message}`);
   }
 }
 
@@ -363,6 +377,7 @@ export async function run(argv: string[]): Promise<number> {
         : {}),
       metricsListen: flags.get('metrics-listen'),
       auditLog: flags.get('audit-log') ?? '-',
+      ...(flags.get('audit-key-file') ? { auditKey: readAuditKey(flags.get('audit-key-file')!) } : {}),
       workload,
       ...(tokenAuth ? { tokenAuth } : {}),
       logger,

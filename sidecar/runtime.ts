@@ -10,6 +10,7 @@ import type { CompiledPolicy } from '../api/compiled.js';
 import { initParser } from '../policy/engine.js';
 import { databaseUserWithCredentials } from '../policy/warnings.js';
 import { ApprovalClient } from './approvals.js';
+import type { AuditKey } from './audit/chain.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
 import type { ClientAuth } from './connection.js';
@@ -51,6 +52,8 @@ export interface SidecarOptions {
   metricsListen?: string;
   /** '-' (stdout) or a file; undefined: no audit trail (tests) */
   auditLog?: string;
+  /** key the audit chain with HMAC-SHA256 (audit/chain.ts) */
+  auditKey?: AuditKey;
   workload?: { serviceAccount?: string; pod?: string };
   tokenAuth?: TokenAuthConfig;
   logger: Logger;
@@ -91,7 +94,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   await loadAuditParser();
   const metrics = new SidecarMetrics();
   const audit = opts.auditLog
-    ? await openAuditLog(opts.auditLog, { observer: metrics.auditObserver() })
+    ? await openAuditLog(opts.auditLog, {
+        observer: metrics.auditObserver(),
+        ...(opts.auditKey ? { key: opts.auditKey } : {}),
+      })
     : undefined;
 
   let current: CompiledPolicy | undefined;
