@@ -169,8 +169,14 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     if (!ctx.credentials && !opened) return;
 
     let protocolVersion = hello.version;
-    const authFailed = (fields: Map<string, string> | undefined, message: string) => {
-      ctx.loginThrottle?.fail(peer);
+    /**
+     * A refused login: audited, logged, and counted against the client's address (login-throttle.ts)
+     * unless `clientsFault` is false: the proxy's own upstream login failing, or the server refusing
+     * for reasons that are not the client's proof (too many connections, no such database), must not
+     * lock clients out.
+     */
+    const authFailed = (fields: Map<string, string> | undefined, message: string, clientsFault = true) => {
+      if (clientsFault) ctx.loginThrottle?.fail(peer);
       try {
         ctx.decisionPoint.authFailure?.({
           database,
@@ -255,7 +261,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       }
       if (!res.ok) {
         const fields = res.errorRaw ? decodeFields(res.errorRaw.subarray(5)) : undefined;
-        authFailed(fields, fields?.get('M') ?? res.reason);
+        authFailed(fields, fields?.get('M') ?? res.reason, false);
         fatal(
           fields?.get('C') ?? '28000',
           'dbguard: the proxy could not log in to the database server; see the proxy log',
@@ -271,7 +277,8 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         const m = await upReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
         if (m.type === T.ErrorResponse) {
           const fields = decodeFields(m.body);
-          authFailed(fields, fields.get('M') ?? 'authentication failed');
+          // class 28: the server refused the client's password (28P01) or name (28000)
+          authFailed(fields, fields.get('M') ?? 'authentication failed', fields.get('C')?.startsWith('28'));
           client.end(m.raw);
           return;
         }
@@ -362,7 +369,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         }
         case T.ErrorResponse: {
           const fields = decodeFields(m.body);
-          authFailed(fields, fields.get('M') ?? 'connection refused');
+          authFailed(fields, fields.get('M') ?? 'connection refused', false);
           client.end(m.raw);
           if (proxyKey) ctx.cancels.release(proxyKey.pid);
           return;

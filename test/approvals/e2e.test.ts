@@ -233,17 +233,27 @@ describe('approvals through the proxy', () => {
     expect(err.hint).toContain(`kubectl dbguard approve ${name} -n ${NS}`);
     expect(await count(t)).toBe(10);
     expect((await c.kubectl(ALICE, 'approve', name)).code).toBe(0);
-    // same fingerprint (literals do not count), same subject: let through
-    const retry = await cl.query(`DELETE FROM ${t} WHERE id <= 4`);
-    expect(retry.rowCount).toBe(4);
+    // The attack of issue #18: the same shape (libpg_query fingerprint) with other values is another
+    // statement. It opens its own request and deletes nothing.
+    const wider = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 9`));
+    expect((wider as { err: any }).err?.code).toBe('42501');
+    expect(requestIn((wider as { err: any }).err.message)).not.toBe(name);
+    const inList = await settle(cl.query(`DELETE FROM ${t} WHERE id IN (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)`));
+    expect((inList as { err: any }).err?.code).toBe('42501');
+    expect(await count(t)).toBe(10);
+    // the exact statement approved, by the same subject: let through
+    const retry = await cl.query(`DELETE FROM ${t} WHERE id <= 3`);
+    expect(retry.rowCount).toBe(3);
     await new Promise((r) => setTimeout(r, 3500)); // validFor is 3s
-    const late = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 6`));
+    const late = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 3`));
     expect((late as { err: any }).err?.code).toBe('42501');
     expect(requestIn((late as { err: any }).err.message)).not.toBe(name);
-    expect(await count(t)).toBe(6);
+    expect(await count(t)).toBe(7);
     expect(queryEvents(t).map((e) => [e.decision, e.sqlstate, e.rowCount])).toEqual([
       ['approval_pending', '42501', null],
-      ['approved', null, 4],
+      ['approval_pending', '42501', null],
+      ['approval_pending', '42501', null],
+      ['approved', null, 3],
       ['approval_pending', '42501', null],
     ]);
   });

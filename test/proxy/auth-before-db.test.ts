@@ -181,4 +181,28 @@ describe('failed logins per client address', () => {
       await proxy.close();
     }
   });
+
+  it("failures that are not the client's proof do not count: the proxy's own login, a database that does not exist", async () => {
+    const badCreds = await startTestProxy({
+      upstreamCredentials: { username: ROLE, password: 'not-the-password' },
+      loginFailureLimit: 2,
+    });
+    const relay = await startTestProxy({ loginFailureLimit: 2 });
+    try {
+      for (let i = 0; i < 4; i++) {
+        expect(await login(badCreds.port, ROLE, 'x')).toMatch(/^28P01 dbguard: the proxy could not log in/);
+        const c = new pg.Client({
+          host: '127.0.0.1',
+          port: relay.port,
+          user: ROLE,
+          password: PASSWORD,
+          database: 'nope',
+        });
+        await expect(c.connect()).rejects.toMatchObject({ code: '3D000' });
+      }
+    } finally {
+      await badCreds.close();
+      await relay.close();
+    }
+  });
 });
