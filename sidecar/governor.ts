@@ -391,7 +391,10 @@ export class Governor implements DecisionPoint {
     }
     if (held.verdict.action === 'reject') return held.verdict;
     this.applyEffects(s, st, d);
-    return { action: 'forward', sql: d.sql };
+    // an approved Parse runs maxExecutions times (default once): its later Binds carry values nobody saw (issue #18)
+    return via === 'parse'
+      ? { action: 'forward', sql: d.sql, executions: d.approval?.maxExecutions ?? 1 }
+      : { action: 'forward', sql: d.sql };
   }
 
   /** The verdict for a decision that needs no waiting; records it for the audit event at completion. */

@@ -46,6 +46,7 @@ import {
 } from './protocol/codec.js';
 import { type Frame, Framer } from './protocol/framer.js';
 import { OutBuffer, PauseGate } from './protocol/out-buffer.js';
+import { rebindTo } from './protocol/rebind.js';
 import { oversizedStatement, skipOverStatementLimit } from './statement-size.js';
 
 /** What a frontend message waits for from the server. */
@@ -68,7 +69,7 @@ type Pending =
       start: number;
       oversized?: true;
     }
-  | { kind: 'B'; portal: string; statement: string; start: number }
+  | { kind: 'B'; portal: string; statement: string; start: number; reject?: RejectVerdict }
   | { kind: 'D' }
   | { kind: 'E'; portal: string; start: number }
   | { kind: 'C'; target: 'S' | 'P'; name: string }
@@ -248,6 +249,10 @@ export class Session implements SessionHandle {
   /** a streamed backend message is partly forwarded: a notice must wait for its end */
   private midBackendMessage = false;
   private heldNotices: Buffer[] = [];
+  /** approved prepared statements (verdict `executions`): Binds left, by statement name */
+  private readonly approvedBinds = new Map<string, number>();
+  /** a statement name no client knows: a refused Bind names it, so the server fails it (26000) */
+  private readonly refusedBindTarget = `dbguard_refused_${crypto.randomBytes(16).toString('hex')}`;
 
   constructor(init: SessionInit) {
     this.init = init;
@@ -646,6 +651,10 @@ export class Session implements SessionHandle {
           (v) => {
             const start = performance.now();
             const base = { kind: 'P' as const, name: p.name, sql: text, start };
+            // a new statement under this name is judged anew; an approved one runs `executions` times
+            if (v.action === 'forward' && v.executions !== undefined)
+              this.approvedBinds.set(p.name, v.executions);
+            else this.approvedBinds.delete(p.name);
             if (v.action === 'reject') {
               // Parameter type OIDs are dropped: the denial statement has no parameters.
               this.send(encodeParse(p.nameBytes, Buffer.from(DENIAL_SQL), 0, Buffer.alloc(0)), {
@@ -666,6 +675,27 @@ export class Session implements SessionHandle {
       }
       case T.Bind: {
         const b = decodeBind(body);
+        const left = this.approvedBinds.get(b.statement);
+        if (left !== undefined && left <= 0) {
+          // Bound to a statement that does not exist, the Bind fails and the server skips to Sync, as
+          // for any failed extended-protocol message; the client is shown our refusal instead.
+          this.send(rebindTo(f.raw, this.refusedBindTarget), {
+            kind: 'B',
+            portal: b.portal,
+            statement: b.statement,
+            start: performance.now(),
+            reject: {
+              action: 'reject',
+              sqlstate: '42501',
+              message:
+                'dbguard: this prepared statement was approved for one execution; prepare it again to ask for a new approval',
+              detail:
+                'The approver saw the statement with its placeholders, not the values of later executions.',
+            },
+          });
+          return undefined;
+        }
+        if (left !== undefined) this.approvedBinds.set(b.statement, left - 1);
         this.send(f.raw, { kind: 'B', portal: b.portal, statement: b.statement, start: performance.now() });
         return undefined;
       }
@@ -680,6 +710,7 @@ export class Session implements SessionHandle {
       }
       case T.Close: {
         const c = decodeTarget(body, 'Close');
+        if (c.kind === 'S') this.approvedBinds.delete(c.name);
         this.send(f.raw, { kind: 'C', target: c.kind, name: c.name });
         return undefined;
       }
