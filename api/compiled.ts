@@ -32,7 +32,13 @@ export interface CompiledRule {
     subjects?: Subject[];
   };
   message?: string;
-  approval?: { mode: 'Wait' | 'Reject'; timeoutSeconds: number; validForSeconds: number };
+  approval?: {
+    mode: 'Wait' | 'Reject';
+    timeoutSeconds: number;
+    validForSeconds: number;
+    /** Binds of an approved prepared statement; absent: 1 (absent, not 1, so older policies keep their version) */
+    maxExecutions?: number;
+  };
 }
 
 export interface CompiledMaskedColumn {

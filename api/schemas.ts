@@ -198,6 +198,11 @@ const policyRule = obj(
         'Reject mode: how long an approval lets the same statement through (Go duration: 30s, 5m, 1h30m).',
         { named: PATTERNS.duration, maxLength: 32, default: DEFAULTS.approvalValidFor },
       ),
+      maxExecutions: int(
+        'How many times a prepared statement approved with its placeholders (extended protocol) may be ' +
+          'bound and run; each Bind beyond is refused (42501). Default 1: the approver saw no values.',
+        { minimum: 1, maximum: 1000000 },
+      ),
     }),
   },
   ['name', 'action'],

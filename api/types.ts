@@ -62,6 +62,8 @@ export interface PolicyRule {
     /** Go-style duration: 30s, 5m, 1h */
     timeout?: string;
     validFor?: string;
+    /** Binds of an approved prepared statement; default 1 */
+    maxExecutions?: number;
   };
 }
 

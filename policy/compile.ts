@@ -139,6 +139,7 @@ function compileRule(r: PolicyRule, i: number, namespace: string, errors: Errors
         `${at}.approval.validFor`,
         errors,
       ),
+      ...(r.approval?.maxExecutions !== undefined ? { maxExecutions: r.approval.maxExecutions } : {}),
     };
   }
   return out;

@@ -93,8 +93,12 @@ export interface NoticeFields {
 }
 
 export type Verdict =
-  /** `sql` may differ from the client's text (masking rewrite) */
-  | { action: 'forward'; sql: string }
+  /**
+   * `sql` may differ from the client's text (masking rewrite). `executions`: a Parse approved by a
+   * person (RequireApproval) may be bound this many times; each Bind beyond is refused (42501), since
+   * the approver saw none of the values later Binds carry (issue #18).
+   */
+  | { action: 'forward'; sql: string; executions?: number }
   | { action: 'reject'; sqlstate: string; message: string; detail?: string; hint?: string };
 
 export interface CompletedEvent {

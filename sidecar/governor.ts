@@ -519,7 +519,10 @@ export class Governor implements DecisionPoint {
     }
     if (held.verdict.action === 'reject') return held.verdict;
     this.applyEffects(s, st, d);
-    return { action: 'forward', sql: d.sql };
+    // an approved Parse runs maxExecutions times (default once): its later Binds carry values nobody saw (issue #18)
+    return via === 'parse'
+      ? { action: 'forward', sql: d.sql, executions: d.approval?.maxExecutions ?? 1 }
+      : { action: 'forward', sql: d.sql };
   }
 
   /** The audit log cannot take events: refuse rather than run statements nobody will know of. */

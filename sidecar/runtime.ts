@@ -11,6 +11,7 @@ import { initParser } from '../policy/engine.js';
 import type { MaskingProblem } from '../policy/mask-coverage.js';
 import { databaseUserWithCredentials } from '../policy/warnings.js';
 import { ApprovalClient } from './approvals.js';
+import type { AuditKey } from './audit/chain.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
 import type { ClientAuth } from './connection.js';
@@ -30,10 +31,15 @@ export interface SidecarOptions {
   credentials?: Credentials;
   tls?: { cert: string | Buffer; key: string | Buffer };
   maxMessageSize?: number;
+  /** largest Query/Parse judged (default 1 MiB; 0: no limit but maxMessageSize) */
+  maxStatementSize?: number;
   /** beyond it new clients get 53300; 0 or absent: no limit */
   maxConnections?: number;
   /** end sessions idle this long (57P05); 0 or absent: never */
   idleTimeoutMs?: number;
+  /** failed logins per client address and window before 28000 refusals; 0 or absent: no limit */
+  loginFailureLimit?: number;
+  loginFailureWindowMs?: number;
   upstreamConnectTimeoutMs?: number;
   /** start-up and login, on both sides, must finish within it; default 60 s (startProxy's) */
   authTimeoutMs?: number;
@@ -49,6 +55,8 @@ export interface SidecarOptions {
   auditLog?: string;
   /** an audit write that takes longer stalls the sink: statements are refused (default 10 s) */
   auditStallTimeoutMs?: number;
+  /** key the audit chain with HMAC-SHA256 (audit/chain.ts) */
+  auditKey?: AuditKey;
   workload?: { serviceAccount?: string; pod?: string };
   tokenAuth?: TokenAuthConfig;
   logger: Logger;
@@ -100,6 +108,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
           },
         },
         ...(opts.auditStallTimeoutMs ? { stallTimeoutMs: opts.auditStallTimeoutMs } : {}),
+        ...(opts.auditKey ? { key: opts.auditKey } : {}),
       })
     : undefined;
 
@@ -273,8 +282,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(clientAuth ? { clientAuth } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.maxMessageSize ? { maxMessageSize: opts.maxMessageSize } : {}),
+    ...(opts.maxStatementSize !== undefined ? { maxStatementSize: opts.maxStatementSize } : {}),
     ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.loginFailureLimit ? { loginFailureLimit: opts.loginFailureLimit } : {}),
+    ...(opts.loginFailureWindowMs ? { loginFailureWindowMs: opts.loginFailureWindowMs } : {}),
     ...(opts.upstreamConnectTimeoutMs ? { upstreamConnectTimeoutMs: opts.upstreamConnectTimeoutMs } : {}),
     ...(opts.authTimeoutMs ? { authTimeoutMs: opts.authTimeoutMs } : {}),
     logger: log,

@@ -169,6 +169,16 @@ describe('compilePolicy: the contract examples', () => {
       validForSeconds: 90,
     });
   });
+
+  it('keeps approval.maxExecutions only when given (older policies keep their version)', () => {
+    const p = variant(policy, (x) => (x.spec.rules[1].approval = { mode: 'Wait', maxExecutions: 3 }));
+    expect(compiled(p, []).rules[1]!.approval).toEqual({
+      mode: 'Wait',
+      timeoutSeconds: 300,
+      validForSeconds: 3600,
+      maxExecutions: 3,
+    });
+  });
 });
 
 describe('compilePolicy: errors name the resource, the field and the problem', () => {

@@ -153,7 +153,9 @@ describe('dbguard audit verify', () => {
     const c = captureIo();
     expect(await run(['verify', good], c.io)).toBe(0);
     expect(c.out).toHaveLength(1);
-    expect(c.out[0]).toMatch(/^ok: 1000 lines in 1 file, seq 1\.\.1000, 1 chain, last hash [0-9a-f]{64}$/);
+    expect(c.out[0]).toMatch(
+      /^ok: 1000 lines in 1 file, seq 1\.\.1000, 1 chain, last hash [0-9a-f]{64}; unkeyed chain \(SHA-256\): shows accidental edits only;/,
+    );
   });
 
   it('names the line after an edited line (hash mismatch)', async () => {
