@@ -104,6 +104,10 @@ export function proxyArgs(o: {
     o.policyFile,
     '--audit-log',
     o.auditFile,
+    // the soak (500 clients) and the idle-memory measure (2,000 connections) go past the default cap
+    // of 100: they measure the proxy, not the guard a deployment sets
+    '--max-connections',
+    '0',
   ];
 }
 
