@@ -10,17 +10,24 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "kube-testenv: no Go toolchain (go) on PATH: install Go >= 1.26 to build kube-apiserver, etcd and helm (hack/kube-testenv/build.sh)" >&2
+  echo "kube-testenv: no Go toolchain (go) on PATH: install Go >= 1.21 to build kube-apiserver, etcd and helm (hack/kube-testenv/build.sh)" >&2
   exit 1
+fi
+# An older Go (>= 1.21) fetches the pinned toolchain (golang.org/toolchain) from the Go module proxy.
+TOOLCHAIN="$(awk '$1 == "toolchain" { print $2 }' "$HERE/go.mod")"
+if [ "$(printf '%s\n' "$TOOLCHAIN" "$(go env GOVERSION)" | sort -V | head -1)" != "$TOOLCHAIN" ]; then
+  export GOTOOLCHAIN="$TOOLCHAIN"
 fi
 
 # The pinned versions, read from the go.mod files (the single source of truth).
-pinned() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$2"; }
+pinned() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$2"; }
 K8S="$(pinned k8s.io/kubernetes "$HERE/go.mod")"
 ETCD="$(pinned go.etcd.io/etcd/server/v3 "$HERE/go.mod")"
 HELM="$(pinned helm.sh/helm/v4 "$HERE/helm/go.mod")"
 GOV="$(go env GOVERSION)"
-SUM="$(cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/helm/go.mod" "$HERE/helm/go.sum" "$HERE/build.sh" | sha256sum | cut -c1-10)"
+# RECIPE: bump when the build itself (flags below) changes, so cached binaries are rebuilt.
+RECIPE=1
+SUM="$( (cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/helm/go.mod" "$HERE/helm/go.sum"; echo "$RECIPE") | sha256sum | cut -c1-10)"
 KEY="k8s-${K8S}_etcd-${ETCD}_helm-${HELM}_${GOV}_${SUM}"
 BIN="${KUBE_TESTENV_CACHE:-$ROOT/.cache/kube-testenv}/$KEY/bin"
 if [ "${1:-}" = --bin-dir ]; then

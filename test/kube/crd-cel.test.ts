@@ -103,7 +103,7 @@ const createCases: CreateCase[] = [
       { name: 'b', action: 'Allow', match: { commands: ['SELECT'] } },
     ]),
     field: 'spec.rules',
-    reason: 'FieldValueDuplicate',
+    reason: 'FieldValueInvalid',
     message: 'rule names must be unique within a policy',
   },
   {
