@@ -431,6 +431,15 @@ export async function applyCrds(env: KubeTestenv): Promise<void> {
       },
       30_000,
     );
+    // Established is not yet servable: until its watch cache is initialized, a list answers
+    // 429 "storage is (re)initializing" (the fake API has no such window)
+    const { group, versions, names } = crd.spec;
+    await until(
+      `${crd.metadata.name} listable`,
+      async () =>
+        (await env.request('GET', `/apis/${group}/${versions[0].name}/${names.plural}`)).status === 200,
+      30_000,
+    );
   }
 }
 
