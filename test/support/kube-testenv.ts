@@ -261,6 +261,9 @@ export async function startKubeTestenv(opts: KubeTestenvOptions = {}): Promise<K
         '--service-cluster-ip-range=10.0.0.0/24',
         '--authorization-mode=RBAC',
         '--allow-privileged=true',
+        // webhooks reach a Service through its endpoints (no kube-proxy here): a selector-less Service with
+        // an EndpointSlice pointing at a test process is how a test serves a webhook
+        '--enable-aggregator-routing=true',
         // the default admission plugins (ServiceAccount, NamespaceLifecycle, MutatingAdmissionWebhook,
         // ValidatingAdmissionWebhook, ...): no --enable/--disable-admission-plugins on purpose
         '--v=1',
@@ -441,6 +444,46 @@ export async function applyCrds(env: KubeTestenv): Promise<void> {
       30_000,
     );
   }
+}
+
+/** A non-loopback IPv4 address of this machine (endpoints may not be loopback), or undefined. */
+export function localAddress(): string | undefined {
+  for (const list of Object.values(os.networkInterfaces()))
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  return undefined;
+}
+
+/** A selector-less Service `name` whose endpoints are `ip:port` (how the API server reaches a webhook here). */
+export async function serviceTo(
+  env: KubeTestenv,
+  namespace: string,
+  name: string,
+  servicePort: number,
+  ip: string,
+  port: number,
+): Promise<void> {
+  await env.apply([
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace },
+      spec: { ports: [{ name: 'https', port: servicePort, targetPort: port, protocol: 'TCP' }] },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Endpoints',
+      metadata: { name, namespace },
+      subsets: [{ addresses: [{ ip }], ports: [{ name: 'https', port, protocol: 'TCP' }] }],
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${name}-test`, namespace, labels: { 'kubernetes.io/service-name': name } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [ip], conditions: { ready: true } }],
+      ports: [{ name: 'https', port, protocol: 'TCP' }],
+    },
+  ]);
 }
 
 /** `helm template` of the chart with `args` (values files, --show-only, --set), as a YAML stream. */
