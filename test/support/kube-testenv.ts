@@ -55,6 +55,11 @@ export interface ApiResponse<T = any> {
   body: T;
 }
 
+export interface UserCredentials {
+  cert: string;
+  key: string;
+}
+
 export interface KubeTestenv {
   bins: KubeTestenvBins;
   /** https://127.0.0.1:<port> */
@@ -72,8 +77,10 @@ export interface KubeTestenv {
     method: string,
     urlPath: string,
     body?: unknown,
-    opts?: { token?: string; contentType?: string },
+    opts?: { token?: string; user?: UserCredentials; contentType?: string },
   ): Promise<ApiResponse<T>>;
+  /** a client certificate for user `name` in `groups` (RBAC subjects of kind User and Group) */
+  user(name: string, groups?: string[]): UserCredentials;
   /** server-side apply of objects (a list or a multi-document YAML string) as the admin */
   apply(objects: string | Record<string, any>[]): Promise<void>;
   /** the REST path of an object (or of its collection with `name` omitted) */
@@ -106,6 +113,8 @@ const RESOURCES: Record<string, { plural: string; namespaced: boolean }> = {
   ValidatingWebhookConfiguration: { plural: 'validatingwebhookconfigurations', namespaced: false },
   Lease: { plural: 'leases', namespaced: true },
   Deployment: { plural: 'deployments', namespaced: true },
+  CronJob: { plural: 'cronjobs', namespaced: true },
+  NetworkPolicy: { plural: 'networkpolicies', namespaced: true },
   PodDisruptionBudget: { plural: 'poddisruptionbudgets', namespaced: true },
   EndpointSlice: { plural: 'endpointslices', namespaced: true },
   DatabasePolicy: { plural: 'databasepolicies', namespaced: true },
@@ -279,7 +288,7 @@ export async function startKubeTestenv(opts: KubeTestenvOptions = {}): Promise<K
       method: string,
       urlPath: string,
       body?: unknown,
-      o: { token?: string; contentType?: string } = {},
+      o: { token?: string; user?: UserCredentials; contentType?: string } = {},
     ): Promise<ApiResponse<T>> =>
       new Promise((resolve, reject) => {
         const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
@@ -288,7 +297,7 @@ export async function startKubeTestenv(opts: KubeTestenvOptions = {}): Promise<K
           {
             method,
             ca: caPem,
-            ...(o.token ? {} : { cert: certPem, key: keyPem }),
+            ...(o.token ? {} : o.user ? o.user : { cert: certPem, key: keyPem }),
             headers: {
               Accept: 'application/json',
               ...(o.token ? { Authorization: `Bearer ${o.token}` } : {}),
@@ -369,6 +378,11 @@ export async function startKubeTestenv(opts: KubeTestenvOptions = {}): Promise<K
         fs.writeFileSync(file, kubeConfigWith(adminUser).exportConfig(), { mode: 0o600 });
       },
       request,
+      user(name, groups = []) {
+        const subject = `${groups.map((g) => `/O=${g}`).join('')}/CN=${name}`;
+        const f = signed(dir, `user-${name}`, subject, ca);
+        return { cert: fs.readFileSync(f.cert, 'utf8'), key: fs.readFileSync(f.key, 'utf8') };
+      },
       apply,
       pathOf,
       async serviceAccountToken(namespace, name, audiences) {
