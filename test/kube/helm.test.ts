@@ -78,4 +78,19 @@ describe('helm lint and helm template', () => {
       expect(refused).toEqual([]);
     });
   }
+
+  it('accepts sidecar.nativeSidecar as a boolean (--set sidecar.nativeSidecar=true), as a string, or auto', () => {
+    for (const [v, want] of [
+      ['true', 'true'],
+      ['false', 'false'],
+      ['auto', 'auto'],
+    ]) {
+      const docs = YAML.parseAllDocuments(helmTemplate(helm, ['--set', `sidecar.nativeSidecar=${v}`]))
+        .map((d) => d.toJSON())
+        .filter((o) => o?.kind === 'Deployment' && o.metadata.name === 'dbguard-operator');
+      expect(docs[0].spec.template.spec.containers[0].args).toContain(`--native-sidecar=${want}`);
+    }
+    const quoted = helmTemplate(helm, ['--set-string', 'sidecar.nativeSidecar=true']);
+    expect(quoted).toContain('--native-sidecar=true');
+  });
 });
