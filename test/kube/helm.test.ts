@@ -93,4 +93,9 @@ describe('helm lint and helm template', () => {
     const quoted = helmTemplate(helm, ['--set-string', 'sidecar.nativeSidecar=true']);
     expect(quoted).toContain('--native-sidecar=true');
   });
+
+  it('declares the Kubernetes versions it needs: 1.28 renders, 1.27 is refused', () => {
+    expect(helmTemplate(helm, ['--kube-version', '1.28.0'])).toContain('kind: Deployment');
+    expect(() => helmTemplate(helm, ['--kube-version', '1.27.9'])).toThrow(/kubeVersion|incompatible/i);
+  });
 });
