@@ -1,5 +1,5 @@
 # dbguard: the everyday targets. `make test` is the README's (and CI's) test command.
-.PHONY: all deps build test typecheck lint demo bench generate chart-lint e2e clean
+.PHONY: all deps build install test typecheck lint demo bench generate chart-lint e2e clean
 
 all: build
 
@@ -11,19 +11,24 @@ deps: node_modules/.package-lock.json
 build: deps
 	npm run build
 
+# Puts `dbguard` and `kubectl-dbguard` (the kubectl plugin: `kubectl dbguard ...`) on PATH.
+install: build
+	npm link
+
 typecheck: deps
 	npm run typecheck
 
 lint: deps
 	npm run lint
 
-# Installs PostgreSQL when missing, builds, checks types and style, then runs every test.
+# Installs PostgreSQL when missing, builds, checks types and style, then runs every test; a test that was
+# skipped or a test file with no test fails the run (test/support/every-test-ran.ts).
 test: deps
 	bash hack/ensure-test-deps.sh
 	npm run build
 	npm run typecheck
 	npm run lint
-	npm test
+	DBGUARD_REQUIRE_EVERY_TEST=1 npm test
 
 demo: build
 	node dist/cli/main.js demo

@@ -13,6 +13,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores: tests that start proxies and pound one PostgreSQL server do better with few workers.
     maxWorkers: 2,
-    reporters: ['default'],
+    // every-test-ran fails `make test` when a collected test was skipped (DBGUARD_REQUIRE_EVERY_TEST=1)
+    reporters: ['default', './test/support/every-test-ran.ts'],
   },
 });

@@ -5,7 +5,12 @@
  */
 import type { MaskingStrategy, RuleAction, SslMode, Subject } from './types.js';
 
-export const COMPILED_FORMAT = 'dbguard.io/compiled-policy/v1';
+/**
+ * v2: Hash columns carry a key id instead of the salt (policy/hash-key.ts). A v1 sidecar would read a
+ * v2 policy's missing salt as an empty one and hash unsalted; it refuses the new format instead and
+ * keeps its last-known-good policy until its pod is replaced.
+ */
+export const COMPILED_FORMAT = 'dbguard.io/compiled-policy/v2';
 
 /** The upstream login a proxy holds; never part of a CompiledPolicy. */
 export interface UpstreamCredentials {
@@ -27,7 +32,13 @@ export interface CompiledRule {
     subjects?: Subject[];
   };
   message?: string;
-  approval?: { mode: 'Wait' | 'Reject'; timeoutSeconds: number; validForSeconds: number };
+  approval?: {
+    mode: 'Wait' | 'Reject';
+    timeoutSeconds: number;
+    validForSeconds: number;
+    /** Binds of an approved prepared statement; absent: 1 (absent, not 1, so older policies keep their version) */
+    maxExecutions?: number;
+  };
 }
 
 export interface CompiledMaskedColumn {
@@ -36,8 +47,12 @@ export interface CompiledMaskedColumn {
   column: string;
   strategy: MaskingStrategy;
   partial?: { keepFirst: number; keepLast: number; maskChar: string };
-  /** the salt itself (resolved from the Secret at compile time) */
-  hash?: { salt: string };
+  /**
+   * Hash: the id of the key in the database's `dbguard` key table (`namespace/secret/key` of
+   * saltSecretRef). Never the key itself: `dbguard db install` puts the key into the database, and
+   * the rewrite calls `dbguard.hash(value, keyId)` (policy/hash-key.ts).
+   */
+  hash?: { keyId: string };
   constant?: { value: string };
   generalize?: { unit?: 'year' | 'month' | 'day'; step?: number };
 }

@@ -7,6 +7,7 @@
 import { CEL, type CelRule, xValidation } from './cel.js';
 import { DEFAULTS } from './defaults.js';
 import { type NamedPattern, PATTERNS } from './patterns.js';
+import { SSL_MODES } from './types.js';
 
 /** The subset of apiextensions.k8s.io/v1 JSONSchemaProps that structural schemas use. */
 export interface JSONSchemaProps {
@@ -160,7 +161,10 @@ const policyRule = obj(
       {
         commands: arr(
           'Command tags as PostgreSQL reports them (SELECT, INSERT, TRUNCATE TABLE, ...). `DROP *` ' +
-            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive.',
+            'matches every tag starting with DROP; `*` matches every tag. Case-insensitive. SELECT, ' +
+            'INSERT, UPDATE, DELETE and EXECUTE also match those privileges wherever a statement ' +
+            'exercises them (a join, a sub-select, a MERGE action, COPY, a view). An Allow rule ' +
+            'permits only the (command, object) pairs it names.',
           str('A command tag pattern.', { named: PATTERNS.command, maxLength: 64 }),
           { maxItems: MAX_PATTERNS },
         ),
@@ -194,6 +198,11 @@ const policyRule = obj(
         'Reject mode: how long an approval lets the same statement through (Go duration: 30s, 5m, 1h30m).',
         { named: PATTERNS.duration, maxLength: 32, default: DEFAULTS.approvalValidFor },
       ),
+      maxExecutions: int(
+        'How many times a prepared statement approved with its placeholders (extended protocol) may be ' +
+          'bound and run; each Bind beyond is refused (42501). Default 1: the approver saw no values.',
+        { minimum: 1, maximum: 1000000 },
+      ),
     }),
   },
   ['name', 'action'],
@@ -217,8 +226,9 @@ const databasePolicySpec = obj(
           default: DEFAULTS.port,
         }),
         sslmode: enumOf(
-          "TLS to the upstream, as libpq's sslmode: disable, prefer, require, verify-ca or verify-full.",
-          ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'],
+          "TLS to the upstream, as libpq's sslmode: disable, allow, prefer, require, verify-ca or verify-full. " +
+            'prefer and allow fall back to plain text when the server has no TLS.',
+          SSL_MODES,
           { default: DEFAULTS.sslmode },
         ),
         caSecretRef: secretKeyRef(
@@ -246,9 +256,14 @@ const databasePolicySpec = obj(
       default: DEFAULTS.defaultAction,
     }),
     rules: withRules(
-      arr('Rules in order; the first rule that matches a statement decides.', policyRule, {
-        maxItems: MAX_RULES,
-      }),
+      arr(
+        'Rules in order; the first rule that matches decides, for each (command, object) pair a ' +
+          'statement exercises: a statement runs only when no pair is denied.',
+        policyRule,
+        {
+          maxItems: MAX_RULES,
+        },
+      ),
       [CEL.uniqueRuleNames],
     ),
     functions: obj('User-defined functions that need not be treated as opaque.', {
@@ -316,7 +331,8 @@ const maskedColumn = obj(
     }),
     strategy: enumOf(
       'Redact: text becomes `****`, other types NULL. Nullify: NULL. Partial: keep keepFirst/keepLast ' +
-        'characters, mask the rest. Email: `a***@domain`. Hash: salted SHA-256 in hex. Constant: a fixed ' +
+        'characters, mask the rest. Email: `a***@domain`. Hash: keyed HMAC-SHA256 in hex, computed in the database by ' +
+        '`dbguard.hash` (`dbguard db install`). Constant: a fixed ' +
         'value. Generalize: dates truncated to unit, numbers rounded down to a multiple of step.',
       MASKING_STRATEGIES,
     ),
@@ -339,7 +355,12 @@ const maskedColumn = obj(
     }),
     hash: obj(
       'Parameters of strategy Hash.',
-      { saltSecretRef: secretKeyRef('Secret key holding the salt.') },
+      {
+        saltSecretRef: secretKeyRef(
+          'Secret key holding the Hash key. Never served to proxies: a DBA installs it in the database with ' +
+            '`dbguard db install --key-id NAMESPACE/NAME/KEY`, and the proxy names it by that id.',
+        ),
+      },
       ['saltSecretRef'],
     ),
     constant: obj(

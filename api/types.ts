@@ -42,7 +42,9 @@ export interface SecretKeyRef {
   key: string;
 }
 
-export type SslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+/** libpq's sslmode values, weakest first (sidecar/upstream.ts follows libpq's meaning of each). */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
 export type RuleAction = 'Allow' | 'Deny' | 'RequireApproval';
 
 export interface PolicyRule {
@@ -60,6 +62,8 @@ export interface PolicyRule {
     /** Go-style duration: 30s, 5m, 1h */
     timeout?: string;
     validFor?: string;
+    /** Binds of an approved prepared statement; default 1 */
+    maxExecutions?: number;
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import type { Identity } from '../policy/identity.js';
+import { CliError, explainConnectFailure, postgresUrlProblem, redactUrl, unreadable } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -26,6 +27,11 @@ const FLAGS: FlagSpec[] = [
   },
   { name: 'database', help: 'database name for the decision (default: from --upstream, else postgres)' },
   { name: 'search-path', help: 'comma-separated search_path when no --upstream (default pg_catalog,public)' },
+  {
+    name: 'lint',
+    boolean: true,
+    help: 'with --upstream, no SQL: check every MaskingRule against the database; exit 1 if a table or column is missing',
+  },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
 
@@ -60,10 +66,20 @@ export async function run(argv: string[]): Promise<number> {
   const files = flags.all('policy-file');
   if (!files.length) throw new UsageError('--policy-file is required');
   const sql = flags.positionals.join(' ');
-  if (!sql.trim()) throw new UsageError('give the SQL to check as the last argument');
+  const lint = flags.has('lint');
+  if (lint && !flags.get('upstream')) throw new UsageError('--lint reads the database: give --upstream URL');
+  if (lint && sql.trim())
+    throw new UsageError('--lint checks the policy, not a statement: leave out the SQL');
+  if (!lint && !sql.trim()) throw new UsageError('give the SQL to check as the last argument');
   const { loadPolicyFiles } = await import('../policy/load.js');
   const loaded = loadPolicyFiles(
-    files.map((name) => ({ name, text: fs.readFileSync(name, 'utf8') })),
+    files.map((name) => {
+      try {
+        return { name, text: fs.readFileSync(name, 'utf8') };
+      } catch (err) {
+        throw unreadable('--policy-file', name, err);
+      }
+    }),
     flags.get('policy'),
   );
   if (!loaded.ok) {
@@ -82,9 +98,18 @@ export async function run(argv: string[]): Promise<number> {
   let database = flags.get('database') ?? 'postgres';
   const upstream = flags.get('upstream');
   if (upstream) {
+    const problem = postgresUrlProblem(upstream);
+    if (problem) throw new UsageError(`--upstream: ${problem}`);
     const pg = (await import('pg')).default;
-    const client = new pg.Client({ connectionString: upstream });
-    await client.connect();
+    // The password comes from the URL, else PGPASSWORD (pg reads it).
+    const client = new pg.Client({ connectionString: upstream, connectionTimeoutMillis: 10_000 });
+    client.on('error', () => {}); // a connection lost after connect() is reported by the query that fails
+    try {
+      await client.connect();
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw new CliError(explainConnectFailure(upstream, err));
+    }
     try {
       const rows = async (text: string) =>
         (await client.query({ text, rowMode: 'array' })).rows.map((r: unknown[]) =>
@@ -94,10 +119,13 @@ export async function run(argv: string[]): Promise<number> {
       searchPath = engine.parseSearchPath((await rows(engine.searchPathQuery))[0]?.[0] ?? '[]');
       database = flags.get('database') ?? client.database ?? database;
       if (!identity.databaseUser) identity.databaseUser = client.user ?? '';
+    } catch (err) {
+      throw new CliError(`reading the catalog from ${redactUrl(upstream)}: ${(err as Error).message}`);
     } finally {
       await client.end();
     }
   }
+  if (lint) return printLint(policy, catalog!, database);
   const d = engine.judge(
     sql,
     { identity, database, searchPath, catalog, tempSchema: catalog?.tempSchema },
@@ -113,9 +141,13 @@ export async function run(argv: string[]): Promise<number> {
     enforced: d.enforced,
     maskedSubject: engine.isMaskedSubject(policy, identity),
     maskedColumns: d.maskedColumns,
+    // an allow-list refusal: the (privilege, object) pairs no Allow rule permits
+    ...(d.uncovered ? { uncovered: d.uncovered } : {}),
     statements: d.statements.map((s) => ({
       command: s.command,
       objects: s.objects,
+      // what rules match: every (privilege, object) pair, with the view each is read through
+      privileges: engine.flattenExercises(s.exercises ?? []),
       withoutWhere: s.withoutWhere,
       opaque: s.opaque,
       fingerprint: s.fingerprint,
@@ -125,8 +157,35 @@ export async function run(argv: string[]): Promise<number> {
     ...(d.tags ? { tags: d.tags } : {}),
     ...(!catalog && engine.isMaskedSubject(policy, identity)
       ? { note: "masking needs the tables' column lists: pass --upstream to read them from the database" }
-      : {}),
+      : !catalog && d.statements.some((s) => engine.hasHiddenExercises(s.exercises ?? []))
+        ? {
+            note: 'without --upstream the relations read may be views over anything: rules naming objects treat them so',
+          }
+        : {}),
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   return 0;
+}
+
+/**
+ * `--lint`: every masked table and column of the policy against the database's catalog. Problems go
+ * to stderr one per line (with the nearest existing name) and to stdout as JSON; exit 1 if any.
+ */
+async function printLint(
+  policy: import('../api/compiled.js').CompiledPolicy,
+  catalog: import('../policy/engine.js').CatalogSnapshot,
+  database: string,
+): Promise<number> {
+  const { maskingProblems } = await import('../policy/mask-coverage.js');
+  const problems = maskingProblems(policy, catalog);
+  const columns = policy.masking.reduce((n, m) => n + m.columns.length, 0);
+  for (const p of problems) process.stderr.write(`dbguard check: ${p.message}\n`);
+  process.stdout.write(
+    `${JSON.stringify(
+      { policy: policy.policy, policyVersion: policy.version, database, maskedColumns: columns, problems },
+      null,
+      2,
+    )}\n`,
+  );
+  return problems.length ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 /**
  * `dbguard crds`: print dbguard's CustomResourceDefinitions as multi-document YAML, for
- * `dbguard crds | kubectl apply -f -`. The same text as the files in `crds/`.
+ * `dbguard crds | kubectl apply --server-side -f -`. The same text as the files in `crds/`.
  */
 import { crdsYaml } from '../api/crds.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
@@ -14,7 +14,7 @@ export async function run(
   const flags = parseFlags(argv, FLAGS, {});
   if (flags.has('help')) {
     out.write(
-      `${helpText('crds', 'Print the CustomResourceDefinitions (apply with: dbguard crds | kubectl apply -f -).', FLAGS)}\n`,
+      `${helpText('crds', 'Print the CustomResourceDefinitions (apply with: dbguard crds | kubectl apply --server-side -f -).', FLAGS)}\n`,
     );
     return 0;
   }

@@ -1,8 +1,9 @@
 /**
  * `dbguard demo`: the whole product on one machine with no PostgreSQL install. An embedded PostgreSQL
  * (PGlite, WebAssembly) seeded with a small shop, `dbguard proxy` in front with the sample policy in
- * examples/demo/policy.yaml, and the lines to try it: a masked identity, an exempt one, and three
- * queries (masked, blocked, allowed). `--tour` runs those queries itself and exits.
+ * examples/demo/policy.yaml (an allow-list), and the lines to try it: a masked identity, an exempt one,
+ * three queries (masked, blocked, allowed), and an intern whose allow-list refuses a join to a table it
+ * does not name. `--tour` runs those queries itself and exits.
  */
 
 import fs from 'node:fs';
@@ -27,7 +28,7 @@ const FLAGS: FlagSpec[] = [
   {
     name: 'tour',
     boolean: true,
-    help: 'run the three sample queries as both identities, print the results and exit',
+    help: 'run the sample queries as each identity, print the results and exit',
   },
   { name: 'help', boolean: true, help: 'show this help' },
 ];
@@ -140,13 +141,30 @@ export async function startDemo(opts: {
   };
 }
 
+/** The intern's allow-list (SELECT on public.orders only): what it names runs, a join beyond it does not. */
+export const ALLOW_LIST_TOUR = [
+  {
+    label: 'allowed: the allow-list names orders',
+    sql: 'SELECT status, count(*) AS orders FROM orders GROUP BY status ORDER BY status',
+  },
+  {
+    label: 'refused: the join reads customers, which no rule allows',
+    sql: 'SELECT o.id, c.email FROM orders o JOIN customers c ON c.id = o.customer_id LIMIT 3',
+  },
+];
+
 async function runTour(h: DemoHandle): Promise<void> {
   const pg = (await import('pg')).default;
-  for (const user of ['analyst', 'auditor']) {
+  const tours: [string, typeof TOUR][] = [
+    ['analyst', TOUR],
+    ['auditor', TOUR],
+    ['intern', ALLOW_LIST_TOUR],
+  ];
+  for (const [user, queries] of tours) {
     const client = new pg.Client({ host: h.proxyHost, port: h.proxyPort, user, database: 'postgres' });
     await client.connect();
     process.stdout.write(`\n== as ${user}\n`);
-    for (const q of TOUR) {
+    for (const q of queries) {
       process.stdout.write(`\n-- ${q.label}\n${q.sql};\n`);
       try {
         const r = await client.query(q.sql);
@@ -196,6 +214,10 @@ export async function run(argv: string[]): Promise<number> {
       '',
       'Then try:',
       ...TOUR.map((q) => `  ${q.sql};`.padEnd(72) + `  -- ${q.label}`),
+      '',
+      'The intern has an allow-list (SELECT on orders, nothing else):',
+      `  psql "${url('intern')}"`,
+      ...ALLOW_LIST_TOUR.map((q) => `  ${q.sql};`.padEnd(72) + `  -- ${q.label}`),
       '',
       `Audit trail (JSON lines): ${h.auditFile}`,
       'Press Ctrl-C to stop.',

@@ -97,7 +97,8 @@ export function helpText(command: string, summary: string, specs: FlagSpec[]): s
   for (const s of specs) {
     const def = s.default !== undefined ? ` (default ${s.default})` : '';
     lines.push(
-      `  --${s.name}${s.boolean ? '' : ' VALUE'}${s.repeatable ? ' (repeatable)' : ''}  ${s.help}${def}  [${envName(s.name)}]`,
+      // A one-letter flag is written as it is typed: `-f VALUE`.
+      `  ${s.name.length === 1 ? '-' : '--'}${s.name}${s.boolean ? '' : ' VALUE'}${s.repeatable ? ' (repeatable)' : ''}  ${s.help}${def}  [${envName(s.name)}]`,
     );
   }
   return lines.join('\n');

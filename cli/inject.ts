@@ -30,7 +30,7 @@ const FLAGS: FlagSpec[] = [
   {
     name: 'native-sidecar',
     default: 'true',
-    help: 'true: init container with restartPolicy Always (Kubernetes 1.29+); false: a regular container',
+    help: "true: init container with restartPolicy Always (Kubernetes 1.29+); false: a regular container (auto, the operator's default, asks the cluster: not offline)",
   },
   {
     name: 'operator-namespace',

@@ -344,9 +344,10 @@ if (isMain()) {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(
-        `kubectl dbguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-      );
+      // One line for the user; the stack only when asked for (a bug report).
+      const message = err instanceof Error ? err.message : String(err);
+      const stack = process.env.DBGUARD_DEBUG && err instanceof Error ? `\n${err.stack}` : '';
+      process.stderr.write(`kubectl dbguard: ${message.split('\n')[0]}${stack}\n`);
       process.exitCode = 1;
     },
   );

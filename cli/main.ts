@@ -4,6 +4,7 @@
  * own module and is loaded only when asked for, so `dbguard crds` does not load the proxy.
  */
 import { setFlagsFromString } from 'node:v8';
+import { CliError } from './errors.js';
 import { UsageError } from './flags.js';
 
 // The SQL parser is PostgreSQL's own, compiled to WebAssembly. By default V8 recompiles its hot
@@ -36,6 +37,11 @@ const commands: Record<string, Command> = {
     summary: 'print manifests with the sidecar injected into every labelled pod template',
     load: () => import('./inject.js'),
   },
+  db: {
+    summary:
+      "a DBA's one-time set-up in a database: 'dbguard db install' adds the Hash strategy's keyed function",
+    load: () => import('./db.js'),
+  },
   crds: { summary: 'print the CustomResourceDefinitions', load: () => import('./crds.js') },
   audit: {
     summary: "work with audit logs: 'dbguard audit verify FILE' checks the hash chain",
@@ -55,10 +61,15 @@ function usage(): string {
   ].join('\n');
 }
 
+/** The subcommand running, for error messages. */
+let commandName = '';
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  commandName = name ?? '';
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(`${usage()}\n`);
+    // Asked for: standard output, exit 0; no command at all is a mistake: standard error, exit 2.
+    (name ? process.stdout : process.stderr).write(`${usage()}\n`);
     return name ? 0 : 2;
   }
   const command = commands[name];
@@ -80,7 +91,18 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`dbguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    const who = commandName in commands ? `dbguard ${commandName}` : 'dbguard';
+    if (err instanceof CliError) {
+      process.stderr.write(`${who}: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    // Not foreseen: still one line for the user; the stack only when asked for (a bug report).
+    const message = err instanceof Error ? err.message : String(err);
+    const stack = process.env.DBGUARD_DEBUG && err instanceof Error ? `\n${err.stack}` : '';
+    process.stderr.write(
+      `${who}: ${message.split('\n')[0]}${stack || ' (DBGUARD_DEBUG=1 shows where it happened)'}\n`,
+    );
     process.exitCode = 1;
   },
 );

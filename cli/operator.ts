@@ -1,6 +1,7 @@
 /** `dbguard operator`: the controller, policy server, webhooks and leader election (contract §3). */
 import * as k8s from '@kubernetes/client-node';
 import { parsePositiveDuration } from '../policy/duration.js';
+import { CliError } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
 
 const FLAGS: FlagSpec[] = [
@@ -87,8 +88,15 @@ export async function run(argv: string[]): Promise<number> {
   const { parseNativeSidecarSetting } = await import('../operator/inject/cluster.js');
   const kc = new k8s.KubeConfig();
   const file = flags.get('kubeconfig');
-  if (file) kc.loadFromFile(file);
-  else kc.loadFromDefault();
+  try {
+    if (file) kc.loadFromFile(file);
+    else kc.loadFromDefault();
+  } catch (err) {
+    const where = file ?? process.env.KUBECONFIG ?? '~/.kube/config';
+    throw new CliError(
+      `cannot load the kubeconfig ${where}: ${(err as Error).message.split('\n')[0]}; pass --kubeconfig FILE or set KUBECONFIG (in a cluster: the pod's ServiceAccount is used)`,
+    );
+  }
   const namespace = flags.get('namespace')!;
   // one JSON line per event on stderr, for every part: certificates, caBundles, injection and approval
   // watches included (without it their failures were invisible in `kubectl logs`)

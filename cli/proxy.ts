@@ -5,24 +5,31 @@
 
 import fs from 'node:fs';
 import { parseListen as parseListenAddress } from '../api/listen.js';
-import type { SslMode } from '../api/types.js';
+import { SSL_MODES, type SslMode } from '../api/types.js';
 import { TOKEN_AUDIENCE } from '../operator/inject/constants.js';
+import { type AuditKey, auditKeyFrom } from '../sidecar/audit/chain.js';
 import type { Credentials } from '../sidecar/auth/upstream-login.js';
 import { type TokenAuthConfig, workloadIdentity } from '../sidecar/identity/index.js';
+import {
+  DEFAULT_LOGIN_FAILURE_LIMIT,
+  DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+  DEFAULT_MAX_CONNECTIONS,
+} from '../sidecar/limits.js';
 import { jsonLogger } from '../sidecar/log.js';
+import { parseListen as parseMetricsListen } from '../sidecar/metrics.js';
 import { loadPolicyFromFiles } from '../sidecar/policy-source.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../sidecar/proxy.js';
 import { startSidecar } from '../sidecar/runtime.js';
+import { DEFAULT_MAX_STATEMENT_SIZE } from '../sidecar/statement-size.js';
 import { parseUpstreamUrl, type UpstreamTarget } from '../sidecar/upstream.js';
+import { postgresUrlProblem } from './errors.js';
 import { type FlagSpec, helpText, parseFlags, UsageError } from './flags.js';
-
-const SSL_MODES: SslMode[] = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'];
 
 export const FLAGS: FlagSpec[] = [
   { name: 'listen', default: '127.0.0.1:6432', help: 'address to accept PostgreSQL clients on (HOST:PORT)' },
   {
     name: 'upstream',
-    help: "the database server, postgres://host:port/db (default: the policy's spec.upstream)",
+    help: "the database server, postgres://host:port/db; overrides the policy's spec.upstream, which the policy file must still have (default: that spec.upstream)",
   },
   {
     name: 'policy-file',
@@ -33,6 +40,15 @@ export const FLAGS: FlagSpec[] = [
   { name: 'operator-url', help: 'pull the compiled policy from the operator instead of files' },
   { name: 'metrics-listen', help: 'serve /metrics, /healthz, /readyz on HOST:PORT' },
   { name: 'audit-log', default: '-', help: "audit events as JSON lines: '-' (stdout) or a file" },
+  {
+    name: 'audit-stall-timeout',
+    default: '10s',
+    help: 'an audit write that takes longer (a pipe nobody reads) stops statements until it finishes',
+  },
+  {
+    name: 'audit-key-file',
+    help: "key the audit chain with HMAC-SHA256 under this file's bytes (a mounted Secret, at least 16 bytes; a trailing newline is ignored); without it the chain is unkeyed SHA-256 and shows accidental edits only",
+  },
   { name: 'identity-service-account', help: "the workload's ServiceAccount, NAMESPACE/NAME" },
   { name: 'identity-pod', help: "the workload's pod name" },
   { name: 'tls-cert', help: 'PEM certificate for TLS to clients (with --tls-key)' },
@@ -44,8 +60,18 @@ export const FLAGS: FlagSpec[] = [
   { name: 'upstream-ca', help: "PEM CA file to verify the upstream's certificate" },
   {
     name: 'max-connections',
-    default: '0',
-    help: 'client connections at most (beyond: FATAL 53300); 0 = no limit',
+    default: String(DEFAULT_MAX_CONNECTIONS),
+    help: 'client connections at most, authenticating or relaying (beyond: FATAL 53300); 0 = no limit',
+  },
+  {
+    name: 'login-failure-limit',
+    default: String(DEFAULT_LOGIN_FAILURE_LIMIT),
+    help: 'failed logins allowed per client address within --login-failure-window (beyond: FATAL 28000 until the window passes); 0 = no limit',
+  },
+  {
+    name: 'login-failure-window',
+    default: `${DEFAULT_LOGIN_FAILURE_WINDOW_MS / 1000}s`,
+    help: 'the window of --login-failure-limit',
   },
   {
     name: 'idle-timeout',
@@ -66,6 +92,11 @@ export const FLAGS: FlagSpec[] = [
     name: 'max-message-size',
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
     help: 'largest client message in bytes',
+  },
+  {
+    name: 'max-statement-size',
+    default: String(DEFAULT_MAX_STATEMENT_SIZE),
+    help: 'largest statement (Query or Parse message) in bytes that is judged; a larger one is refused with 54000 unread and the session goes on; 0 = only --max-message-size',
   },
   { name: 'shutdown-timeout', default: '30s', help: 'on SIGTERM, how long running statements may finish' },
   {
@@ -112,6 +143,15 @@ function readCredentials(file: string): Credentials {
     return { username: text.slice(0, i), password: text.slice(i + 1) };
   } catch (err) {
     throw new StartupError(`--upstream-credentials-file ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The audit chain's key from a file (a mounted Secret); refused with a line naming the flag. */
+function readAuditKey(file: string): AuditKey {
+  try {
+    return auditKeyFrom(fs.readFileSync(file));
+  } catch (err) {
+    throw new StartupError(`--audit-key-file ${file}: ${(err as Error).message}`);
   }
 }
 
@@ -175,6 +215,8 @@ export async function run(argv: string[]): Promise<number> {
     let credentials: Credentials | undefined = compiled?.ok ? compiled.credentials : undefined;
     const upstreamUrl = flags.get('upstream');
     if (upstreamUrl) {
+      const problem = postgresUrlProblem(upstreamUrl);
+      if (problem) throw new UsageError(`--upstream: ${problem}`);
       let parsed: ReturnType<typeof parseUpstreamUrl>;
       try {
         parsed = parseUpstreamUrl(upstreamUrl);
@@ -192,7 +234,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const sslmode = flags.get('upstream-sslmode');
     if (sslmode !== undefined) {
-      if (!SSL_MODES.includes(sslmode as SslMode)) {
+      if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
         throw new UsageError(`--upstream-sslmode: '${sslmode}' is not one of ${SSL_MODES.join(', ')}`);
       }
       target.sslmode = sslmode as SslMode;
@@ -217,8 +259,29 @@ export async function run(argv: string[]): Promise<number> {
     ) {
       throw new UsageError(`--max-message-size: an integer from 1024 to ${DEFAULT_MAX_MESSAGE_SIZE}`);
     }
+    const maxStatementSize = Math.min(
+      Number(flags.get('max-statement-size')),
+      // the default yields to a smaller --max-message-size
+      flags.get('max-statement-size') === String(DEFAULT_MAX_STATEMENT_SIZE)
+        ? maxMessageSize
+        : Number.POSITIVE_INFINITY,
+    );
+    if (
+      !Number.isInteger(maxStatementSize) ||
+      (maxStatementSize !== 0 && (maxStatementSize < 1024 || maxStatementSize > maxMessageSize))
+    ) {
+      throw new UsageError('--max-statement-size: 0, or an integer from 1024 to --max-message-size');
+    }
     const shutdownMs = parseDurationMs(flags.get('shutdown-timeout') ?? '30s', 'shutdown-timeout');
     const listen = parseListen(flags.get('listen') ?? '127.0.0.1:6432');
+    const metricsListen = flags.get('metrics-listen');
+    if (metricsListen) {
+      try {
+        parseMetricsListen(metricsListen);
+      } catch (err) {
+        throw new UsageError(`--metrics-listen: ${(err as Error).message}`);
+      }
+    }
 
     const credFile = flags.get('upstream-credentials-file');
     if (credFile) credentials = readCredentials(credFile);
@@ -277,11 +340,23 @@ export async function run(argv: string[]): Promise<number> {
       ...(credentials ? { credentials } : {}),
       ...(tlsOpts ? { tls: tlsOpts } : {}),
       maxMessageSize,
+      maxStatementSize,
       maxConnections: (() => {
         const n = Number(flags.get('max-connections'));
         if (!Number.isInteger(n) || n < 0)
           throw new UsageError('--max-connections: a whole number, 0 for no limit');
         return n;
+      })(),
+      loginFailureLimit: (() => {
+        const n = Number(flags.get('login-failure-limit'));
+        if (!Number.isInteger(n) || n < 0)
+          throw new UsageError('--login-failure-limit: a whole number, 0 for no limit');
+        return n;
+      })(),
+      loginFailureWindowMs: (() => {
+        const ms = parseDurationMs(flags.get('login-failure-window') ?? '60s', 'login-failure-window');
+        if (ms < 1 || ms > 24 * 3600 * 1000) throw new UsageError('--login-failure-window: from 1ms to 24h');
+        return ms;
       })(),
       idleTimeoutMs:
         flags.get('idle-timeout') === '0'
@@ -315,8 +390,14 @@ export async function run(argv: string[]): Promise<number> {
             },
           }
         : {}),
-      metricsListen: flags.get('metrics-listen'),
+      metricsListen,
       auditLog: flags.get('audit-log') ?? '-',
+      auditStallTimeoutMs: (() => {
+        const ms = parseDurationMs(flags.get('audit-stall-timeout') ?? '10s', 'audit-stall-timeout');
+        if (ms < 1) throw new UsageError('--audit-stall-timeout: more than 0, e.g. 10s');
+        return ms;
+      })(),
+      ...(flags.get('audit-key-file') ? { auditKey: readAuditKey(flags.get('audit-key-file')!) } : {}),
       workload,
       ...(tokenAuth ? { tokenAuth } : {}),
       logger,
@@ -329,26 +410,46 @@ export async function run(argv: string[]): Promise<number> {
         .catch((err: unknown) => logger.log('error', 'audit log reopen failed', { error: String(err) }));
     });
 
-    // Last line of defence: a bug in one connection's handling must not end every session.
-    const onUncaught = (err: unknown) =>
-      logger.log('error', 'uncaught exception', {
-        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
-      });
+    // Last line of defence: a bug in one connection's handling must not end every session. Never
+    // re-entered: an exception while logging one (a broken stderr) must not start a loop.
+    let inUncaught = false;
+    const onUncaught = (err: unknown) => {
+      if (inUncaught) return;
+      inUncaught = true;
+      try {
+        logger.log('error', 'uncaught exception', {
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+      } catch {
+        /* nowhere left to report it */
+      } finally {
+        inUncaught = false;
+      }
+    };
     process.on('uncaughtException', onUncaught);
     process.on('unhandledRejection', onUncaught);
 
-    await new Promise<void>((resolve) => {
+    const code = await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.log('info', 'signal received', { signal, shutdownTimeoutMs: shutdownMs });
-        proxy.shutdown(shutdownMs).then(resolve, resolve);
+        proxy.shutdown(shutdownMs).then(
+          () => resolve(0),
+          (err: unknown) => {
+            // The audit log could not be flushed (its sink is down): say so in the exit code.
+            logger.log('error', 'shutdown incomplete', { error: String((err as Error)?.message ?? err) });
+            resolve(1);
+          },
+        );
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
-    return 0;
+    // A write to a stalled standard output stays pending for good and would keep the process alive.
+    if (code !== 0) process.exit(code);
+    return code;
   } catch (err) {
     if (err instanceof StartupError) {
       process.stderr.write(`dbguard proxy: ${err.message}\n`);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: PostgreSQL server binaries (initdb, postgres),
-# psql and pgbench from Debian's packages, and openssl. Needs root (or sudo) and apt-get; elsewhere it
-# says what to install and fails.
+# psql and pgbench from Debian's packages, openssl, and shellcheck (the chart test lints the shell scripts).
+# Needs root (or sudo) and apt-get; elsewhere it says what to install and fails.
 set -euo pipefail
 
 have_pg() {
@@ -58,22 +58,27 @@ fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "dbguard tests need PostgreSQL server binaries, psql, pgbench and openssl." >&2
-    echo "Install them (Debian/Ubuntu: apt-get install postgresql openssl) or set DBGUARD_TEST_PGURL." >&2
+    echo "dbguard tests need PostgreSQL server binaries, psql, pgbench, openssl and shellcheck." >&2
+    echo "Install them (Debian/Ubuntu: apt-get install postgresql openssl shellcheck) or set DBGUARD_TEST_PGURL." >&2
     exit 1
   fi
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "no apt-get: install PostgreSQL (server + client + pgbench) and openssl yourself" >&2
+  echo "no apt-get: install PostgreSQL (server + client + pgbench), openssl and shellcheck yourself" >&2
   exit 1
 fi
-echo "--- installing PostgreSQL and openssl from Debian's packages"
+# Debian clusters that exist before the install are someone else's: never touched.
+clusters() { if command -v pg_lsclusters >/dev/null 2>&1; then pg_lsclusters -h 2>/dev/null | awk '{print $1 "/" $2}'; fi; }
+before="$(clusters)"
+echo "--- installing PostgreSQL, openssl and shellcheck from Debian's packages"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq postgresql postgresql-contrib openssl shellcheck >/dev/null
-# The tests start their own throwaway clusters: stop the distribution's default one if it started.
-if command -v pg_lsclusters >/dev/null 2>&1; then
-  pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | while read -r v n; do $SUDO pg_ctlcluster "$v" "$n" stop || true; done
-fi
+# The tests start their own throwaway clusters: stop the default cluster the package just created and
+# started, and only that one.
+for c in $(clusters); do
+  if printf '%s\n' "$before" | grep -qxF "$c"; then continue; fi
+  $SUDO pg_ctlcluster "${c%%/*}" "${c#*/}" stop || true
+done
 build_kube_testenv
 have_pg && command -v shellcheck >/dev/null 2>&1

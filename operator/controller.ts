@@ -33,6 +33,7 @@ export interface ControllerOptions {
 }
 
 type Obj = k8s.KubernetesObject & { spec?: any; status?: any };
+type MaskingProblem = import('../policy/mask-coverage.js').MaskingProblem;
 
 const PLURALS = { DatabasePolicy: 'databasepolicies', MaskingRule: 'maskingrules' } as const;
 
@@ -210,6 +211,14 @@ export class PolicyController {
   /** last compiled version per policy, to tell new versions from re-compiles */
   private readonly lastGood = new Map<string, CompiledPolicy>();
   private idleWaiters: (() => void)[] = [];
+  /**
+   * What sidecars found when they checked MaskingRules against their databases (mask-coverage.ts),
+   * per MaskingRule key, for one compiled policy version: a newer version makes the report stale.
+   */
+  private readonly maskingReports = new Map<
+    string,
+    { version: string; byDatabase: Map<string, MaskingProblem[]> }
+  >();
 
   constructor(private readonly opts: ControllerOptions) {
     const kc = opts.kubeConfig;
@@ -421,6 +430,71 @@ export class PolicyController {
     });
   }
 
+  /**
+   * A sidecar of policy `namespace/policy` found, in `database`, masked tables or columns that do not
+   * exist. Kept for the MaskingRules it names while `version` is the policy's current one; their
+   * Ready condition turns False (ColumnNotFound / TableNotFound). False when the version is not current.
+   */
+  reportMaskingProblems(
+    namespace: string,
+    policy: string,
+    version: string,
+    database: string,
+    problems: MaskingProblem[],
+  ): boolean {
+    if (this.opts.store.get(`${namespace}/${policy}`)?.version !== version) return false;
+    const byRule = new Map<string, MaskingProblem[]>();
+    for (const p of problems) {
+      if (!p.rule.startsWith(`${namespace}/`)) continue; // a sidecar speaks for its own namespace only
+      byRule.set(p.rule, [...(byRule.get(p.rule) ?? []), p]);
+    }
+    for (const [rule, list] of byRule) {
+      let r = this.maskingReports.get(rule);
+      if (r?.version !== version) {
+        r = { version, byDatabase: new Map() };
+        this.maskingReports.set(rule, r);
+      }
+      r.byDatabase.set(database, list);
+      this.enqueueMaskingRule(rule);
+    }
+    return true;
+  }
+
+  /** Conditions from the sidecars' reports for this MaskingRule under the policy's current version. */
+  private reportedProblems(key: string, mr: MaskingRule & Obj, policyKey: string): Condition | undefined {
+    const r = this.maskingReports.get(key);
+    if (!r || r.version !== this.opts.store.get(policyKey)?.version) return undefined;
+    const lines: string[] = [];
+    let reason = 'TableNotFound';
+    const cols: { table?: string; column?: string }[] = mr.spec?.columns ?? [];
+    for (const [database, list] of r.byDatabase) {
+      for (const p of list) {
+        if (p.reason === 'column_not_found') reason = 'ColumnNotFound';
+        const i = cols.findIndex(
+          (c) =>
+            (c.table === p.table || c.table === `${p.schema}.${p.table}`) &&
+            (p.reason === 'table_not_found' || c.column === p.column),
+        );
+        const field =
+          i >= 0 ? `spec.columns[${i}].${p.reason === 'column_not_found' ? 'column' : 'table'}: ` : '';
+        const what =
+          p.reason === 'column_not_found'
+            ? `column ${p.column} of ${p.schema}.${p.table}`
+            : `table ${p.schema}.${p.table}`;
+        lines.push(
+          `${field}${what} does not exist in database ${database}${p.suggestion ? ` (did you mean ${p.suggestion}?)` : ''}`,
+        );
+      }
+    }
+    if (!lines.length) return undefined;
+    return {
+      type: 'Ready',
+      status: 'False',
+      reason,
+      message: `${lines.join('; ')}; reported by a sidecar: masked subjects are refused a table whose masked column is missing`,
+    };
+  }
+
   async reconcileMaskingRule(key: string): Promise<void> {
     if (!this.opts.isLeader()) return;
     const [namespace, name] = key.split('/') as [string, string];
@@ -428,23 +502,26 @@ export class PolicyController {
     if (!mr) return;
     const policyName = mr.spec?.policyRef?.name;
     const policy = policyName ? this.policies.informer.get(policyName, namespace) : undefined;
-    const conditions: Condition[] = policy
-      ? [
-          {
-            type: 'Ready',
-            status: 'True',
-            reason: 'Bound',
-            message: `bound to DatabasePolicy ${namespace}/${policyName}`,
-          },
-        ]
-      : [
-          {
-            type: 'Ready',
-            status: 'False',
-            reason: 'PolicyNotFound',
-            message: `spec.policyRef.name: DatabasePolicy ${namespace}/${policyName ?? ''} not found; these columns are not masked anywhere`,
-          },
-        ];
+    const reported = policy ? this.reportedProblems(key, mr, `${namespace}/${policyName}`) : undefined;
+    const conditions: Condition[] = reported
+      ? [reported]
+      : policy
+        ? [
+            {
+              type: 'Ready',
+              status: 'True',
+              reason: 'Bound',
+              message: `bound to DatabasePolicy ${namespace}/${policyName}`,
+            },
+          ]
+        : [
+            {
+              type: 'Ready',
+              status: 'False',
+              reason: 'PolicyNotFound',
+              message: `spec.policyRef.name: DatabasePolicy ${namespace}/${policyName ?? ''} not found; these columns are not masked anywhere`,
+            },
+          ];
     const generation = mr.metadata?.generation;
     this.opts.metrics?.reconcile.inc({ kind: 'MaskingRule', result: policy ? 'success' : 'invalid' });
     const columns = mr.spec?.columns?.length ?? 0;
@@ -455,6 +532,7 @@ export class PolicyController {
     )
       return;
     if (!policy) await this.events.record(mr, 'Warning', 'PolicyNotFound', conditions[0]!.message);
+    if (reported) await this.events.record(mr, 'Warning', reported.reason, reported.message);
     await this.patchStatus('MaskingRule', namespace, name, {
       observedGeneration: generation,
       columns,

@@ -143,6 +143,8 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
       metrics,
       log,
       authenticate,
+      reportMaskingProblems: (ns, name, version, database, problems) =>
+        controller.reportMaskingProblems(ns, name, version, database, problems),
     }),
   );
   const closers: RoutesCloser[] = [];

@@ -9,6 +9,7 @@
 import type http from 'node:http';
 import express from 'express';
 import type { CompiledPolicy } from '../api/compiled.js';
+import type { MaskingProblem } from '../policy/mask-coverage.js';
 import type { OperatorMetrics } from './metrics.js';
 import type { PolicyStore } from './policy-store.js';
 import type { Authenticate } from './sidecar-auth.js';
@@ -20,6 +21,44 @@ export interface PolicyServerOptions {
   authenticate: Authenticate;
   metrics?: OperatorMetrics;
   log?: (fields: Record<string, unknown>) => void;
+  /** `POST .../masking-problems` (PolicyController.reportMaskingProblems): false when the version is stale */
+  reportMaskingProblems?: (
+    namespace: string,
+    policy: string,
+    version: string,
+    database: string,
+    problems: MaskingProblem[],
+  ) => boolean;
+}
+
+const PROBLEM_REASONS = new Set(['table_not_found', 'column_not_found']);
+
+/** The body of a masking-problems report, checked field by field (it comes from the network). */
+function problemsOf(
+  body: unknown,
+): { version: string; database: string; problems: MaskingProblem[] } | string {
+  const b = body as { policyVersion?: unknown; database?: unknown; problems?: unknown };
+  if (typeof b?.policyVersion !== 'string' || typeof b.database !== 'string' || !Array.isArray(b.problems))
+    return 'expected {policyVersion, database, problems: [...]}';
+  if (b.problems.length > 1000) return 'at most 1000 problems';
+  const str = (v: unknown) => typeof v === 'string' && v.length > 0 && v.length <= 512;
+  const problems: MaskingProblem[] = [];
+  for (const p of b.problems as Record<string, unknown>[]) {
+    if (!str(p?.rule) || !PROBLEM_REASONS.has(p.reason as string) || !str(p.schema) || !str(p.table))
+      return 'each problem needs rule, reason, schema and table';
+    if (p.column !== undefined && !str(p.column)) return 'column must be a name';
+    if (p.suggestion !== undefined && !str(p.suggestion)) return 'suggestion must be a name';
+    problems.push({
+      rule: p.rule as string,
+      reason: p.reason as MaskingProblem['reason'],
+      schema: p.schema as string,
+      table: p.table as string,
+      ...(p.column !== undefined ? { column: p.column as string } : {}),
+      ...(p.suggestion !== undefined ? { suggestion: p.suggestion as string } : {}),
+      message: typeof p.message === 'string' ? p.message.slice(0, 1024) : '',
+    });
+  }
+  return { version: b.policyVersion, database: b.database.slice(0, 256), problems };
 }
 
 function etagOf(version: string): string {
@@ -102,6 +141,53 @@ export function policyRouter(opts: PolicyServerOptions): express.Router {
     count('ok');
     res.status(200).json(policy);
   });
+
+  // A sidecar reports MaskingRules that name tables or columns its database does not have.
+  router.post(
+    '/v1/policies/:namespace/:name/masking-problems',
+    express.json({ limit: '1mb' }),
+    async (req, res) => {
+      const { namespace, name } = req.params as { namespace: string; name: string };
+      const token = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+      let principal: Awaited<ReturnType<Authenticate>> | undefined;
+      try {
+        principal = token ? await opts.authenticate(token) : undefined;
+      } catch (err) {
+        opts.log?.({ msg: 'token review failed', error: String(err) });
+        res.status(503).json({ error: 'token review failed; retry' });
+        return;
+      }
+      if (!principal) {
+        res
+          .status(401)
+          .json({ error: 'a bearer token (projected ServiceAccount token, audience dbguard) is required' });
+        return;
+      }
+      if (principal.namespace !== namespace) {
+        res
+          .status(403)
+          .json({ error: `a sidecar may only report on policies of namespace ${principal.namespace}` });
+        return;
+      }
+      const parsed = problemsOf(req.body);
+      if (typeof parsed === 'string') {
+        res.status(400).json({ error: parsed });
+        return;
+      }
+      const taken = opts.reportMaskingProblems?.(
+        namespace,
+        name,
+        parsed.version,
+        parsed.database,
+        parsed.problems,
+      );
+      if (!taken) {
+        res.status(409).json({ error: `policy ${namespace}/${name} is not at version ${parsed.version}` });
+        return;
+      }
+      res.status(202).json({ accepted: parsed.problems.length });
+    },
+  );
   return router;
 }
 

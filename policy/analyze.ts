@@ -7,6 +7,7 @@
 import { boolConst, loc, names, type PgNode, stringConst, unwrap } from './ast.js';
 import { commandTag } from './command-tag.js';
 import type { SessionEffect } from './decision.js';
+import { unboundedWrite } from './unbounded-write.js';
 
 /**
  * How a statement uses a relation. `read`: a FROM item (its rows are read); `target`: the relation an
@@ -37,6 +38,8 @@ export interface RelRef {
   sampled: boolean;
   /** for `target`: the DML statement body and its type */
   dml?: { type: string; node: PgNode };
+  /** for `read`: rows locked by FOR UPDATE/SHARE (PostgreSQL asks UPDATE privilege for that) */
+  locked?: boolean;
 }
 
 /** A relation or schema named by a plain name list (DROP, COMMENT, GRANT ... IN SCHEMA, ALTER SCHEMA). */
@@ -76,6 +79,12 @@ export interface StatementAnalysis {
   opaqueReasons: string[];
   /** reasons a masked subject may not run this statement whatever it touches */
   maskHazards: string[];
+  /**
+   * `set_config(name, ...) FROM pg_settings WHERE name = 'x'` (pg_dump's first query): the FROM items
+   * that must resolve to pg_catalog.pg_settings for the setting name to be the literal `x`; the masking
+   * analysis refuses the statement when one does not.
+   */
+  settingsSources: PgNode[];
   /** effects visible in the text (search_path, transaction, catalog); function effects are added later */
   effects: SessionEffect[];
   /** `set_config('search_path', ...)` and friends, applied after the statement */
@@ -242,19 +251,43 @@ class Walker {
     this.visit(list, { ...ctx, role: 'read' });
   }
 
+  /** the setting name proven by the SELECT being walked (see settingsName) */
+  private provenSetting?: { name: string; rv: PgNode };
+
   select(b: PgNode, outer: Ctx): void {
+    const proven = settingsName(b);
+    const saved = this.provenSetting;
+    this.provenSetting = proven;
+    try {
+      this.selectBody(b, outer);
+    } finally {
+      this.provenSetting = saved;
+    }
+  }
+
+  private selectBody(b: PgNode, outer: Ctx): void {
     const ctx = this.withClause(b.withClause, outer);
     if (b.intoClause?.rel) {
       this.rangeVar(b.intoClause.rel, 'create', ctx);
       this.a.catalogChanged = true;
     }
+    const fromStart = this.a.rels.length;
     this.fromItems(b.fromClause, ctx);
+    const from = this.a.rels.slice(fromStart);
     for (const lc of b.lockingClause ?? []) {
       const l = unwrap(lc)?.[1];
+      const named = new Set<string>();
       for (const r of l?.lockedRels ?? []) {
         const rv = unwrap(r)?.[1];
-        if (rv) this.rangeVar(rv, 'alias-ref', ctx);
+        if (rv) {
+          this.rangeVar(rv, 'alias-ref', ctx);
+          named.add(rv.relname);
+        }
       }
+      // FOR UPDATE/SHARE [OF names]: the relations of the named FROM items, or of all of them
+      // (sub-selects included, as PostgreSQL locks them)
+      const locked = new Set(rangeVarsIn(named.size ? fromItemsNamed(b.fromClause, named) : b.fromClause));
+      for (const r of from) if (r.role === 'read' && locked.has(r.rv)) r.locked = true;
     }
     const exprCtx: Ctx = { ...ctx, role: 'ddl' };
     this.rest(b, exprCtx, ['withClause', 'intoClause', 'fromClause', 'lockingClause', 'larg', 'rarg']);
@@ -268,7 +301,7 @@ class Walker {
     if (nested) this.a.innerCommands.push(commandTag(type, b));
     this.a.dmls.push({ type, node: b });
     if (b.relation) this.rangeVar(b.relation, 'target', ctx, { dml: { type, node: b } });
-    if ((type === 'UpdateStmt' || type === 'DeleteStmt') && !b.whereClause) this.a.withoutWhere = true;
+    if (unboundedWrite(type, b)) this.a.withoutWhere = true;
     switch (type) {
       case 'InsertStmt':
         if (b.selectStmt) this.visit(b.selectStmt, ctx);
@@ -316,13 +349,25 @@ class Walker {
 
   setConfig(b: PgNode): void {
     const args = b.args ?? [];
-    const name = stringConst(args[0]);
+    let name = stringConst(args[0]);
+    if (name === undefined && this.provenSetting && isColumn(args[0], 'name')) {
+      // pg_dump: set_config(name, ...) FROM pg_settings WHERE name = 'x' sets exactly `x`, provided
+      // pg_settings is the catalog's (checked once names are resolved)
+      name = this.provenSetting.name;
+      this.a.settingsSources.push(this.provenSetting.rv);
+    }
     if (name === undefined) {
       this.a.effects.push({ kind: 'unknown-state' });
       this.a.maskHazards.push('set_config with a setting name that is not a literal');
       return;
     }
-    if (name.trim().toLowerCase() !== 'search_path') return;
+    const setting = name.trim().toLowerCase();
+    // like SET ROLE: "$user" in search_path and the temporary schema may change
+    if (setting === 'role' || setting === 'session_authorization') {
+      this.a.effects.push({ kind: 'unknown-state' });
+      return;
+    }
+    if (setting !== 'search_path') return;
     const value = stringConst(args[1]);
     const local = boolConst(args[2]);
     if (value === undefined || local === undefined) {
@@ -382,6 +427,13 @@ class Walker {
         this.rest(b, { ...ctx, role: 'ddl' }, ['relation', 'query']);
         return;
       case 'ExplainStmt':
+        // VERBOSE prints every output expression of the rewritten plan: the masking expressions, and
+        // through them what the proxy added. Refused for masked subjects whatever its argument.
+        if ((b.options ?? []).some((o: unknown) => unwrap(o)?.[1].defname === 'verbose'))
+          this.a.maskHazards.push('EXPLAIN VERBOSE shows the masking rewrite');
+        this.inner(b.query, ctx);
+        this.rest(b, { ...ctx, role: 'ddl' }, ['query']);
+        return;
       case 'DeclareCursorStmt':
         this.inner(b.query, ctx);
         this.rest(b, { ...ctx, role: 'ddl' }, ['query']);
@@ -498,7 +550,16 @@ class Walker {
       return;
     }
     // a different role changes what "$user" in search_path means and which temp schema is ours
-    if (name === 'role' || name === 'session_authorization' || b.kind === 'VAR_SET_MULTI') {
+    // (SET TRANSACTION ..., SET TRANSACTION SNAPSHOT and SET SESSION CHARACTERISTICS are VAR_SET_MULTI too,
+    // and change neither: re-reading the session's facts after them would run a query inside the
+    // transaction before its SET TRANSACTION SNAPSHOT, which pg_dump -j's workers send next)
+    const transactionOnly =
+      name === 'transaction' || name === 'transaction snapshot' || name === 'session characteristics';
+    if (
+      name === 'role' ||
+      name === 'session_authorization' ||
+      (b.kind === 'VAR_SET_MULTI' && !transactionOnly)
+    ) {
       this.a.effects.push({ kind: 'unknown-state' });
     }
   }
@@ -520,6 +581,61 @@ class Walker {
     if (b.chain && (o === 'commit' || o === 'rollback'))
       this.a.effects.push({ kind: 'transaction', op: 'begin' });
   }
+}
+
+/** Every RangeVar body in a subtree. */
+function rangeVarsIn(n: unknown, out: PgNode[] = []): PgNode[] {
+  if (n === null || typeof n !== 'object') return out;
+  if (Array.isArray(n)) {
+    for (const x of n) rangeVarsIn(x, out);
+    return out;
+  }
+  const o = n as PgNode;
+  if (typeof o.relname === 'string' && typeof o.relpersistence === 'string') out.push(o);
+  for (const v of Object.values(o)) rangeVarsIn(v, out);
+  return out;
+}
+
+/** The FROM items (through joins) whose name (alias, or a table's own name) is in `names`. */
+function fromItemsNamed(list: unknown, names: ReadonlySet<string>, out: unknown[] = []): unknown[] {
+  for (const item of Array.isArray(list) ? list : [list]) {
+    const u = unwrap(item);
+    if (!u) continue;
+    const [t, b] = u;
+    const name = t === 'RangeVar' ? (b.alias?.aliasname ?? b.relname) : b.alias?.aliasname;
+    if (name !== undefined && names.has(name)) out.push(item);
+    else if (t === 'JoinExpr') fromItemsNamed([b.larg, b.rarg], names, out);
+    else if (t === 'RangeTableSample') fromItemsNamed(b.relation, names, out);
+  }
+  return out;
+}
+
+function isColumn(n: unknown, column: string): boolean {
+  const c = unwrap(n);
+  if (c?.[0] !== 'ColumnRef') return false;
+  const f = names(c[1].fields);
+  return f.length === 1 && f[0] === column;
+}
+
+/**
+ * For `SELECT ... FROM pg_settings WHERE name = 'x'` (one FROM item, `pg_settings` or
+ * `pg_catalog.pg_settings`, and a WHERE that is exactly that equality): the setting name `x` and the
+ * RangeVar, else undefined.
+ */
+function settingsName(b: PgNode): { name: string; rv: PgNode } | undefined {
+  const from = b.fromClause ?? [];
+  if (from.length !== 1) return undefined;
+  const rv = unwrap(from[0]);
+  if (rv?.[0] !== 'RangeVar' || rv[1].relname !== 'pg_settings' || rv[1].catalogname) return undefined;
+  if (rv[1].schemaname !== undefined && rv[1].schemaname !== 'pg_catalog') return undefined;
+  const w = unwrap(b.whereClause);
+  if (w?.[0] !== 'A_Expr' || w[1].kind !== 'AEXPR_OP') return undefined;
+  const op = names(w[1].name);
+  if (op.length !== 1 || op[0] !== '=') return undefined;
+  const [col, lit] = isColumn(w[1].lexpr, 'name') ? [w[1].lexpr, w[1].rexpr] : [w[1].rexpr, w[1].lexpr];
+  if (!isColumn(col, 'name')) return undefined;
+  const name = stringConst(lit);
+  return name === undefined ? undefined : { name, rv: rv[1] };
 }
 
 /** Split a search_path string value (`a, "B", $user`) into names as PostgreSQL does. */
@@ -576,6 +692,7 @@ export function analyzeStatement(index: number, stmt: PgNode, start: number, end
     maskHazards: [],
     effects: [],
     catalogChanged: false,
+    settingsSources: [],
   };
   const w = new Walker(a);
   const ctx: Ctx = { ctes: new Set(), role: 'ddl' };

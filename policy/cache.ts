@@ -190,6 +190,8 @@ function plainNumberTemplate(sql: string): string | undefined | null {
  */
 function templateReusable(d: Decision, sql: string): boolean {
   if (d.sql !== sql || d.statements.length === 0 || d.refreshCatalog || d.approval) return false;
+  // `SET standard_conforming_strings = 0` and `= 1` share a template but not a verdict (lexer-safety.ts).
+  if (d.lexer?.restoresSettings) return false;
   if (d.kind === 'allow') return true;
   if (d.kind === 'mask') return d.maskedColumns.length === 0;
   return d.kind === 'deny' && d.sqlstate === '42501';
@@ -301,18 +303,27 @@ export class DecisionCache {
   }
 }
 
-/** A shared decision for another text of its template: only `sql` differs. */
-function withText(d: Decision, sql: string): Decision {
+/**
+ * A shared decision for another text of its template: only `sql` differs. `approval` and
+ * `refreshCatalog` are not copied: decisions that carry them are never shared (templateReusable).
+ * test/policy/cache.test.ts fails when a field is added to Decision and not copied here.
+ */
+export function withText(d: Decision, sql: string): Decision {
   return {
     kind: d.kind,
     rule: d.rule,
     message: d.message,
     sqlstate: d.sqlstate,
+    reason: d.reason,
+    uncovered: d.uncovered,
     statements: d.statements,
     sql,
     maskedColumns: d.maskedColumns,
     enforced: d.enforced,
     effects: d.effects,
     tags: d.tags,
+    // Texts of one template differ in numbers only: no quote, backslash or other character that
+    // changes any lexer fact (numericTemplate), so the facts carry over.
+    lexer: d.lexer,
   };
 }

@@ -7,6 +7,7 @@
  */
 import type { CompiledPolicy } from '../api/compiled.js';
 import { qkey, quoteLiteral } from './ast.js';
+import { type HashFunctionStatus, hashFunctionCatalogRows, hashFunctionStatus } from './hash-key.js';
 
 export interface CatalogColumn {
   name: string;
@@ -46,12 +47,29 @@ export interface CatalogSnapshot {
   masked: Map<string, MaskedRelation>;
   /** views, materialized views and relations with rewrite rules that read a masked table (transitively) */
   dependents: Set<string>;
+  /**
+   * qkey(view) → the relations a user view or materialized view reads directly (from its rewrite
+   * rule's dependencies); a read through a view exercises these too (rules, not masking)
+   */
+  viewReads: Map<string, { schema: string; name: string }[]>;
+  /**
+   * qkey(table) → its direct inheritance or partition children: reading or writing a parent without
+   * ONLY reads or writes their rows (rules, not masking, which has its own descendants)
+   */
+  children: Map<string, { schema: string; name: string }[]>;
+  /**
+   * qkey(relation) → its non-SELECT rewrite rules (`CREATE RULE ... ON INSERT|UPDATE|DELETE ... DO
+   * ALSO|INSTEAD ...`): the event (INSERT, UPDATE, DELETE) and each relation the rule's actions name
+   */
+  ruleTargets: Map<string, { event: string; schema: string; name: string }[]>;
   /** inheritance/partition ancestors of masked tables: reading them (without ONLY) reads masked rows */
   ancestors: Set<string>;
   /** user-defined function/procedure/aggregate name → schemas defining one */
   functions: Map<string, Set<string>>;
   /** user-defined operator name → schemas defining one */
   operators: Map<string, Set<string>>;
+  /** the Hash strategy's keyed function `dbguard.hash` (policy/hash-key.ts); absent: not known */
+  hashFunction?: HashFunctionStatus;
 }
 
 /** Every (schema, table) a MaskingRule of the policy names. */
@@ -105,7 +123,7 @@ rel AS (
   SELECT c.oid, n.nspname::text AS nsp, c.relname::text AS name, c.relkind::text AS kind
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S', 'i', 'I')
-    AND (n.nspname NOT LIKE 'pg\\_%' OR n.nspname = 'pg_catalog' OR n.oid = pg_catalog.pg_my_temp_schema())
+    AND (NOT pg_catalog.starts_with(n.nspname, 'pg_') OR n.nspname = 'pg_catalog' OR n.oid = pg_catalog.pg_my_temp_schema())
     AND NOT (n.nspname IN ('pg_catalog', 'information_schema') AND c.relkind IN ('i', 'I', 'S')))
 SELECT 'path', s::text, o::text, NULL, NULL, NULL, NULL, NULL
   FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS u(s, o)
@@ -113,7 +131,7 @@ UNION ALL SELECT 'user', current_user::text, NULL, NULL, NULL, NULL, NULL, NULL
 UNION ALL SELECT 'temp', nspname::text, NULL, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_namespace WHERE oid = pg_catalog.pg_my_temp_schema()
 UNION ALL SELECT 'schema', nspname::text, NULL, NULL, NULL, NULL, NULL, NULL FROM pg_catalog.pg_namespace
-  WHERE nspname NOT LIKE 'pg\\_%' OR nspname = 'pg_catalog' OR oid = pg_catalog.pg_my_temp_schema()
+  WHERE NOT pg_catalog.starts_with(nspname, 'pg_') OR nspname = 'pg_catalog' OR oid = pg_catalog.pg_my_temp_schema()
 UNION ALL SELECT 'rel', nsp, name, kind, NULL, NULL, NULL, NULL FROM rel
 UNION ALL SELECT 'col', n.nspname::text, c.relname::text, a.attname::text,
     pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnum::text,
@@ -143,7 +161,34 @@ UNION ALL SELECT DISTINCT 'func', n.nspname::text, p.proname::text, NULL, NULL, 
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid >= 16384
 UNION ALL SELECT DISTINCT 'op', n.nspname::text, o.oprname::text, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384
+UNION ALL SELECT DISTINCT 'vrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
+    NULL, NULL, NULL
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') AND v.oid >= 16384
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE r.ev_type = '1'
+UNION ALL SELECT 'inh', pn.nspname::text, p.relname::text, cn.nspname::text, c.relname::text, NULL, NULL, NULL
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.oid >= 16384
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+  JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+UNION ALL SELECT DISTINCT 'rrel', vn.nspname::text, v.relname::text, tn.nspname::text, t.relname::text,
+    CASE r.ev_type WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT' ELSE 'DELETE' END, NULL, NULL
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.oid >= 16384
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'v', 'm', 'f', 'p')
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE r.ev_type IN ('2', '3', '4')
 UNION ALL SELECT 'server', pg_catalog.current_setting('server_version_num'), NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL ${hashFunctionCatalogRows}
 UNION ALL SELECT 'version', ${version}, NULL, NULL, NULL, NULL, NULL, NULL`;
 }
 
@@ -164,11 +209,15 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     relations: new Map(),
     masked: new Map(),
     dependents: new Set(),
+    viewReads: new Map(),
+    ruleTargets: new Map(),
+    children: new Map(),
     ancestors: new Set(),
     functions: new Map(),
     operators: new Map(),
   };
   const path: [number, string][] = [];
+  let hashVerdict: string | undefined;
   const roots = new Map<string, { schema: string; name: string; rootKey: string }>();
   const cols = new Map<string, CatalogColumn[]>();
   const add = (m: Map<string, Set<string>>, name: string, schema: string) => {
@@ -233,6 +282,36 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'dep':
         snap.dependents.add(qkey(need(row, 1, kind), need(row, 2, kind)));
         break;
+      case 'vrel': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.viewReads.get(key);
+        if (!list) {
+          list = [];
+          snap.viewReads.set(key, list);
+        }
+        list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'inh': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.children.get(key);
+        if (!list) {
+          list = [];
+          snap.children.set(key, list);
+        }
+        list.push({ schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
+      case 'rrel': {
+        const key = qkey(need(row, 1, kind), need(row, 2, kind));
+        let list = snap.ruleTargets.get(key);
+        if (!list) {
+          list = [];
+          snap.ruleTargets.set(key, list);
+        }
+        list.push({ event: need(row, 5, kind), schema: need(row, 3, kind), name: need(row, 4, kind) });
+        break;
+      }
       case 'anc':
         snap.ancestors.add(qkey(need(row, 1, kind), need(row, 2, kind)));
         break;
@@ -245,6 +324,9 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
       case 'version':
         snap.version = need(row, 1, kind);
         break;
+      case 'hashfn':
+        hashVerdict = need(row, 1, kind);
+        break;
       case 'server': {
         const n = Number(need(row, 1, kind));
         snap.serverVersionNum = Number.isSafeInteger(n) && n > 0 ? n : 0;
@@ -255,6 +337,7 @@ export function parseCatalog(rows: (string | null)[][]): CatalogSnapshot {
     }
   }
   snap.searchPath = path.sort((a, b) => a[0] - b[0]).map((p) => p[1]);
+  snap.hashFunction = hashFunctionStatus(hashVerdict);
   for (const [key, r] of roots) {
     const [rs, rn] = r.rootKey.split('\u0000') as [string, string];
     snap.masked.set(key, {
@@ -320,6 +403,8 @@ export class SnapshotInterner {
       snap.searchPath,
       snap.currentUser ?? null,
       snap.tempSchema ?? null,
+      // judged for the login role (session_user), which current_user does not name after SET ROLE
+      snap.hashFunction?.why ?? null,
     ]);
     const known = this.byKey.get(key);
     if (known) return known;

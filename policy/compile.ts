@@ -2,7 +2,7 @@
  * Compile a DatabasePolicy and its MaskingRules into the CompiledPolicy that proxies enforce
  * (api/compiled.ts). Pure: Secrets come in through a lookup function. Everything a proxy would
  * otherwise have to interpret is settled here: defaults, name case and schemas, subject
- * namespaces, durations in seconds, salts and CA certificates, and the version.
+ * namespaces, durations in seconds, Hash key ids and CA certificates, and the version.
  */
 import {
   COMPILED_FORMAT,
@@ -26,6 +26,7 @@ import type {
 import { validateResource } from '../api/validate.js';
 import { canonicalJson, policyVersion } from '../api/version.js';
 import { DurationError, parsePositiveDuration } from './duration.js';
+import { hashKeyId } from './hash-key.js';
 
 /** A problem with a resource, named precisely enough to fix it. */
 export interface PolicyError {
@@ -138,6 +139,7 @@ function compileRule(r: PolicyRule, i: number, namespace: string, errors: Errors
         `${at}.approval.validFor`,
         errors,
       ),
+      ...(r.approval?.maxExecutions !== undefined ? { maxExecutions: r.approval.maxExecutions } : {}),
     };
   }
   return out;
@@ -249,7 +251,9 @@ function compileColumn(
         errors.add(`${path}.hash.saltSecretRef`, missingSecret(ref.name, ref.key, namespace));
       else if (salt === '')
         errors.add(`${path}.hash.saltSecretRef`, `Secret ${namespace}/${ref.name} key "${ref.key}" is empty`);
-      else out.hash = { salt };
+      // The key stays in the Secret (and, through `dbguard db install`, in the database): the compiled
+      // policy carries only its id. The lookup above still reports a missing or empty key early.
+      else out.hash = { keyId: hashKeyId(namespace, ref) };
       break;
     }
     case 'Constant':
@@ -275,9 +279,8 @@ function compileColumn(
 }
 
 function describeMasking(c: CompiledMaskedColumn): string {
-  const { schema: _s, table: _t, column: _c, hash, ...how } = c;
-  // never put a salt into an error message
-  return canonicalJson(hash ? { ...how, hash: 'salted' } : how);
+  const { schema: _s, table: _t, column: _c, ...how } = c;
+  return canonicalJson(how);
 }
 
 function quoteIfNeeded(name: string): string {

@@ -3,8 +3,29 @@
  * Parse). Pure data: the sidecar turns it into protocol messages, audit events and metrics.
  */
 import type { CompiledRule } from '../api/compiled.js';
+import type { Exercise } from './exercises.js';
+import type { LexerFacts } from './lexer-safety.js';
+import type { Uncovered } from './rule-verdict.js';
 
 export type DecisionKind = 'allow' | 'mask' | 'deny' | 'approval';
+
+/**
+ * Why a statement was refused (contract §7 `reason`): a stable code for alerts and the audit event.
+ * `rule`: a Deny rule or `defaultAction: Deny`; `cannot_prove_masked`: masking could not be proven;
+ * `masked_write`: it would store a masked value; `unparseable`: PostgreSQL's parser refused it;
+ * `no_policy`, `lexer`, `audit` (the audit log is down), `masking_rule_broken` (a MaskingRule names
+ * a missing column), `internal` (the engine failed).
+ */
+export type DenialReason =
+  | 'rule'
+  | 'cannot_prove_masked'
+  | 'masked_write'
+  | 'unparseable'
+  | 'no_policy'
+  | 'lexer'
+  | 'audit'
+  | 'masking_rule_broken'
+  | 'internal';
 
 /** One statement of the text, as the audit trail and the rules see it (contract §5 `statement`). */
 export interface StatementInfo {
@@ -25,6 +46,11 @@ export interface StatementInfo {
    * EXPLAIN/PREPARE/DECLARE/COPY/CREATE TABLE AS bodies. Command patterns match these too.
    */
   innerCommands?: string[];
+  /**
+   * the (privilege, object) pairs the statement exercises (exercises.ts), with what views read under
+   * them: what rules match. Not part of the audit event.
+   */
+  exercises?: Exercise[];
 }
 
 /** How a statement changes session state the engine depends on. */
@@ -43,6 +69,8 @@ export interface Decision {
   message?: string;
   /** SQLSTATE for deny: 42501 (policy) or 42601 (does not parse) */
   sqlstate?: string;
+  /** for deny: why, as a stable code */
+  reason?: DenialReason;
   statements: StatementInfo[];
   /** SQL to send upstream: the original text, or its masked rewrite */
   sql: string;
@@ -59,4 +87,11 @@ export interface Decision {
    * table the policy names but the snapshot lacks): re-read the catalog and judge once more.
    */
   refreshCatalog?: boolean;
+  /**
+   * how the text (and its rewrite) would read under other lexer settings; absent when it did not
+   * parse. The sidecar checks it against the session's settings (sidecar/lexer-guard.ts).
+   */
+  lexer?: LexerFacts;
+  /** a refusal by `defaultAction: Deny`: the pairs no Allow rule permits */
+  uncovered?: Uncovered[];
 }

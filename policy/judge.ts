@@ -8,6 +8,8 @@ import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
 import { analyzeStatement, type RelRef, type StatementAnalysis } from './analyze.js';
 import { qdisplay } from './ast.js';
 import type { Decision, SessionEffect, StatementInfo } from './decision.js';
+import { type Exercise, statementExercises, ViewGraph, viewDefinition } from './exercises.js';
+import { combineLexerFacts, lexerFacts } from './lexer-safety.js';
 import {
   fingerprintStatement,
   normalizeStatement,
@@ -27,7 +29,7 @@ import {
   type SessionContext,
 } from './resolve.js';
 import { maskStatements } from './rewrite.js';
-import { firstMatchingRule } from './rules.js';
+import { describeUncovered, statementVerdict, type Uncovered } from './rule-verdict.js';
 import { applyEdits, Tokens } from './splice.js';
 import { sqlcommenterTags } from './sqlcommenter.js';
 import { effectiveMasking } from './subjects.js';
@@ -64,6 +66,7 @@ function normalizedWithoutComments(stmtText: string): string {
 
 interface StatementState {
   analysis: StatementAnalysis;
+  exercises: Exercise[];
   info: StatementInfo;
   effects: SessionEffect[];
 }
@@ -74,12 +77,21 @@ function unparseable(sql: string, why: string, enforced: boolean): Decision {
     kind: 'deny',
     message: `dbguard: statement does not parse: ${why}`,
     sqlstate: '42601',
+    reason: 'unparseable',
     statements: [],
     sql,
     maskedColumns: [],
     enforced,
     effects: [],
   };
+}
+
+function safeScan(sql: string): ScanToken[] | undefined {
+  try {
+    return scanText(sql);
+  } catch {
+    return undefined;
+  }
 }
 
 export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy): Decision {
@@ -115,6 +127,9 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   /** relations created earlier in this text, by name: later unqualified references may mean them */
   const createdByName = new Map<string, ResolvedRelation>();
   const states: StatementState[] = [];
+  /** what relations created earlier in the text read: a view its relations, a table nothing */
+  const inText = new Map<string, ResolvedRelation[]>();
+  const views = new ViewGraph(catalog, inText);
 
   parsed.statements.forEach((raw, index) => {
     const a = analyzeStatement(index, raw.stmt, raw.start, raw.end);
@@ -143,14 +158,17 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       }
       objects.add(res.display);
     }
+    const named: string[] = [];
     for (const n of a.nameRefs) {
       if (n.name === undefined) {
-        if (n.schema) objects.add(qdisplay(n.schema, '*'));
+        if (n.schema) named.push(qdisplay(n.schema, '*'));
         continue;
       }
-      objects.add(resolveRelation(n.schema, n.name, path, startPath, catalog, tempSchema).display);
+      named.push(resolveRelation(n.schema, n.name, path, startPath, catalog, tempSchema).display);
     }
+    for (const n of named) objects.add(n);
     const opaqueReasons = [...a.opaqueReasons];
+    const executes = new Set<string>();
     for (const f of a.funcs) {
       const cls =
         f.kind === 'func'
@@ -158,7 +176,22 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
           : classifyOperator(f.names, catalog, allow);
       if (cls === 'user-defined' || cls === 'unknown' || cls === 'dynamic') {
         opaqueReasons.push(`${f.kind === 'func' ? 'function' : 'operator'} ${f.names.join('.')}`);
+      } else if (cls === 'allowed' && f.kind === 'func') {
+        for (const name of executedFunctions(f.names, catalog)) executes.add(name);
       }
+    }
+    const exercises = statementExercises({
+      analysis: a,
+      resolved,
+      named,
+      executes: [...executes],
+      opaque: opaqueReasons[0],
+      views,
+    });
+    const view = viewDefinition(a, resolved);
+    for (const r of a.rels) {
+      const res = r.role === 'create' ? resolved.get(r) : undefined;
+      if (res) inText.set(res.key, view?.key === res.key ? view.reads : []);
     }
     const effects = [...a.effects];
     if (opaqueReasons.length && !effects.some((e) => e.kind === 'unknown-state')) {
@@ -193,48 +226,62 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       normalized: normalizedWithoutComments(stmtText),
       withoutWhere: a.withoutWhere,
       opaque: opaqueReasons.length > 0,
+      exercises,
     };
     if (a.innerCommands.length) info.innerCommands = [...new Set(a.innerCommands)];
-    states.push({ analysis: a, info, effects });
+    states.push({ analysis: a, exercises, info, effects });
   });
 
   const statements = states.map((s) => s.info);
   const effects = states.flatMap((s) => s.effects);
   const tags = sqlcommenterTags(tokenList);
-  const base = { statements, enforced, effects, ...(tags ? { tags } : {}) };
+  const lexer = lexerFacts(sql, tokenList, parsed.statements);
+  const base = { statements, enforced, effects, lexer, ...(tags ? { tags } : {}) };
 
-  // rules: per statement, first match wins; across statements the most restrictive outcome
-  let denied: { rule?: CompiledRule } | undefined;
+  // rules: per statement, each (privilege, object) pair it exercises is decided by the first rule that
+  // matches it (rule-verdict.ts); across statements the most restrictive outcome
+  let denied: { rule?: CompiledRule; uncovered: Uncovered[]; hidden: boolean } | undefined;
   let approval: CompiledRule | undefined;
+  /** that approval rests only on a relation the snapshot does not know (created since): re-read it first */
+  let approvalHidden = false;
   /** the first named rule that allowed a statement: the audit names it (absent when defaultAction did) */
   let allowedBy: string | undefined;
   for (const s of states) {
-    const rule = firstMatchingRule(
+    const v = statementVerdict(
       policy,
-      {
-        command: s.info.command,
-        innerCommands: s.info.innerCommands ?? [],
-        objects: s.info.objects,
-        withoutWhere: s.info.withoutWhere,
-        opaque: s.info.opaque,
-      },
+      s.exercises,
+      { withoutWhere: s.info.withoutWhere, opaque: s.info.opaque },
       ctx.identity,
     );
-    const action = rule ? rule.action : policy.defaultAction === 'Deny' ? 'Deny' : 'Allow';
-    if (action === 'Deny' && !denied) denied = { rule };
-    if (action === 'RequireApproval' && !approval) approval = rule;
-    if (action === 'Allow' && rule && !allowedBy) allowedBy = rule.name;
+    if (v.action === 'Deny' && !denied)
+      denied = { rule: v.rule, uncovered: v.uncovered, hidden: v.hiddenOnly };
+    if (v.action === 'RequireApproval' && !approval) {
+      approval = v.rule;
+      approvalHidden = v.hiddenOnly;
+    }
+    if (v.allowedBy && !allowedBy) allowedBy = v.allowedBy.name;
   }
   if (denied) {
     const name = denied.rule?.name ?? DEFAULT_RULE_NAME;
+    // an allow-list refusal says which pairs no rule permits (names only, never values)
+    const why = denied.uncovered.some((u) => u.object !== null || u.opaque)
+      ? `${DEFAULT_DENY_MESSAGE}: no rule allows ${describeUncovered(denied.uncovered)}`
+      : undefined;
+    // the rule matched only what a relation might hide: say so rather than claim the rule's reason
+    const hidden = denied.hidden
+      ? `${DEFAULT_DENY_MESSAGE}: ${catalog ? 'a relation the catalog snapshot does not know' : 'without a catalog snapshot a relation'} may be a view over what this rule denies`
+      : undefined;
     return {
       ...base,
       kind: 'deny',
       ...(denied.rule ? { rule: denied.rule.name } : {}),
-      message: denyMessage(denied.rule?.message, name),
+      message: denyMessage(hidden ?? denied.rule?.message ?? why, name),
       sqlstate: '42501',
+      reason: 'rule',
       sql,
       maskedColumns: [],
+      ...(denied.uncovered.length ? { uncovered: denied.uncovered } : {}),
+      ...(denied.hidden && catalog ? { refreshCatalog: true } : {}),
     };
   }
 
@@ -250,6 +297,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       rule,
       message: denyMessage(`cannot prove masked: ${reason}`, rule),
       sqlstate: '42501',
+      reason: 'cannot_prove_masked',
       sql,
       maskedColumns: [],
       ...(refreshCatalog ? { refreshCatalog } : {}),
@@ -277,7 +325,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       });
       if (!outcome.ok) {
         const d = deny(outcome.reason, outcome.rule, outcome.refreshCatalog);
-        return outcome.message ? { ...d, message: outcome.message } : d;
+        // a message of its own: the statement would store a masked value (masked-writes.ts)
+        return outcome.message ? { ...d, message: outcome.message, reason: 'masked_write' } : d;
       }
       if (outcome.edits.length) {
         try {
@@ -294,6 +343,8 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
   }
 
   const sqlOut = enforced ? outSql : sql;
+  // The rewrite is what the server reads: it must read the same under other settings as well.
+  if (sqlOut !== sql) base.lexer = combineLexerFacts(lexer, lexerFacts(sqlOut, safeScan(sqlOut), []));
   if (approval) {
     return {
       ...base,
@@ -301,6 +352,7 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
       rule: approval.name,
       message: `dbguard: ${approval.message || 'statement requires approval'} (rule ${approval.name})`,
       ...(approval.approval ? { approval: approval.approval } : {}),
+      ...(approvalHidden && catalog ? { refreshCatalog: true } : {}),
       sql: sqlOut,
       maskedColumns,
     };
@@ -312,4 +364,14 @@ export function judge(sql: string, ctx: SessionContext, policy: CompiledPolicy):
     sql: sqlOut,
     maskedColumns,
   };
+}
+
+/**
+ * The functions a call to an allowed user-defined function may run: the qualified one, or for an
+ * unqualified name every schema that defines a user function of that name (no overload resolution).
+ */
+function executedFunctions(parts: string[], catalog: SessionContext['catalog']): string[] {
+  const name = parts[parts.length - 1] ?? '';
+  if (parts.length >= 2) return [`${parts[parts.length - 2]}.${name}`];
+  return [...(catalog?.functions.get(name) ?? [])].map((schema) => `${schema}.${name}`);
 }

@@ -5,6 +5,7 @@
  */
 import { quoteLiteral } from './ast.js';
 import type { CatalogColumn } from './catalog.js';
+import { hashCall } from './hash-key.js';
 import type { EffectiveMask } from './subjects.js';
 
 function cast(expr: string, type: string): string {
@@ -15,9 +16,13 @@ function nullOf(type: string): string {
   return cast('NULL', type);
 }
 
-/** Hash pseudonym in the column's type where one exists (text, uuid, integers, numbers). */
-function hashed(value: string, col: CatalogColumn, salt: string): string {
-  const h = `encode(sha256(convert_to(${quoteLiteral(salt)} || CAST(${value} AS text), 'UTF8')), 'hex')`;
+/**
+ * Hash pseudonym in the column's type where one exists (text, uuid, integers, numbers): the keyed
+ * function's hex HMAC-SHA256, so the text carries the key's id and never the key (policy/hash-key.ts).
+ * The caller makes sure the function is usable in this database (rewrite.ts).
+ */
+function hashed(value: string, col: CatalogColumn, keyId: string): string {
+  const h = hashCall(value, keyId);
   const t = col.type;
   if (col.category === 'S') return cast(h, t);
   if (t === 'uuid') return cast(`substr(${h}, 1, 32)`, t);
@@ -87,7 +92,9 @@ export function maskExpression(
       );
     }
     case 'Hash':
-      return hashed(value, col, m.hash?.salt ?? '');
+      // A policy without a key id (compiled by an older operator, which inlined a salt) has no keyed
+      // form: the rewrite refuses it before getting here (rewrite.ts), and NULL is the safe fallback.
+      return m.hash?.keyId ? hashed(value, col, m.hash.keyId) : nullOf(t);
     case 'Constant':
       return m.constant?.value === undefined ? nullOf(t) : cast(quoteLiteral(m.constant.value), t);
     case 'Generalize': {

@@ -9,6 +9,7 @@
 import type { RelRef, StatementAnalysis } from './analyze.js';
 import { loc, names, type PgNode, qdisplay, qkey, quoteIdent } from './ast.js';
 import type { CatalogSnapshot, MaskedRelation } from './catalog.js';
+import { HASH_SCHEMA, hashUnavailableMessage } from './hash-key.js';
 import { maskExpression } from './mask-expr.js';
 import { maskTarget, Refused } from './mask-target.js';
 import { checkMaskedWrites, type MaskedUse, WriteRefused, WriteUncheckable } from './masked-writes.js';
@@ -16,16 +17,18 @@ import { classifyFunction, classifyOperator, type ResolvedRelation } from './res
 import type { Edit, Tokens } from './splice.js';
 import type { EffectiveMask } from './subjects.js';
 
-/** Catalog relations that expose column values through statistics. */
+/**
+ * Catalog relations that expose column values through statistics. `pg_statistic_ext` is not one: it
+ * holds the definitions of extended statistics (name, columns, kinds), which psql's `\d` reads; the
+ * values are in `pg_statistic_ext_data` and the `pg_stats_ext*` views.
+ */
 export const STATISTICS_RELATIONS = new Set([
   'pg_stats',
   'pg_stats_ext',
   'pg_stats_ext_exprs',
   'pg_statistic',
   'pg_statistic_ext_data',
-  'pg_statistic_ext',
-  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts themselves,
-  // which carry the Hash strategy's salt.
+  // Statement texts: other sessions' (literals of exempt users) and the rewritten texts of this one.
   'pg_stat_activity',
   'pg_stat_statements',
   'pg_prepared_statements',
@@ -124,11 +127,40 @@ class Masker {
     const masks = this.inp.masking.get(qkey(rel.root.schema, rel.root.name));
     if (!masks) return undefined; // exempt from the rule that masks it
     this.lastRule = masks.values().next().value?.rule;
+    this.needHashIfAny(res, masks);
     return { rel, masks };
+  }
+
+  /**
+   * A Hash mask is computed by the database's keyed function (policy/hash-key.ts). Where the session
+   * cannot rely on it, the statement is refused: never a weaker mask in its place.
+   */
+  private needHashIfAny(res: ResolvedRelation, masks: Map<string, EffectiveMask>): void {
+    for (const m of masks.values()) {
+      if (m.strategy !== 'Hash') continue;
+      this.lastRule = m.rule;
+      const status = this.inp.catalog.hashFunction;
+      if (!status?.usable)
+        // refreshCatalog: installed since the snapshot was read? The proxy re-reads it and judges again.
+        throw new Deny(hashUnavailableMessage(this.inp.database, status, `${res.display}.${m.column}`), true);
+      if (!m.hash?.keyId)
+        throw new Deny(
+          `Hash mask of ${res.display}.${m.column} has no key id (policy compiled by an older dbguard)`,
+        );
+    }
   }
 
   statement(a: StatementAnalysis): void {
     if (a.maskHazards.length) throw new Deny(a.maskHazards[0]!);
+    for (const rv of a.settingsSources) {
+      // the set_config name was read from pg_settings: only the catalog's proves it
+      const r = a.rels.find((x) => x.rv === rv);
+      const res = r && this.inp.resolved.get(r);
+      if (!res || res.uncertain || res.schema !== 'pg_catalog' || res.name !== 'pg_settings')
+        throw new Deny(
+          'set_config with a setting name read from a relation that is not pg_catalog.pg_settings',
+        );
+    }
     for (const f of a.funcs) this.func(f.kind, f.names);
     for (const n of a.nameRefs) {
       if (n.role !== 'ddl' || n.name !== undefined || !n.schema) continue;
@@ -191,6 +223,9 @@ class Masker {
         : classifyOperator(parts, this.inp.catalog, this.inp.allow);
     const name = parts.join('.');
     if (cls === 'dynamic') throw new Deny(`${name}() runs SQL or reads data the proxy cannot see`);
+    if (kind === 'func' && this.inDbguardSchema(parts))
+      // even when listed in functions.allow: on guesses, the keyed hash would be a dictionary oracle
+      throw new Deny(`${name}() is dbguard's own (Hash): only the masking rewrite may call it`);
     if (cls === 'user-defined')
       throw new Deny(
         `user-defined ${kind === 'func' ? 'function' : 'operator'} ${name} is not in functions.allow`,
@@ -202,13 +237,27 @@ class Masker {
       );
   }
 
+  /** A function of the schema `dbguard db install` creates, by qualified or unqualified name. */
+  private inDbguardSchema(parts: string[]): boolean {
+    const name = parts[parts.length - 1] ?? '';
+    if (parts.length >= 2) return parts[parts.length - 2] === HASH_SCHEMA;
+    return this.inp.catalog.functions.get(name)?.has(HASH_SCHEMA) ?? false;
+  }
+
   private relation(r: RelRef): void {
     if (r.cteRef || r.role === 'alias-ref' || r.role === 'create') return;
     const res = this.inp.resolved.get(r)!;
     const cat = this.inp.catalog;
+    // The Hash key table: its privileges keep everyone but its owner out; this keeps a masked subject
+    // out even where they do not (a superuser login).
+    if (res.schema === HASH_SCHEMA) throw new Deny(`${res.display} is dbguard's own (Hash keys)`);
     const unqualified = !r.rv.schemaname;
     if (STATISTICS_RELATIONS.has(res.name) && (res.schema === 'pg_catalog' || unqualified)) {
-      if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes column statistics`);
+      // Each its true reason: the statistics views show column values, the others statement texts.
+      const shows = /^pg_stat(s|istic)/.test(res.name)
+        ? 'column statistics'
+        : 'statement texts of other sessions';
+      if (r.role !== 'ddl-safe') throw new Deny(`${res.display} exposes ${shows}`);
     }
     if (r.role === 'ddl-safe') return;
     if (!res.known && !this.inp.created.has(res.key)) {

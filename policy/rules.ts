@@ -1,9 +1,10 @@
 /**
- * Rule matching (contract §1): rules in order, the first that matches decides; every field given
- * must match (AND), a list matches if any entry does (OR). A statement whose effects cannot be seen
- * (DO, CALL, a user-defined function not allowed) matches every command and object pattern.
+ * Pattern matching for rules (contract §1): command-tag and relation patterns. judge() matches rules
+ * against the (privilege, object) pairs a statement exercises (rule-verdict.ts). `ruleMatches` is the
+ * statement-level form (any tag against any object), kept for callers of the engine's API: it is the
+ * right quantifier for Deny rules only, never for deciding what an Allow rule permits.
  */
-import type { CompiledPolicy, CompiledRule } from '../api/compiled.js';
+import type { CompiledRule } from '../api/compiled.js';
 import type { Identity } from './identity.js';
 import { anySubjectMatches } from './subjects.js';
 
@@ -15,12 +16,21 @@ export interface RuleFacts {
   opaque: boolean;
 }
 
+/** Patterns come from the policy (a bounded set); each pair of a statement is matched against them. */
+const compiled = new Map<string, RegExp>();
+
 function globToRegExp(pattern: string, flags = ''): RegExp {
+  const key = `${flags}\u0000${pattern}`;
+  const known = compiled.get(key);
+  if (known) return known;
   const body = pattern
     .split('*')
     .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
     .join('.*');
-  return new RegExp(`^${body}$`, flags);
+  const re = new RegExp(`^${body}$`, flags);
+  if (compiled.size >= 10_000) compiled.clear();
+  compiled.set(key, re);
+  return re;
 }
 
 /** `DROP *` matches every tag starting with `DROP `; `*` matches every tag; case-insensitive. */
@@ -58,13 +68,4 @@ export function ruleMatches(rule: CompiledRule, facts: RuleFacts, identity: Iden
   }
   if (m.withoutWhere === true && !facts.withoutWhere && !facts.opaque) return false;
   return true;
-}
-
-/** The first matching rule, or undefined when defaultAction decides. */
-export function firstMatchingRule(
-  policy: CompiledPolicy,
-  facts: RuleFacts,
-  identity: Identity,
-): CompiledRule | undefined {
-  return (policy.rules ?? []).find((r) => ruleMatches(r, facts, identity));
 }

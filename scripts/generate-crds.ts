@@ -8,6 +8,46 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { crdFiles } from '../api/crds.js';
 import { referenceMarkdown } from '../api/reference.js';
+import { envName } from '../cli/flags.js';
+import { FLAGS as PROXY_FLAGS } from '../cli/proxy.js';
+
+/**
+ * docs/reference.md: the resources, then the flags of `dbguard proxy` (from cli/proxy.ts, so the page
+ * cannot drift from --help) and of `dbguard audit verify`.
+ */
+export function fullReference(): string {
+  const cell = (t: string) => t.replace(/\|/g, '\\|');
+  const rows = PROXY_FLAGS.filter((f) => f.name !== 'help').map(
+    (f) =>
+      `| \`--${f.name}\` | \`${envName(f.name)}\` | ${f.default !== undefined ? `\`${f.default}\`` : ''} | ${cell(f.help)}${f.repeatable && !f.help.includes('repeatable') ? ' (repeatable)' : ''} |`,
+  );
+  return `${referenceMarkdown()}
+## dbguard proxy flags
+
+<!-- Generated from cli/proxy.ts. -->
+
+Every flag can also be given as its environment variable (a flag on the command line wins). Limits and
+timeouts are explained in [reliability.md](reliability.md#limits-and-timeouts-all-configurable); what
+the authentication, size and audit-key flags guarantee in [security.md](security.md). In short: with
+\`--upstream-credentials-file\` (and \`--token-auth\`) no database connection is opened for a client
+before it has proven itself; \`--max-connections\` and \`--login-failure-limit\` are on by default; a
+statement over \`--max-statement-size\` is refused with 54000 without being read into memory, and its
+session goes on; \`--audit-key-file\` makes the audit chain an HMAC that nobody without the key can
+recompute.
+
+| flag | environment | default | what it does |
+| --- | --- | --- | --- |
+${rows.join('\n')}
+
+## dbguard audit verify
+
+\`dbguard audit verify [--allow-restarts] [--key-file F] FILE...\` checks the audit chain of the files
+(oldest first). With \`--key-file\` (the proxy's \`--audit-key-file\`) every line must carry its HMAC-SHA256
+under that key. The summary names the guarantee that holds: \`keyed\`, \`unkeyed\` (SHA-256: shows
+accidental edits only) or \`sequence only\` (keyed lines, no key given). Exit 0 intact, 1 a bad line
+(named), 2 usage. See [observability.md](observability.md#integrity-the-hash-chain-and-dbguard-audit-verify).
+`;
+}
 
 /** Write crds/ afresh (stale generated files are removed); returns the paths written. */
 export function generateCrds(dir: string): string[] {
@@ -26,7 +66,7 @@ export function generateCrds(dir: string): string[] {
 
 export function generateReference(path: string): string {
   mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, referenceMarkdown());
+  writeFileSync(path, fullReference());
   return path;
 }
 

@@ -4,7 +4,8 @@
  * - Wait mode: `request()` creates the request and long-polls until it is approved, denied or expired.
  *   Aborting the signal (the client cancelled or went away) withdraws the request at the operator.
  * - Reject mode: `create()` opens (or reuses) a request; `approvedRecently()` asks whether an approval
- *   for the same subject, rule and fingerprint is still within its validFor.
+ *   for the same subject, rule and fingerprint (the exact text: approvalFingerprint) is still within
+ *   its validFor.
  * - Fail closed: if the operator cannot be reached, nothing counts as approved; a wait that cannot
  *   reach the operator ends as expired shortly after the request's expiry.
  * - The projected ServiceAccount token is re-read for every call: the kubelet rotates it.
@@ -205,6 +206,27 @@ export class ApprovalClient {
     return this.o.requestTimeoutMs ?? 10_000;
   }
 
+  /**
+   * Tells the operator which MaskingRules name tables or columns this database lacks, so it marks
+   * them Ready=False (ColumnNotFound / TableNotFound) with an Event. Best effort: the sidecar
+   * enforces (fail closed) whatever the answer.
+   */
+  async reportMaskingProblems(
+    policy: string,
+    policyVersion: string,
+    database: string,
+    problems: readonly object[],
+  ): Promise<void> {
+    const { namespace, name } = splitPolicy(policy);
+    const r = await this.call(
+      'POST',
+      `/v1/policies/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/masking-problems`,
+      { policyVersion, database, problems },
+      this.timeoutMs,
+    );
+    if (r.status !== 202) throw new Error(`operator answered ${r.status}: ${r.json?.error ?? ''}`);
+  }
+
   /** Opens a request (Reject mode: reuses an open one for the same statement and subject). */
   async create(input: ApprovalInput): Promise<ApprovalTicket> {
     const { namespace, name: policy } = splitPolicy(input.policy);
@@ -393,11 +415,20 @@ function human(total: number): string {
   return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${r || (!h && !m) ? `${r}s` : ''}`;
 }
 
-/** One fingerprint for the whole text: a Query with several statements is approved as a whole. */
-function fingerprintOf(d: Decision): string {
-  const fps = d.statements.map((s) => s.fingerprint);
-  if (fps.length === 1 && fps[0]) return fps[0];
-  return createHash('sha256').update(fps.join(';')).digest('hex').slice(0, 32);
+/**
+ * What an approval lets through: the exact text that runs (issue #18), as 32 hex digits of its SHA-256.
+ * Not libpg_query's fingerprint: that is the same for `WHERE id = 1` and `WHERE id IN (1, ..., 100)`,
+ * or `> 0` and `> 999999`, so an approval of one let the others through. A retry with other literals
+ * is another statement and needs its own approval. (The approver sees the normalized text, without
+ * literals; this hash stands for the values.) Known gap: a Parse is approved as its text with `$n`
+ * placeholders, whatever values its Binds carry later.
+ */
+export function approvalFingerprint(d: Decision): string {
+  return createHash('sha256')
+    .update('dbguard approval: exact text\0')
+    .update(d.sql)
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /**
@@ -419,7 +450,7 @@ export async function judgeApproval(i: ApprovalJudgeInput): Promise<ApprovalJudg
     groups: [...id.groups],
     databaseUser: id.databaseUser,
   };
-  const fingerprint = fingerprintOf(d);
+  const fingerprint = approvalFingerprint(d);
   const base = d.message ?? `dbguard: statement requires approval (rule ${rule})`;
   const auditAs = (decision: QueryDecision, sqlstate: string | null) => {
     const statement = d.statements[0];
@@ -486,7 +517,7 @@ export async function judgeApproval(i: ApprovalJudgeInput): Promise<ApprovalJudg
         action: 'reject',
         sqlstate: '42501',
         message: `${base}: approval request ${ref} is pending; run the statement again once it is approved`,
-        detail: `The request expires at ${ticket.expiresAt}. Once approved, the same statement is let through for ${human(a.validForSeconds)}.`,
+        detail: `The request expires at ${ticket.expiresAt}. Once approved, this exact statement (the same text, the same values) is let through for ${human(a.validForSeconds)}; other values need another approval.`,
         hint: `an approver runs: ${ticket.approveCommand}`,
       },
       label: 'approval_pending',

@@ -19,6 +19,7 @@ import {
   watchIdle,
 } from './limits.js';
 import type { Logger } from './log.js';
+import { LOGIN_THROTTLED_SQLSTATE, type LoginThrottle } from './login-throttle.js';
 import {
   AUTH,
   BodyReader,
@@ -66,6 +67,8 @@ export interface ProxyContext {
   clientAuth?: ClientAuth;
   secureContext?: tls.SecureContext;
   maxMessageSize: number;
+  /** largest Query/Parse judged (statement-size.ts); 0: maxMessageSize alone */
+  maxStatementSize?: number;
   authTimeoutMs: number;
   logger: Logger;
   cancels: CancelRegistry;
@@ -74,6 +77,8 @@ export interface ProxyContext {
   starting: Set<net.Socket>;
   /** admitted sessions against maxConnections (limits.ts) */
   limiter?: ConnectionLimiter;
+  /** failed logins per client address (login-throttle.ts) */
+  loginThrottle?: LoginThrottle;
   /** end sessions idle this long (0: never) */
   idleTimeoutMs?: number;
 }
@@ -105,6 +110,13 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
     client = hello.sock;
     client.on('error', () => {});
+    // An address that failed too often is refused before it takes a slot or touches the database.
+    const peer = (raw.remoteAddress ?? '?').replace(/^::ffff:/, '');
+    const wait = ctx.loginThrottle?.blockedFor(peer) ?? 0;
+    if (wait > 0) {
+      fatal(LOGIN_THROTTLED_SQLSTATE, ctx.loginThrottle!.message(peer, wait));
+      return;
+    }
     // Counted after the start-up packet, like PostgreSQL's max_connections: a CancelRequest never is.
     if (ctx.limiter && !ctx.limiter.tryAcquire(clientAddr)) {
       fatal(TOO_MANY_CONNECTIONS_SQLSTATE, ctx.limiter.message);
@@ -130,23 +142,41 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     const database = params.get('database') || user;
     const applicationName = params.get('application_name');
 
-    let up: Duplex;
-    try {
-      up = await connectUpstream(ctx.upstream);
-    } catch (err) {
-      ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
-      fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
-      return;
-    }
-    upstream = up;
-    up.on('error', () => {});
-    const upReader = new SocketReader(up, 'upstream');
-    const upstreamParams = new Map(params);
-    if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
-    up.write(encodeStartup(hello.version, upstreamParams));
+    /**
+     * Opens the upstream connection and sends the start-up packet. In relay mode the server is the one
+     * to authenticate the client, so this comes first; with the proxy's own credentials it comes only
+     * once the client has proven itself (token, loopback, user): an unauthenticated client holds no
+     * database backend (docs/security.md, "Authenticate before touching the database").
+     */
+    const openUpstream = async (): Promise<{ up: Duplex; upReader: SocketReader } | undefined> => {
+      const upstreamParams = new Map(params);
+      if (ctx.credentials) upstreamParams.set('user', ctx.credentials.username);
+      let up: Duplex;
+      try {
+        // The start-up packet goes with the connection: sslmode allow/prefer retry when it is refused.
+        up = await connectUpstream(ctx.upstream, encodeStartup(hello.version, upstreamParams));
+      } catch (err) {
+        ctx.logger.log('warn', 'upstream connection failed', { clientAddr, error: (err as Error).message });
+        fatal('08006', `dbguard: cannot reach the database server: ${(err as Error).message}`);
+        return undefined;
+      }
+      upstream = up;
+      up.on('error', () => {});
+      const upReader = new SocketReader(up, 'upstream');
+      return { up, upReader };
+    };
+    let opened = ctx.credentials ? undefined : await openUpstream();
+    if (!ctx.credentials && !opened) return;
 
     let protocolVersion = hello.version;
-    const authFailed = (fields: Map<string, string> | undefined, message: string) => {
+    /**
+     * A refused login: audited, logged, and counted against the client's address (login-throttle.ts)
+     * unless `clientsFault` is false: the proxy's own upstream login failing, or the server refusing
+     * for reasons that are not the client's proof (too many connections, no such database), must not
+     * lock clients out.
+     */
+    const authFailed = (fields: Map<string, string> | undefined, message: string, clientsFault = true) => {
+      if (clientsFault) ctx.loginThrottle?.fail(peer);
       try {
         ctx.decisionPoint.authFailure?.({
           database,
@@ -221,14 +251,17 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       return;
     }
     if (ctx.credentials) {
-      const res = await loginUpstream(upReader, up, ctx.credentials, ctx.authTimeoutMs);
+      // The client has proven itself: only now is the database asked for a connection.
+      opened = await openUpstream();
+      if (!opened) return;
+      const res = await loginUpstream(opened.upReader, opened.up, ctx.credentials, ctx.authTimeoutMs);
       for (const m of res.ok ? res.relay : []) {
         protocolVersion = negotiatedVersion(m.subarray(5));
         client.write(m);
       }
       if (!res.ok) {
         const fields = res.errorRaw ? decodeFields(res.errorRaw.subarray(5)) : undefined;
-        authFailed(fields, fields?.get('M') ?? res.reason);
+        authFailed(fields, fields?.get('M') ?? res.reason, false);
         fatal(
           fields?.get('C') ?? '28000',
           'dbguard: the proxy could not log in to the database server; see the proxy log',
@@ -237,13 +270,15 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       }
       client.write(encodeAuth(AUTH.ok));
     } else {
+      const { up, upReader } = opened!;
       const clientReader = hello.reader;
       let withheldPlus = false;
       for (;;) {
         const m = await upReader.message(MAX_AUTH_MESSAGE, ctx.authTimeoutMs);
         if (m.type === T.ErrorResponse) {
           const fields = decodeFields(m.body);
-          authFailed(fields, fields.get('M') ?? 'authentication failed');
+          // class 28: the server refused the client's password (28P01) or name (28000)
+          authFailed(fields, fields.get('M') ?? 'authentication failed', fields.get('C')?.startsWith('28'));
           client.end(m.raw);
           return;
         }
@@ -299,6 +334,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
     }
 
     // ---- start-up messages up to the first ReadyForQuery
+    const { up, upReader } = opened!;
     const serverParams = new Map<string, string>();
     let realKey: { pid: number; secret: Buffer } | undefined;
     let sessionRef: Session | undefined;
@@ -333,7 +369,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
         }
         case T.ErrorResponse: {
           const fields = decodeFields(m.body);
-          authFailed(fields, fields.get('M') ?? 'connection refused');
+          authFailed(fields, fields.get('M') ?? 'connection refused', false);
           client.end(m.raw);
           if (proxyKey) ctx.cancels.release(proxyKey.pid);
           return;
@@ -373,6 +409,7 @@ export async function handleConnection(raw: net.Socket, ctx: ProxyContext): Prom
       cancels: ctx.cancels,
       logger: ctx.logger,
       maxMessageSize: ctx.maxMessageSize,
+      ...(ctx.maxStatementSize ? { maxStatementSize: ctx.maxStatementSize } : {}),
       onClosed: (s) => {
         ctx.sessions.delete(s);
         ctx.limiter?.release();

@@ -51,6 +51,12 @@ export interface SessionHandle {
   readonly txStatus: 'I' | 'T' | 'E';
   /** ParameterStatus values reported by the server (server_version, client_encoding, ...) */
   readonly serverParams: ReadonlyMap<string, string>;
+  /**
+   * true when every message forwarded so far is answered up to its ReadyForQuery, so `serverParams`
+   * holds the values the next statement will be read with (the server reports a changed setting just
+   * before ReadyForQuery); false inside a pipeline. Optional for other hosts: absent counts as false.
+   */
+  readonly serverParamsCurrent?: boolean;
   /** every StartupMessage parameter the client sent */
   readonly startupParams: ReadonlyMap<string, string>;
   /** protocol-level prepared statements by name ('' is the unnamed one) */
@@ -87,8 +93,12 @@ export interface NoticeFields {
 }
 
 export type Verdict =
-  /** `sql` may differ from the client's text (masking rewrite) */
-  | { action: 'forward'; sql: string }
+  /**
+   * `sql` may differ from the client's text (masking rewrite). `executions`: a Parse approved by a
+   * person (RequireApproval) may be bound this many times; each Bind beyond is refused (42501), since
+   * the approver saw none of the values later Binds carry (issue #18).
+   */
+  | { action: 'forward'; sql: string; executions?: number }
   | { action: 'reject'; sqlstate: string; message: string; detail?: string; hint?: string };
 
 export interface CompletedEvent {

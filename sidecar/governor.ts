@@ -29,7 +29,9 @@ import {
   searchPathQuery,
 } from '../policy/engine.js';
 import type { Identity } from '../policy/identity.js';
+import { brokenMaskRefusal, type MaskingProblem, maskingProblems } from '../policy/mask-coverage.js';
 import { guardErrorFields } from '../policy/masked-writes.js';
+import { anySubjectMatches } from '../policy/subjects.js';
 import { type ApprovalGate, judgeApproval } from './approvals.js';
 import {
   type AuditContext,
@@ -48,6 +50,8 @@ import type {
   SessionHandle,
   Verdict,
 } from './decision-point.js';
+import { HashKeyWarning } from './hash-key-warning.js';
+import { lexerRefusal } from './lexer-guard.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export interface GovernorOptions {
@@ -60,6 +64,8 @@ export interface GovernorOptions {
   log?: (fields: Record<string, unknown>) => void;
   /** the operator's approval API (RequireApproval rules); without it such statements are refused */
   approvals?: ApprovalGate;
+  /** a catalog snapshot shows masked tables or columns that do not exist (called per snapshot read) */
+  onMaskingProblems?: (database: string, policy: CompiledPolicy, problems: MaskingProblem[]) => void;
 }
 
 /** Facts an authentication layer (token auth) may put into `SessionHandle.state` before sessionReady. */
@@ -96,6 +102,8 @@ interface SessionState {
   approvalLabels?: Map<string, QueryDecision>;
   /** the decision-cache context key and the facts it was built from (rebuilt when one changes) */
   ctxKey?: { key: string; policy: string; searchPath: string[]; catalog?: CatalogSnapshot };
+  /** masked tables and columns of the policy missing from this session's catalog snapshot */
+  maskProblems?: MaskingProblem[];
 }
 
 /** Told to a session whose prepared statements or cursors a new policy would judge differently. */
@@ -104,6 +112,47 @@ export const POLICY_CHANGED_MESSAGE =
 
 const NO_POLICY =
   'dbguard: no policy is loaded, so every statement is refused (fail closed); check the policy source and /readyz';
+
+/** The metrics' `rule` label of statements that do not parse (not a policy block: kept out of the alert). */
+export const UNPARSEABLE_RULE = '(unparseable)';
+
+/** The `rule` label of a decision's metrics: the rule, a pseudo-rule, or none (defaultAction decided). */
+function metricsRule(d: Decision): string | undefined {
+  return d.rule ?? (d.sqlstate === '42601' ? UNPARSEABLE_RULE : undefined);
+}
+
+/**
+ * A refused statement's `reason` (contract §7) and the message the client got, for the audit event and
+ * the metric; undefined when it was not refused. A parse error's detail may quote the text (a literal),
+ * so its message is not kept.
+ */
+function refusalOf(
+  label: QueryDecision,
+  d: Decision,
+  sqlstate: string | undefined,
+): { reason: string; message: string | null } | undefined {
+  if (label === 'deny') {
+    const reason = d.reason ?? 'rule';
+    return {
+      reason,
+      message: reason === 'unparseable' ? 'dbguard: statement does not parse' : (d.message ?? null),
+    };
+  }
+  if (
+    (label === 'approval_denied' || label === 'approval_expired' || label === 'approval_pending') &&
+    sqlstate
+  )
+    return { reason: 'approval', message: null };
+  return undefined;
+}
+
+/** The metrics' `rule` label of statements refused because a MaskingRule names a missing column. */
+export const BROKEN_MASK_RULE = '(masking)';
+
+/** The metrics' `rule` label of statements refused because the audit log cannot take events. */
+export const AUDIT_DOWN_RULE = '(audit)';
+const auditDownMessage = (why: string) =>
+  `dbguard: the audit log cannot be written (${why}), so every statement is refused (fail closed); see /readyz`;
 
 function stateOf(s: SessionHandle): SessionState {
   return s.state.get('dbguard.governor') as SessionState;
@@ -125,10 +174,34 @@ function decisionLabel(d: Decision): 'allow' | 'mask' | 'deny' | 'approval_pendi
   return d.kind === 'approval' ? 'approval_pending' : d.kind;
 }
 
+/**
+ * The decision, or a refusal when the server would not read the text as the engine did: its lexer
+ * settings are ones the parser cannot honour, or unknown (a pipeline) and the text reads differently
+ * under another value. The text's part comes cached with the decision; the session's part is checked
+ * here, per statement, outside the cache. See sidecar/lexer-guard.ts.
+ */
+function lexerChecked(sql: string, s: SessionHandle, d: Decision): Decision {
+  const refusal = lexerRefusal(d.lexer, s);
+  if (!refusal) return d;
+  return {
+    kind: 'deny',
+    message: refusal.message,
+    sqlstate: '42501',
+    reason: 'lexer',
+    // What the server would run is not known: the audit names no command or object it cannot vouch for.
+    statements: [],
+    sql,
+    maskedColumns: [],
+    enforced: d.enforced,
+    effects: [],
+  };
+}
+
 export class Governor implements DecisionPoint {
   readonly cache: DecisionCache;
   private readonly sessions = new Set<SessionHandle>();
   private readonly snapshots = new SnapshotInterner();
+  private readonly hashWarning = new HashKeyWarning();
 
   constructor(private readonly opts: GovernorOptions) {
     this.cache = opts.cache ?? new DecisionCache(20_000);
@@ -184,7 +257,52 @@ export class Governor implements DecisionPoint {
       st.catalog = this.snapshots.intern(p.version, parseCatalog(r.rows));
       st.catalogPolicy = p.version;
       st.catalogDirty = false;
+      this.hashWarning.check(p, st.catalog, s.database, (fields) => this.opts.log?.(fields));
+      // a temporary schema made since the search_path was read (CREATE TEMP ...) is searched first: take
+      // the path the snapshot query read with it, or unqualified names would miss temporary views
+      const temp = st.catalog.tempSchema;
+      if (temp && !st.searchPath.includes(temp) && st.catalog.searchPath.includes(temp))
+        st.searchPath = st.catalog.searchPath;
+      st.maskProblems = this.maskProblemsOf(p, st.catalog);
+      if (st.maskProblems.length) this.opts.onMaskingProblems?.(s.database, p, st.maskProblems);
     }
+  }
+
+  /** Per interned snapshot (shared by the sessions of one database and policy version): computed once. */
+  private readonly problemsBySnapshot = new WeakMap<CatalogSnapshot, MaskingProblem[]>();
+  private maskProblemsOf(p: CompiledPolicy, snap: CatalogSnapshot): MaskingProblem[] {
+    let found = this.problemsBySnapshot.get(snap);
+    if (!found) {
+      found = maskingProblems(p, snap);
+      this.problemsBySnapshot.set(snap, found);
+    }
+    return found;
+  }
+
+  /**
+   * Fail closed on a MaskingRule that names a missing column (mask-coverage.ts): a subject that rule
+   * masks is refused every statement touching that table, where the rewrite would mask nothing.
+   */
+  private refuseBrokenMasks(d: Decision, st: SessionState, p: CompiledPolicy): Decision {
+    if (d.kind === 'deny' || !isMaskedSubject(p, st.identity)) return d;
+    const exempt = new Set(
+      p.masking.filter((m) => anySubjectMatches(m.exemptSubjects, st.identity)).map((m) => m.name),
+    );
+    const applying = st.maskProblems!.filter((x) => !exempt.has(x.rule));
+    const message = brokenMaskRefusal(
+      applying,
+      d.statements.flatMap((x) => x.objects),
+    );
+    if (!message) return d;
+    return {
+      ...d,
+      kind: 'deny',
+      rule: BROKEN_MASK_RULE,
+      message,
+      sqlstate: '42501',
+      reason: 'masking_rule_broken',
+      maskedColumns: [],
+    };
   }
 
   async sessionReady(s: SessionHandle): Promise<void> {
@@ -244,8 +362,11 @@ export class Governor implements DecisionPoint {
     const ctx = this.context(s, st);
     // A snapshot read under another policy version lists other masked tables while its catalog version
     // string is the same: such a decision is valid for this call only and must not enter the cache.
-    if (st.catalog && st.catalogPolicy !== p.version) return judge(sql, ctx, p);
-    return this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    const d =
+      st.catalog && st.catalogPolicy !== p.version
+        ? judge(sql, ctx, p)
+        : this.cache.judge(sql, ctx, p, this.contextKey(st, ctx, p));
+    return st.maskProblems?.length && st.catalogPolicy === p.version ? this.refuseBrokenMasks(d, st, p) : d;
   }
 
   /** The session's part of every decision-cache key; a JSON string built once per change, not per statement. */
@@ -297,10 +418,13 @@ export class Governor implements DecisionPoint {
   judge(sql: string, s: SessionHandle, via: 'query' | 'parse'): Verdict | Promise<Verdict> {
     const st = stateOf(s);
     const p = this.opts.policy();
+    // Before anything that could wait on the audit log: a stalled sink must not hold the session.
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p?.enforcement !== 'DryRun') return this.refuseUnaudited(sql, st, auditDown, via);
     if (p && !st.auditWait && !st.pathDirty && !st.catalogDirty && st.catalogPolicy === p.version) {
-      const d = this.decideOrRefuse(sql, s, st, p);
+      const d = lexerChecked(sql, s, this.decideOrRefuse(sql, s, st, p));
       const needsWait =
-        (d.refreshCatalog && d.kind === 'deny') ||
+        (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) ||
         (d.enforced && d.kind === 'approval' && this.opts.approvals);
       if (!needsWait) return this.settle(sql, s, st, d, via);
     }
@@ -320,6 +444,7 @@ export class Governor implements DecisionPoint {
         kind: 'deny',
         message: 'dbguard: internal error while judging the statement; refused (fail closed)',
         sqlstate: 'XX000',
+        reason: 'internal',
         statements: [],
         sql,
         maskedColumns: [],
@@ -338,6 +463,7 @@ export class Governor implements DecisionPoint {
         kind: 'deny',
         message: NO_POLICY,
         sqlstate: '42501',
+        reason: 'no_policy',
         statements: [],
         sql,
         maskedColumns: [],
@@ -357,8 +483,9 @@ export class Governor implements DecisionPoint {
       }
     }
     let d = this.decideOrRefuse(sql, s, st, p);
-    if (d.refreshCatalog && d.kind === 'deny') {
-      // The deny came from a stale snapshot (a relation the catalog did not know): re-read it and judge once more.
+    if (d.refreshCatalog && (d.kind === 'deny' || d.kind === 'approval')) {
+      // The deny (or an approval) came from a stale snapshot (a relation the catalog did not know): re-read
+      // it and judge once more.
       try {
         st.catalogDirty = true;
         await this.refresh(s, st);
@@ -367,6 +494,7 @@ export class Governor implements DecisionPoint {
         /* keep the deny */
       }
     }
+    d = lexerChecked(sql, s, d);
     if (!(d.enforced && d.kind === 'approval' && this.opts.approvals)) return this.settle(sql, s, st, d, via);
     const inflight: Inflight | undefined =
       via === 'query' ? { sql, decision: d, index: 0, started: Date.now() } : undefined;
@@ -391,7 +519,47 @@ export class Governor implements DecisionPoint {
     }
     if (held.verdict.action === 'reject') return held.verdict;
     this.applyEffects(s, st, d);
-    return { action: 'forward', sql: d.sql };
+    // an approved Parse runs maxExecutions times (default once): its later Binds carry values nobody saw (issue #18)
+    return via === 'parse'
+      ? { action: 'forward', sql: d.sql, executions: d.approval?.maxExecutions ?? 1 }
+      : { action: 'forward', sql: d.sql };
+  }
+
+  /** The audit log cannot take events: refuse rather than run statements nobody will know of. */
+  private refuseUnaudited(sql: string, st: SessionState, why: string, via: 'query' | 'parse'): Verdict {
+    const message = auditDownMessage(why);
+    const d: Decision = {
+      kind: 'deny',
+      rule: AUDIT_DOWN_RULE,
+      message,
+      sqlstate: '42501',
+      reason: 'audit',
+      statements: [],
+      sql,
+      maskedColumns: [],
+      enforced: true,
+      effects: [],
+    };
+    if (via === 'parse') remember(st, sql, d);
+    else st.queries.push({ sql, decision: d, index: 0, started: Date.now() });
+    return { action: 'reject', sqlstate: '42501', message };
+  }
+
+  /**
+   * The audit log stopped taking events (AuditObserver.down). New statements are refused at judge;
+   * an Execute of a statement prepared earlier is not judged again, so sessions holding prepared
+   * statements or cursors end here. Returns how many.
+   */
+  auditDown(why: string): number {
+    if (this.opts.policy()?.enforcement === 'DryRun') return 0;
+    let ended = 0;
+    for (const s of this.sessions) {
+      const st = stateOf(s);
+      if (!st || (!st.sqlPrepared && s.statements.size === 0)) continue;
+      ended++;
+      s.terminate('58030', `${auditDownMessage(why)}; this session held prepared statements`);
+    }
+    return ended;
   }
 
   /** The verdict for a decision that needs no waiting; records it for the audit event at completion. */
@@ -434,6 +602,9 @@ export class Governor implements DecisionPoint {
     // and a missing policy are refused; for others it is judged like `SELECT f(...)` of an unknown
     // function would be: allowed only when the policy's default is Allow and no rule denies `*`.
     if (!p) return { action: 'reject', sqlstate: '42501', message: NO_POLICY };
+    const auditDown = this.opts.audit?.health();
+    if (auditDown && p.enforcement !== 'DryRun')
+      return { action: 'reject', sqlstate: '42501', message: auditDownMessage(auditDown) };
     const d = this.decide('SELECT dbguard_function_call_message()', s, st, p);
     if (masked || d.kind !== 'allow') {
       return {
@@ -516,11 +687,13 @@ export class Governor implements DecisionPoint {
       opaque: false,
     };
     const label: QueryDecision = settled ?? decisionLabel(decision);
+    const refusal = refusalOf(label, decision, e.sqlstate);
     this.opts.metrics?.recordQuery({
       policy: policyName,
       decision: label,
       command: info.command,
-      rule: decision.rule,
+      rule: metricsRule(decision),
+      ...(refusal ? { reason: refusal.reason } : {}),
       durationSeconds: (Date.now() - started) / 1000,
     });
     if (!p || !shouldAuditQuery(p.audit.statements, { decision: label, statement: info })) return;
@@ -528,7 +701,8 @@ export class Governor implements DecisionPoint {
       st,
       queryEvent(this.auditContext(e.s, st), {
         decision: label,
-        rule: decision.rule ?? null,
+        // A pseudo-rule (`(audit)`, `(masking)`) is a metrics label; the audit event names policy rules only.
+        rule: decision.rule?.startsWith('(') ? null : (decision.rule ?? null),
         statement: info,
         batch,
         maskedColumns: decision.maskedColumns,
@@ -537,6 +711,8 @@ export class Governor implements DecisionPoint {
         sqlstate: e.sqlstate ?? null,
         enforced: decision.enforced,
         tags: decision.tags,
+        reason: refusal?.reason ?? null,
+        message: refusal?.message ?? null,
       }),
     );
   }

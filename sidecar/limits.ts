@@ -1,7 +1,8 @@
 /**
  * Resource limits of one proxy, so that governance never falls over under load or attack:
  *
- * - `maxConnections`: client sessions admitted at once. The next one gets FATAL 53300
+ * - `maxConnections`: client connections admitted at once (authenticating or relaying); the CLI's
+ *   default is DEFAULT_MAX_CONNECTIONS, the programmatic API's no limit. The next one gets FATAL 53300
  *   (too_many_connections) right after its start-up packet, as PostgreSQL answers when
  *   max_connections is reached. CancelRequests are never counted (they must get through when the
  *   proxy is full, or a runaway statement could not be stopped).
@@ -30,7 +31,17 @@ export interface ProxyLimits {
   idleTimeoutMs?: number;
   /** TCP + TLS to the upstream; default 10 s */
   upstreamConnectTimeoutMs?: number;
+  /** failed logins allowed per client address within loginFailureWindowMs; 0 or absent: no limit */
+  loginFailureLimit?: number;
+  /** the window of loginFailureLimit; default DEFAULT_LOGIN_FAILURE_WINDOW_MS */
+  loginFailureWindowMs?: number;
 }
+
+/** `dbguard proxy`'s default cap: PostgreSQL's own default max_connections. */
+export const DEFAULT_MAX_CONNECTIONS = 100;
+/** `dbguard proxy`'s default: 10 failed logins per client address per minute. */
+export const DEFAULT_LOGIN_FAILURE_LIMIT = 10;
+export const DEFAULT_LOGIN_FAILURE_WINDOW_MS = 60_000;
 
 export const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
 /** Larger than any sensible setting, small enough for setTimeout (2^31 - 1 ms). */
@@ -47,6 +58,8 @@ export function checkLimits(l: ProxyLimits): void {
   check('maxConnections', l.maxConnections, 1_000_000);
   check('idleTimeoutMs', l.idleTimeoutMs, MAX_TIMEOUT_MS);
   check('upstreamConnectTimeoutMs', l.upstreamConnectTimeoutMs, MAX_TIMEOUT_MS, 1);
+  check('loginFailureLimit', l.loginFailureLimit, 1_000_000);
+  check('loginFailureWindowMs', l.loginFailureWindowMs, MAX_TIMEOUT_MS, 1);
 }
 
 /** Counts admitted sessions against `max` (0: unlimited). */

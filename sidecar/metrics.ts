@@ -172,6 +172,8 @@ export interface QueryObservation {
   command: string;
   /** rule that decided; absent when defaultAction did */
   rule?: string | null;
+  /** for a denial: why, as a stable code (Decision.reason); `rule` when absent */
+  reason?: string;
   durationSeconds: number;
 }
 
@@ -198,7 +200,7 @@ export class SidecarMetrics {
    */
   private readonly queryCells = new Map<string, Map<string, Map<string, QueryCell>>>();
   private readonly queries: Counter<'policy' | 'decision' | 'command'>;
-  private readonly denied: Counter<'policy' | 'rule'>;
+  private readonly denied: Counter<'policy' | 'rule' | 'reason'>;
   private readonly masked: Counter<'policy'>;
   private readonly duration: SeriesHistogram<'policy' | 'decision'>;
   private readonly connectionsActive: Gauge;
@@ -211,6 +213,7 @@ export class SidecarMetrics {
   private readonly auditWait: Histogram;
   private readonly auditErrors: Counter;
   private readonly authFailures: Counter<'reason'>;
+  private readonly maskingProblemsGauge: Gauge<'policy' | 'rule' | 'reason'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     this.registry = new Registry();
@@ -225,8 +228,8 @@ export class SidecarMetrics {
     });
     this.denied = new Counter({
       name: 'dbguard_denied_queries_total',
-      help: `Statements denied, by the rule that denied them (${DEFAULT_ACTION_RULE} for defaultAction Deny).`,
-      labelNames: ['policy', 'rule'],
+      help: `Statements denied, by the rule that denied them (${DEFAULT_ACTION_RULE} for defaultAction Deny) and why (reason: rule, cannot_prove_masked, masked_write, unparseable, no_policy, lexer, audit, masking_rule_broken, internal).`,
+      labelNames: ['policy', 'rule', 'reason'],
       registers,
     });
     this.masked = new Counter({
@@ -292,6 +295,12 @@ export class SidecarMetrics {
       help: 'Audit sink write errors (file sinks are retried; events are kept), and events refused because they cannot be serialised.',
       registers,
     });
+    this.maskingProblemsGauge = new Gauge({
+      name: 'dbguard_masking_rule_problems',
+      help: 'Masked tables (reason table_not_found) and columns (column_not_found) a MaskingRule names that the database does not have, as the catalog snapshots of the current policy version show.',
+      labelNames: ['policy', 'rule', 'reason'],
+      registers,
+    });
     this.authFailures = new Counter({
       name: 'dbguard_auth_failures_total',
       help: 'Client authentications refused by the proxy, by reason.',
@@ -304,7 +313,8 @@ export class SidecarMetrics {
   recordQuery(q: QueryObservation): void {
     const cell = this.queryCell(q.policy, q.decision, q.command);
     cell.pending++;
-    if (q.decision === 'deny') this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE });
+    if (q.decision === 'deny')
+      this.denied.inc({ policy: q.policy, rule: q.rule || DEFAULT_ACTION_RULE, reason: q.reason ?? 'rule' });
     cell.duration.observe(Math.max(0, q.durationSeconds)); // observe() counts a non-finite value as 0
   }
 
@@ -374,6 +384,12 @@ export class SidecarMetrics {
     this.approvals.inc({ policy, outcome });
   }
 
+  /** The masking problems seen under the current policy version (replaces the previous counts). */
+  maskingProblems(policy: string, problems: readonly { rule: string; reason: string }[]): void {
+    this.maskingProblemsGauge.reset();
+    for (const p of problems) this.maskingProblemsGauge.inc({ policy, rule: p.rule, reason: p.reason });
+  }
+
   /** `reason` should be an AuthFailureReason (bounded); anything else is counted as `other`. */
   authFailure(reason: string): void {
     this.authFailures.inc({ reason: AUTH_REASON_LABELS.has(reason) ? reason : 'other' });
@@ -416,6 +432,8 @@ const AUTH_REASON_LABELS: ReadonlySet<string> = new Set([
 export interface Readiness {
   ok: boolean;
   reasons: string[];
+  /** problems that do not make the sidecar unready but need a person (a MaskingRule naming a missing column) */
+  details?: string[];
 }
 
 export interface HealthServer {
@@ -482,7 +500,7 @@ async function handle(opts: HealthServerOptions, req: IncomingMessage, res: Serv
         res,
         r.ok ? 200 : 503,
         'application/json',
-        `${JSON.stringify({ ok: r.ok, reasons: r.reasons })}\n`,
+        `${JSON.stringify({ ok: r.ok, reasons: r.reasons, ...(r.details?.length ? { details: r.details } : {}) })}\n`,
       );
       return;
     }

@@ -8,15 +8,22 @@ import type { Credentials } from './auth/upstream-login.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { type ClientAuth, handleConnection, type ProxyContext } from './connection.js';
 import { allowAll, type DecisionPoint } from './decision-point.js';
-import { ConnectionLimiter, checkLimits, type ProxyLimits } from './limits.js';
+import {
+  ConnectionLimiter,
+  checkLimits,
+  DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+  type ProxyLimits,
+} from './limits.js';
 import { jsonLogger, type Logger } from './log.js';
+import { LoginThrottle } from './login-throttle.js';
 import type { Session } from './session.js';
+import { DEFAULT_MAX_STATEMENT_SIZE } from './statement-size.js';
 import type { UpstreamTarget } from './upstream.js';
 
 /** PostgreSQL's own limit on one message (MaxAllocSize). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024;
 
-/** `maxConnections`, `idleTimeoutMs`, `upstreamConnectTimeoutMs`: see limits.ts. */
+/** `maxConnections`, `idleTimeoutMs`, `upstreamConnectTimeoutMs`, `loginFailure*`: see limits.ts. */
 export interface ProxyOptions extends ProxyLimits {
   /** where to listen; default 127.0.0.1 on a free port */
   listen?: { host?: string; port?: number };
@@ -36,6 +43,12 @@ export interface ProxyOptions extends ProxyLimits {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** largest frontend message accepted, in bytes (default 1 GB) */
   maxMessageSize?: number;
+  /**
+   * largest Query or Parse message judged, in bytes (default 1 MiB); a larger one is refused with 54000
+   * without being read into memory, and the session goes on (statement-size.ts). 0: no limit but
+   * maxMessageSize.
+   */
+  maxStatementSize?: number;
   /** start-up and authentication must finish within this (default 60 s, like authentication_timeout) */
   authTimeoutMs?: number;
   logger?: Logger;
@@ -65,6 +78,16 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   ) {
     throw new Error(`max message size must be an integer between 1024 and ${DEFAULT_MAX_MESSAGE_SIZE} bytes`);
   }
+  // the default yields to a smaller max message size; an explicit setting must fit within it
+  const maxStatementSize = opts.maxStatementSize ?? Math.min(DEFAULT_MAX_STATEMENT_SIZE, maxMessageSize);
+  if (
+    !Number.isInteger(maxStatementSize) ||
+    (maxStatementSize !== 0 && (maxStatementSize < 1024 || maxStatementSize > maxMessageSize))
+  ) {
+    throw new Error(
+      `max statement size must be 0 (no limit) or an integer between 1024 and the max message size (${maxMessageSize}) bytes`,
+    );
+  }
   checkLimits(opts);
   const ctx: ProxyContext = {
     upstream:
@@ -73,12 +96,18 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         : opts.upstream,
     decisionPoint: opts.decisionPoint ?? allowAll,
     maxMessageSize,
+    maxStatementSize,
     authTimeoutMs: opts.authTimeoutMs ?? 60_000,
     logger,
     cancels: new CancelRegistry(),
     sessions: new Set<Session>(),
     starting: new Set<net.Socket>(),
     limiter: new ConnectionLimiter(opts.maxConnections ?? 0, logger),
+    loginThrottle: new LoginThrottle(
+      opts.loginFailureLimit ?? 0,
+      opts.loginFailureWindowMs ?? DEFAULT_LOGIN_FAILURE_WINDOW_MS,
+      logger,
+    ),
     idleTimeoutMs: opts.idleTimeoutMs ?? 0,
   };
   if (opts.defaultDatabase) ctx.defaultDatabase = opts.defaultDatabase;

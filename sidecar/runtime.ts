@@ -8,8 +8,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { CompiledPolicy } from '../api/compiled.js';
 import { initParser } from '../policy/engine.js';
+import type { MaskingProblem } from '../policy/mask-coverage.js';
 import { databaseUserWithCredentials } from '../policy/warnings.js';
 import { ApprovalClient } from './approvals.js';
+import type { AuditKey } from './audit/chain.js';
 import { type AuditLog, loadAuditParser, openAuditLog, policyLoadedEvent } from './audit/index.js';
 import type { Credentials } from './auth/upstream-login.js';
 import type { ClientAuth } from './connection.js';
@@ -29,10 +31,15 @@ export interface SidecarOptions {
   credentials?: Credentials;
   tls?: { cert: string | Buffer; key: string | Buffer };
   maxMessageSize?: number;
+  /** largest Query/Parse judged (default 1 MiB; 0: no limit but maxMessageSize) */
+  maxStatementSize?: number;
   /** beyond it new clients get 53300; 0 or absent: no limit */
   maxConnections?: number;
   /** end sessions idle this long (57P05); 0 or absent: never */
   idleTimeoutMs?: number;
+  /** failed logins per client address and window before 28000 refusals; 0 or absent: no limit */
+  loginFailureLimit?: number;
+  loginFailureWindowMs?: number;
   upstreamConnectTimeoutMs?: number;
   /** start-up and login, on both sides, must finish within it; default 60 s (startProxy's) */
   authTimeoutMs?: number;
@@ -46,6 +53,10 @@ export interface SidecarOptions {
   metricsListen?: string;
   /** '-' (stdout) or a file; undefined: no audit trail (tests) */
   auditLog?: string;
+  /** an audit write that takes longer stalls the sink: statements are refused (default 10 s) */
+  auditStallTimeoutMs?: number;
+  /** key the audit chain with HMAC-SHA256 (audit/chain.ts) */
+  auditKey?: AuditKey;
   workload?: { serviceAccount?: string; pod?: string };
   tokenAuth?: TokenAuthConfig;
   logger: Logger;
@@ -85,8 +96,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   await initParser();
   await loadAuditParser();
   const metrics = new SidecarMetrics();
+  // Set below; the audit log may go down before the governor exists only if it fails at once.
+  let governorRef: Governor | undefined;
   const audit = opts.auditLog
-    ? await openAuditLog(opts.auditLog, { observer: metrics.auditObserver() })
+    ? await openAuditLog(opts.auditLog, {
+        observer: {
+          ...metrics.auditObserver(),
+          down: (reason) => {
+            const ended = governorRef?.auditDown(reason) ?? 0;
+            log.log('error', 'audit log down: statements are refused (fail closed)', { reason, ended });
+          },
+        },
+        ...(opts.auditStallTimeoutMs ? { stallTimeoutMs: opts.auditStallTimeoutMs } : {}),
+        ...(opts.auditKey ? { key: opts.auditKey } : {}),
+      })
     : undefined;
 
   let current: CompiledPolicy | undefined;
@@ -109,6 +132,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         reason: warning.reason,
         warning: warning.message,
       });
+    metrics.maskingProblems(p.policy, []); // the new version's snapshots report their own
     log.log('info', 'policy loaded', {
       policy: p.policy,
       version: p.version,
@@ -196,14 +220,49 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         log: (f) => log.log('warn', String(f.msg ?? 'approvals'), f),
       })
     : undefined;
+  // MaskingRules checked against each database's catalog: each problem logged once per policy version
+  // and database, counted, and shown on /readyz.
+  let maskSeen: { version: string; byDatabase: Map<string, MaskingProblem[]> } | undefined;
+  const onMaskingProblems = (database: string, p: CompiledPolicy, problems: MaskingProblem[]) => {
+    if (maskSeen?.version !== p.version) maskSeen = { version: p.version, byDatabase: new Map() };
+    if (maskSeen.byDatabase.has(database)) return;
+    maskSeen.byDatabase.set(database, problems);
+    for (const x of problems) {
+      log.log('error', 'masking rule matches nothing in the database', {
+        policy: p.policy,
+        version: p.version,
+        database,
+        rule: x.rule,
+        reason: x.reason,
+        table: `${x.schema}.${x.table}`,
+        ...(x.column ? { column: x.column } : {}),
+        ...(x.suggestion ? { suggestion: x.suggestion } : {}),
+        message: x.message,
+      });
+    }
+    metrics.maskingProblems(p.policy, [...maskSeen.byDatabase.values()].flat());
+    // The operator marks the MaskingRules (Ready=False, ColumnNotFound) and records an Event.
+    approvals?.reportMaskingProblems(p.policy, p.version, database, problems).catch((err: unknown) =>
+      log.log('warn', 'masking problems not reported to the operator', {
+        error: String((err as Error)?.message ?? err),
+      }),
+    );
+  };
+  const maskingDetails = (): string[] => {
+    if (!maskSeen || maskSeen.version !== current?.version) return [];
+    return [...maskSeen.byDatabase].flatMap(([db, list]) => list.map((x) => `database ${db}: ${x.message}`));
+  };
+
   const governor = new Governor({
     policy: () => current,
+    onMaskingProblems,
     ...(approvals ? { approvals } : {}),
     workload: opts.workload,
     audit,
     metrics,
     log: (f) => log.log('warn', String(f.msg ?? 'governor'), f),
   });
+  governorRef = governor;
 
   let clientAuth: ClientAuth | undefined;
   if (opts.tokenAuth) {
@@ -223,8 +282,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(clientAuth ? { clientAuth } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.maxMessageSize ? { maxMessageSize: opts.maxMessageSize } : {}),
+    ...(opts.maxStatementSize !== undefined ? { maxStatementSize: opts.maxStatementSize } : {}),
     ...(opts.maxConnections ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.loginFailureLimit ? { loginFailureLimit: opts.loginFailureLimit } : {}),
+    ...(opts.loginFailureWindowMs ? { loginFailureWindowMs: opts.loginFailureWindowMs } : {}),
     ...(opts.upstreamConnectTimeoutMs ? { upstreamConnectTimeoutMs: opts.upstreamConnectTimeoutMs } : {}),
     ...(opts.authTimeoutMs ? { authTimeoutMs: opts.authTimeoutMs } : {}),
     logger: log,
@@ -232,27 +294,37 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   let health: HealthServer | undefined;
   if (opts.metricsListen) {
-    health = await startHealthServer(opts.metricsListen, {
+    const started = startHealthServer(opts.metricsListen, {
       metrics,
       ready: async () => {
         const reasons: string[] = [];
         if (!current) reasons.push('no policy loaded: every statement is refused');
         if (!(await reachable(opts.upstream)))
           reasons.push(`upstream ${opts.upstream.host}:${opts.upstream.port} does not answer`);
-        const st = audit?.status();
-        if (st?.failed) reasons.push('audit log failed');
-        return { ok: reasons.length === 0, reasons };
+        const auditDown = audit?.health();
+        if (auditDown) reasons.push(`${auditDown}: every statement is refused`);
+        return { ok: reasons.length === 0, reasons, details: maskingDetails() };
       },
     });
+    try {
+      health = await started;
+    } catch (err) {
+      // Nothing may stay open behind a failed start (the process would neither serve nor exit).
+      await proxy.close();
+      if (reloadTimer) clearInterval(reloadTimer);
+      await client?.stop();
+      await audit?.close(1000).catch(() => {});
+      throw err;
+    }
     // the bound address (a :0 listen gets its port here): for people and for scripts that read the log
     log.log('info', 'metrics listening', { listen: health.url });
   }
 
-  const stopAll = async () => {
+  const stopAll = async (auditCloseMs?: number) => {
     if (reloadTimer) clearInterval(reloadTimer);
     await client?.stop();
     await health?.close();
-    await audit?.close();
+    await audit?.close(auditCloseMs);
   };
   return {
     proxy,
@@ -267,8 +339,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       await stopAll();
     },
     async shutdown(timeoutMs) {
+      // One budget for the whole shutdown: the audit log gets what the sessions left (at least 1 s),
+      // so a sink that never returns cannot hold the process past it; a sink already down when
+      // the signal came gets 2 s at most (SIGTERM on `dbguard proxy | head` must end it promptly).
+      const deadline = Date.now() + timeoutMs;
+      const auditWasDown = audit?.health() != null;
       await proxy.shutdown(timeoutMs);
-      await stopAll();
+      const left = Math.max(1000, deadline - Date.now());
+      await stopAll(auditWasDown ? Math.min(left, 2000) : left);
     },
   };
 }

@@ -38,6 +38,7 @@ import {
   encodeQuery,
   expectEmpty,
   FRONTEND_TYPES,
+  nameOf,
   ProtocolViolation,
   rowCountOf,
   T,
@@ -45,10 +46,20 @@ import {
 } from './protocol/codec.js';
 import { type Frame, Framer } from './protocol/framer.js';
 import { OutBuffer, PauseGate } from './protocol/out-buffer.js';
+import { rebindTo } from './protocol/rebind.js';
+import { oversizedStatement, skipOverStatementLimit } from './statement-size.js';
 
 /** What a frontend message waits for from the server. */
 type Pending =
-  | { kind: 'Q'; sql: string; verdictSql: string; reject?: RejectVerdict; start: number }
+  | {
+      kind: 'Q';
+      sql: string;
+      verdictSql: string;
+      reject?: RejectVerdict;
+      start: number;
+      /** refused unread for its size: no decision was made, none is reported */
+      oversized?: true;
+    }
   | {
       kind: 'P';
       name: string;
@@ -56,8 +67,9 @@ type Pending =
       verdictSql: string;
       reject?: RejectVerdict;
       start: number;
+      oversized?: true;
     }
-  | { kind: 'B'; portal: string; statement: string; start: number }
+  | { kind: 'B'; portal: string; statement: string; start: number; reject?: RejectVerdict }
   | { kind: 'D' }
   | { kind: 'E'; portal: string; start: number }
   | { kind: 'C'; target: 'S' | 'P'; name: string }
@@ -162,6 +174,8 @@ export interface SessionInit {
   cancels: CancelRegistry;
   logger: Logger;
   maxMessageSize: number;
+  /** largest Query or Parse message judged; a larger one is refused unread (statement-size.ts) */
+  maxStatementSize?: number;
   onClosed(s: Session): void;
 }
 
@@ -235,6 +249,12 @@ export class Session implements SessionHandle {
   /** a streamed backend message is partly forwarded: a notice must wait for its end */
   private midBackendMessage = false;
   private heldNotices: Buffer[] = [];
+  /** a client message went upstream after the last ReadyForQuery: a changed setting may not be reported yet */
+  private paramsUnreported = false;
+  /** approved prepared statements (verdict `executions`): Binds left, by statement name */
+  private readonly approvedBinds = new Map<string, number>();
+  /** a statement name no client knows: a refused Bind names it, so the server fails it (26000) */
+  private readonly refusedBindTarget = `dbguard_refused_${crypto.randomBytes(16).toString('hex')}`;
 
   constructor(init: SessionInit) {
     this.init = init;
@@ -260,6 +280,7 @@ export class Session implements SessionHandle {
       side: 'frontend',
       streamed: (t) => t === T.CopyData,
       maxBodyLength: init.maxMessageSize - 4,
+      ...(init.maxStatementSize ? { skipOver: skipOverStatementLimit(init.maxStatementSize) } : {}),
       validType: (t) => FRONTEND_TYPES.has(t),
     });
     this.be = new Framer({
@@ -386,6 +407,15 @@ export class Session implements SessionHandle {
     }
     this.clOut.push(b);
     if (!this.beBusy) this.flushClient();
+  }
+
+  /**
+   * SessionHandle.serverParamsCurrent: nothing forwarded since the last ReadyForQuery. An empty FIFO
+   * alone is not enough: an Execute answered by CommandComplete (after Flush, no Sync) may have changed
+   * a setting the server reports only at the next ReadyForQuery.
+   */
+  get serverParamsCurrent(): boolean {
+    return !this.paramsUnreported && this.fifo.length === 0 && this.internalRunning === null;
   }
 
   get idle(): boolean {
@@ -576,6 +606,29 @@ export class Session implements SessionHandle {
       this.upOut.push(f.bytes); // CopyData fragment
       return undefined;
     }
+    if (f.kind === 'skipped') {
+      // Too large to judge: refused like a denial (the server answers the denial statement with an
+      // error the client is shown ours for), so the session and its protocol state carry on.
+      const o = oversizedStatement(f, this.init.maxStatementSize ?? 0);
+      this.log.log('warn', 'statement over the size limit refused', {
+        sessionId: this.id,
+        message: f.type === T.Query ? 'Query' : 'Parse',
+        bytes: f.length,
+        limit: this.init.maxStatementSize,
+      });
+      const base = { sql: '', verdictSql: DENIAL_SQL, reject: o.reject, start: performance.now() };
+      if (o.parseName === undefined) {
+        this.send(encodeQuery(Buffer.from(DENIAL_SQL)), { kind: 'Q', ...base, oversized: true });
+      } else {
+        this.send(encodeParse(o.parseName, Buffer.from(DENIAL_SQL), 0, Buffer.alloc(0)), {
+          kind: 'P',
+          name: nameOf(o.parseName),
+          ...base,
+          oversized: true,
+        });
+      }
+      return undefined;
+    }
     const body = f.body;
     switch (f.type) {
       case T.Query: {
@@ -609,6 +662,10 @@ export class Session implements SessionHandle {
           (v) => {
             const start = performance.now();
             const base = { kind: 'P' as const, name: p.name, sql: text, start };
+            // a new statement under this name is judged anew; an approved one runs `executions` times
+            if (v.action === 'forward' && v.executions !== undefined)
+              this.approvedBinds.set(p.name, v.executions);
+            else this.approvedBinds.delete(p.name);
             if (v.action === 'reject') {
               // Parameter type OIDs are dropped: the denial statement has no parameters.
               this.send(encodeParse(p.nameBytes, Buffer.from(DENIAL_SQL), 0, Buffer.alloc(0)), {
@@ -629,6 +686,27 @@ export class Session implements SessionHandle {
       }
       case T.Bind: {
         const b = decodeBind(body);
+        const left = this.approvedBinds.get(b.statement);
+        if (left !== undefined && left <= 0) {
+          // Bound to a statement that does not exist, the Bind fails and the server skips to Sync, as
+          // for any failed extended-protocol message; the client is shown our refusal instead.
+          this.send(rebindTo(f.raw, this.refusedBindTarget), {
+            kind: 'B',
+            portal: b.portal,
+            statement: b.statement,
+            start: performance.now(),
+            reject: {
+              action: 'reject',
+              sqlstate: '42501',
+              message:
+                'dbguard: this prepared statement was approved for one execution; prepare it again to ask for a new approval',
+              detail:
+                'The approver saw the statement with its placeholders, not the values of later executions.',
+            },
+          });
+          return undefined;
+        }
+        if (left !== undefined) this.approvedBinds.set(b.statement, left - 1);
         this.send(f.raw, { kind: 'B', portal: b.portal, statement: b.statement, start: performance.now() });
         return undefined;
       }
@@ -643,6 +721,7 @@ export class Session implements SessionHandle {
       }
       case T.Close: {
         const c = decodeTarget(body, 'Close');
+        if (c.kind === 'S') this.approvedBinds.delete(c.name);
         this.send(f.raw, { kind: 'C', target: c.kind, name: c.name });
         return undefined;
       }
@@ -749,6 +828,8 @@ export class Session implements SessionHandle {
     this.upOut.push(bytes);
     this.safePoint = false;
     if (!pending) return;
+    // Flush, Describe and Close run nothing: they cannot change a setting.
+    if (pending.kind !== 'D' && pending.kind !== 'C') this.paramsUnreported = true;
     if (this.discardTillSync) {
       // The server ignores this message (an earlier one failed): it will not be answered.
       if (pending.kind !== 'S') return;
@@ -833,6 +914,8 @@ export class Session implements SessionHandle {
       }
       return undefined;
     }
+    // the backend framer has no skipOver: it never drops a message
+    if (f.kind === 'skipped') throw new Error('a backend message was skipped');
     // `f.body` is a view made on demand: DataRow and the other pass-through messages never need one.
     const { type, raw } = f;
     switch (type) {
@@ -956,7 +1039,8 @@ export class Session implements SessionHandle {
     const reject = 'reject' in head ? head.reject : undefined;
     if (reject) {
       this.clOut.push(encodeError({ severity: 'ERROR', ...reject }));
-      this.emitCompleted(head, { sqlstate: reject.sqlstate, rejected: true });
+      if (!('oversized' in head && head.oversized))
+        this.emitCompleted(head, { sqlstate: reject.sqlstate, rejected: true });
     } else {
       this.clOut.push(this.scrub(raw, body, true, fields));
       if (
@@ -1004,6 +1088,8 @@ export class Session implements SessionHandle {
     let head = this.fifo.shift();
     while (head && !endsAtReadyForQuery(head)) head = this.fifo.shift();
     this.txStatus = status;
+    // Every setting changed so far was reported before this ReadyForQuery, unless more is in flight.
+    if (this.fifo.length === 0) this.paramsUnreported = false;
     if (status === 'I') this.portals.clear();
     if (head?.kind === 'internal') {
       this.finishInternal(head.job);

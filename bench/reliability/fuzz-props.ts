@@ -177,7 +177,7 @@ export const propFramerReassembles = fc.property(
     let streamed: Buffer[] = [];
     for (const f of frames) {
       if (f.kind === 'msg') rebuilt.push(Buffer.from(f.raw));
-      else {
+      else if (f.kind === 'part') {
         streamed.push(Buffer.from(f.bytes));
         if (f.last) {
           rebuilt.push(Buffer.concat(streamed));

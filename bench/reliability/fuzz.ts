@@ -15,6 +15,7 @@ import {
 } from '../../policy/engine.js';
 import { adminQuery } from '../../test/support/admin.js';
 import { type RunningCluster, startCluster } from '../../test/support/pg-cluster.js';
+import { RawConn } from '../../test/support/wire.js';
 import { parseArgs, parseDuration } from './args.js';
 import {
   propDecodersFailCleanly,
@@ -22,6 +23,11 @@ import {
   propJudgeDefined,
   propProxySurvives,
 } from './fuzz-props.js';
+import {
+  differentialPolicyYaml,
+  differentialSchemaSql,
+  propLexerDifferential,
+} from './lexer-differential.js';
 import {
   compilePolicy,
   memoryLogger,
@@ -72,7 +78,32 @@ async function main() {
       upstream: { host: cluster.host, port: cluster.port, sslmode: 'disable' },
       logger: log,
     });
+    // The lexer differential (issue 17): its own schema and a policy that lets every readable text through.
+    const lexSchema = `lexfz_${process.pid}`;
+    await adminQuery(cluster, differentialSchemaSql(lexSchema));
+    const lexPolicy = compilePolicy(differentialPolicyYaml(cluster.port));
+    const lexGp = await startGovernedProxy({
+      policy: lexPolicy,
+      upstream: { host: cluster.host, port: cluster.port, sslmode: 'disable' },
+      logger: log,
+    });
+    const lexConnect = async () =>
+      (await RawConn.login({ host: lexGp.proxy.host, port: lexGp.proxy.port })).conn;
+    const oids = await adminQuery(
+      cluster,
+      `SELECT n.nspname || '.' || c.relname AS name, c.oid::int AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '${lexSchema}'`,
+    );
+    const lexEnv = {
+      conn: await lexConnect(),
+      reconnect: lexConnect,
+      policy: lexPolicy,
+      oids: new Map(oids.rows.map((r) => [r.name as string, Number(r.oid)])),
+      database: 'app',
+      user: 'trustuser',
+    };
     close = async () => {
+      lexEnv.conn.close();
+      await lexGp.close();
       await gp.close();
       const errors = log.lines.filter((l) => l.level === 'error');
       if (errors.length) throw new Error(`proxy logged errors: ${JSON.stringify(errors.slice(0, 3))}`);
@@ -93,6 +124,11 @@ async function main() {
         name: 'live proxy: any message order',
         runs: 100,
         prop: () => propProxySurvives(gp.proxy.port, undefined, { timeoutMs: 5000 }) as never,
+      },
+      {
+        name: 'live proxy: lexer differential (every setting combination)',
+        runs: 300,
+        prop: () => propLexerDifferential(lexEnv, lexSchema) as never,
       },
     );
   } else {

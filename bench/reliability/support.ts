@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { CompiledPolicy } from '../../api/compiled.js';
+import { hmacPads, installSql } from '../../cli/hash-key-store.js';
 import { initParser } from '../../policy/engine.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { type AuditLog, loadAuditParser, openAuditLog } from '../../sidecar/audit/index.js';
@@ -36,6 +37,22 @@ export function memoryLogger(): Logger & { lines: LogLine[]; text(): string } {
   };
 }
 
+const DEFAULT_SALT = 'reliability-salt';
+
+/**
+ * `dbguard db install` with the policy's Hash key, as one SQL text for a superuser's set-up script
+ * (the key's HMAC pads are in the text: a test set-up, not how a DBA installs a key). The advisory
+ * lock serializes set-ups that run at once in one database.
+ */
+function hashKeySetupSql(salt: string): string {
+  const { inner, outer } = hmacPads(Buffer.from(salt, 'utf8'));
+  return `SELECT pg_advisory_xact_lock(7001);
+    ${installSql([])}
+    INSERT INTO dbguard.hash_keys (id, inner_pad, outer_pad)
+      VALUES ('shop/pii-salt/salt', '\\x${inner.toString('hex')}', '\\x${outer.toString('hex')}')
+      ON CONFLICT (id) DO UPDATE SET inner_pad = EXCLUDED.inner_pad, outer_pad = EXCLUDED.outer_pad;`;
+}
+
 /**
  * The policy the reliability runs enforce, for tables in `schema`: DROP and unqualified DELETE are
  * denied, `customers.email`/`ssn` are masked (Email, Redact), `customer_ref` is hashed with `salt`,
@@ -48,7 +65,7 @@ export function reliabilityPolicyYaml(opts: {
   exemptUser?: string;
   audit?: 'All' | 'Writes' | 'Denied' | 'None';
 }): string {
-  const salt = opts.salt ?? 'reliability-salt';
+  const salt = opts.salt ?? DEFAULT_SALT;
   return `
 apiVersion: dbguard.io/v1alpha1
 kind: DatabasePolicy
@@ -91,8 +108,9 @@ export function compilePolicy(yaml: string): CompiledPolicy {
 }
 
 /** SQL (run as a superuser in database `app`) creating the schema the policy masks, readable by `app`. */
-export function reliabilitySchemaSql(schema: string, rows = 100): string {
+export function reliabilitySchemaSql(schema: string, rows = 100, salt = DEFAULT_SALT): string {
   return `
+    ${hashKeySetupSql(salt)}
     DROP SCHEMA IF EXISTS ${schema} CASCADE;
     CREATE SCHEMA ${schema};
     CREATE TABLE ${schema}.customers (id int PRIMARY KEY, name text, email text, ssn text, customer_ref text);

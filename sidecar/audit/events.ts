@@ -131,6 +131,10 @@ export interface QueryEvent extends AuditEventBase {
   /** false under DryRun: the decision was recorded, not applied */
   enforced: boolean;
   tags: DeclaredTags | null;
+  /** on a refusal: why, as a stable code (`rule`, `cannot_prove_masked`, `unparseable`, ...); else null */
+  reason: string | null;
+  /** on a refusal: what the client was told (dbguard's own words, no values); else null */
+  message: string | null;
 }
 
 export type AuditEvent =
@@ -313,6 +317,8 @@ export interface QueryEventFields {
   enforced: boolean;
   /** `Decision.tags` as the engine parsed them from a sqlcommenter comment */
   tags?: Record<string, string>;
+  reason?: string | null;
+  message?: string | null;
 }
 
 /**
@@ -338,6 +344,8 @@ export class BuiltQueryEvent implements QueryEvent {
   declare sqlstate: string | null;
   declare enforced: boolean;
   declare tags: DeclaredTags | null;
+  declare reason: string | null;
+  declare message: string | null;
 
   constructor(ctx: AuditContext, f: QueryEventFields, now: Date | undefined) {
     // Written out instead of `...base()`: the hot path builds one per statement, and V8 turns a
@@ -358,6 +366,8 @@ export class BuiltQueryEvent implements QueryEvent {
     this.sqlstate = f.sqlstate ?? null;
     this.enforced = f.enforced;
     this.tags = declaredTags(f.tags);
+    this.reason = f.reason ?? null;
+    this.message = f.message ?? null;
   }
 }
 

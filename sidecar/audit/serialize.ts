@@ -37,7 +37,8 @@ function queryBody(e: BuiltQueryEvent): string {
     `,"statement":${frozenJson(e.statement)},"batch":${e.batch === null ? 'null' : JSON.stringify(e.batch)}` +
     `,"maskedColumns":${frozenJson(e.maskedColumns)},"rowCount":${json(e.rowCount)}` +
     `,"durationMs":${json(e.durationMs)},"sqlstate":${json(e.sqlstate)},"enforced":${e.enforced}` +
-    `,"tags":${e.tags === null ? 'null' : JSON.stringify(e.tags)}`
+    `,"tags":${e.tags === null ? 'null' : JSON.stringify(e.tags)}` +
+    `,"reason":${json(e.reason)},"message":${json(e.message)}`
   );
 }
 

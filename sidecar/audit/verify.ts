@@ -9,9 +9,16 @@
  * line as a seq gap on the line that followed it; swapped lines as a seq out of order, naming where
  * the expected seq is. The last line of a log has nothing after it to vouch for it: an edit there
  * shows only once the log grows.
+ *
+ * What a pass guarantees depends on the chain's mode (chain.ts), and the result says which:
+ * - `keyed`: a key was given and every line is HMAC-chained with it: no line was edited, removed,
+ *   inserted or reordered by anyone without the key. An unkeyed line fails here: whoever rewrote the
+ *   log without the key could only have made an unkeyed chain.
+ * - `unkeyed`: SHA-256 chain, no key: shows accidental edits only, since anyone can recompute it.
+ * - `sequence-only`: keyed lines but no key given: their hashes cannot be checked, only seq is.
  */
 import { createReadStream } from 'node:fs';
-import { GENESIS, isHash, lineHash } from './chain.js';
+import { type AuditKey, type ChainMode, chainer, GENESIS, isHash } from './chain.js';
 
 export interface VerifyOk {
   ok: true;
@@ -22,6 +29,10 @@ export interface VerifyOk {
   firstSeq: number | null;
   lastSeq: number | null;
   lastHash: string | null;
+  /** what the pass proves (see above) */
+  guarantee: 'keyed' | 'unkeyed' | 'sequence-only';
+  /** keyId of the keyed lines, when there were any */
+  keyId: string | null;
 }
 
 export interface VerifyFailure {
@@ -29,7 +40,7 @@ export interface VerifyFailure {
   file: string;
   /** 1-based line number in `file` */
   line: number;
-  problem: 'unreadable' | 'malformed' | 'seq-gap' | 'seq-order' | 'hash-mismatch';
+  problem: 'unreadable' | 'malformed' | 'seq-gap' | 'seq-order' | 'hash-mismatch' | 'not-keyed' | 'wrong-key';
   message: string;
 }
 
@@ -54,6 +65,8 @@ async function* fileLines(path: string): AsyncGenerator<Buffer> {
 interface Parsed {
   seq: number;
   prev: string;
+  chain: ChainMode;
+  keyId?: string;
 }
 
 function parseLine(bytes: Buffer): Parsed | string {
@@ -67,7 +80,14 @@ function parseLine(bytes: Buffer): Parsed | string {
   if (!Number.isSafeInteger(obj.seq) || obj.seq < 1) return 'missing or invalid "seq"';
   if (!isHash(obj.prev)) return 'missing or invalid "prev" (64 hex digits)';
   if (typeof obj.time !== 'string' || typeof obj.event !== 'string') return 'missing "time" or "event"';
-  return { seq: obj.seq, prev: obj.prev };
+  // lines of versions before the keyed chain carry no `chain`: they are the SHA-256 chain
+  const chain = obj.chain ?? 'sha256';
+  if (chain !== 'sha256' && chain !== 'hmac-sha256') return `unknown "chain" ${JSON.stringify(chain)}`;
+  if (chain === 'hmac-sha256' && !(typeof obj.keyId === 'string' && /^[0-9a-f]{16}$/.test(obj.keyId)))
+    return 'missing or invalid "keyId" (16 hex digits) on a keyed line';
+  return chain === 'sha256'
+    ? { seq: obj.seq, prev: obj.prev, chain }
+    : { seq: obj.seq, prev: obj.prev, chain, keyId: obj.keyId };
 }
 
 /** After a seq mismatch: where is the seq we expected? Tells a reorder from a removal. */
@@ -94,10 +114,18 @@ async function findSeq(
 export interface VerifyOptions {
   /** accept a new chain (seq 1, prev zeros) after the first line: logs captured from stdout */
   allowRestarts?: boolean;
+  /** the chain's key: every line must then be keyed with it */
+  key?: AuditKey;
 }
 
 export async function verifyAuditFiles(files: string[], opts: VerifyOptions = {}): Promise<VerifyResult> {
-  let last: { seq: number; hash: string } | undefined;
+  const sha = chainer();
+  const hmac = opts.key ? chainer(opts.key) : undefined;
+  /** the previous line: its bytes, hashed in the mode of the line that vouches for it */
+  let last: { seq: number; bytes: Buffer } | undefined;
+  let keyedUnchecked = 0;
+  let lastMode: ChainMode = 'sha256';
+  let keyId: string | null = null;
   let lines = 0;
   let chains = 0;
   let firstSeq: number | null = null;
@@ -110,6 +138,25 @@ export async function verifyAuditFiles(files: string[], opts: VerifyOptions = {}
         const p = parseLine(bytes);
         if (typeof p === 'string') {
           return { ok: false, file, line: n, problem: 'malformed', message: p };
+        }
+        if (p.chain === 'hmac-sha256') keyId ??= p.keyId!;
+        if (hmac && p.chain !== 'hmac-sha256') {
+          return {
+            ok: false,
+            file,
+            line: n,
+            problem: 'not-keyed',
+            message: `line is not keyed (chain "${p.chain}"): with a key every line must carry its HMAC; an unkeyed chain can be recomputed by anyone who edited the log`,
+          };
+        }
+        if (hmac && p.keyId !== hmac.keyId) {
+          return {
+            ok: false,
+            file,
+            line: n,
+            problem: 'wrong-key',
+            message: `line is keyed with key ${p.keyId}, not with the key given (${hmac.keyId})`,
+          };
         }
         if (last === undefined || (opts.allowRestarts && p.seq === 1 && p.prev === GENESIS)) {
           // The anchor, or a new chain (restart): nothing before it to check against.
@@ -152,17 +199,20 @@ export async function verifyAuditFiles(files: string[], opts: VerifyOptions = {}
             problem: 'seq-gap',
             message: `seq gap: expected ${expected}, found ${p.seq} (${missing} line${missing === 1 ? '' : 's'} removed before this line)`,
           };
-        } else if (p.prev !== last.hash) {
+        } else if (p.chain === 'hmac-sha256' && !hmac) {
+          keyedUnchecked++; // no key: only seq can be checked
+        } else if (p.prev !== (p.chain === 'hmac-sha256' ? hmac! : sha).hash(last.bytes)) {
           const before = n > 1 ? `line ${n - 1}` : `the last line of ${files[fi - 1]}`;
           return {
             ok: false,
             file,
             line: n,
             problem: 'hash-mismatch',
-            message: `hash mismatch: "prev" is not the SHA-256 of ${before} (that line was edited, or a line was inserted)`,
+            message: `hash mismatch: "prev" is not the ${p.chain === 'hmac-sha256' ? 'HMAC-SHA256 (with the key given)' : 'SHA-256'} of ${before} (that line was edited, or a line was inserted)`,
           };
         }
-        last = { seq: p.seq, hash: lineHash(bytes) };
+        last = { seq: p.seq, bytes: Buffer.from(bytes) };
+        lastMode = p.chain;
         lines++;
       }
     } catch (err) {
@@ -182,6 +232,8 @@ export async function verifyAuditFiles(files: string[], opts: VerifyOptions = {}
     chains,
     firstSeq,
     lastSeq: last?.seq ?? null,
-    lastHash: last?.hash ?? null,
+    lastHash: last ? (lastMode === 'hmac-sha256' && hmac ? hmac : sha).hash(last.bytes) : null,
+    guarantee: hmac ? 'keyed' : keyId !== null || keyedUnchecked > 0 ? 'sequence-only' : 'unkeyed',
+    keyId,
   };
 }

@@ -10,11 +10,14 @@
  * Failure: a file sink that fails (disk full, EIO) is retried with backoff, with writers waiting
  * meanwhile, and `status().failing` says why (readiness should report it). A stream sink that
  * errors (standard output closed) cannot be retried: the log turns failed and every pending and
- * later `write` rejects with AuditLogError, so the proxy can fail closed.
+ * later `write` rejects with AuditLogError. A write that does not finish within `stallTimeoutMs`
+ * (a pipe whose reader stopped reading) marks the sink stalled. In all three cases `health()` says
+ * why, so the proxy refuses statements (fail closed) instead of running them unaudited or making
+ * sessions wait for ever; the stall and each sink error count as audit write errors.
  */
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { type ChainState, GENESIS, lineHash } from './chain.js';
+import { type AuditKey, type Chainer, type ChainState, chainer, GENESIS } from './chain.js';
 import type { AuditEvent } from './events.js';
 import { eventBody } from './serialize.js';
 
@@ -30,6 +33,8 @@ export interface AuditObserver {
   waited?(seconds: number): void;
   /** a sink error (the log retries file sinks) */
   error?(err: Error): void;
+  /** the log just stopped taking events (failed, failing, stalled): `health()` turned non-null */
+  down?(reason: string): void;
 }
 
 export interface AuditLogOptions {
@@ -56,6 +61,10 @@ export interface AuditLogOptions {
   retryMaxMs?: number;
   /** how long close() keeps retrying a failing sink before giving up; default 10 s */
   closeTimeoutMs?: number;
+  /** a write of one batch that takes longer marks the sink stalled; default 10 s */
+  stallTimeoutMs?: number;
+  /** key the chain with HMAC-SHA256 (chain.ts); without it, the unkeyed SHA-256 chain */
+  key?: AuditKey;
 }
 
 export interface AuditLogStatus {
@@ -67,6 +76,8 @@ export interface AuditLogStatus {
   waiting: number;
   /** the current sink error, while a file sink is being retried */
   failing: string | null;
+  /** a write has not finished within stallTimeoutMs */
+  stalled: boolean;
   failed: boolean;
   closed: boolean;
   chain: ChainState;
@@ -83,13 +94,21 @@ export interface AuditLog {
   /** after the file was renamed away (SIGHUP): close it, create `target` again, keep the chain */
   reopen(): Promise<void>;
   flush(): Promise<void>;
-  close(): Promise<void>;
+  /** Flushes and closes; gives up after `timeoutMs` (default the closeTimeoutMs option). */
+  close(timeoutMs?: number): Promise<void>;
   status(): AuditLogStatus;
+  /**
+   * Null while events reach the sink; otherwise why not, in one line (the sink failed, is failing
+   * and being retried, or stalled). Cheap: the proxy asks before every statement.
+   */
+  health(): string | null;
 }
 
 interface Sink {
   write(buf: Buffer): Promise<void>;
   close(): Promise<void>;
+  /** the log gave up on the sink: drop what it still holds (a stalled pipe would keep the process alive) */
+  abandon?(): void;
 }
 
 class FileSink implements Sink {
@@ -142,10 +161,18 @@ class StreamSink implements Sink {
     // Never end process.stdout: other output (and the process) still uses it.
     this.stream.off('error', this.onError);
   }
+
+  abandon(): void {
+    this.stream.on('error', () => {}); // the destroy below fails the pending writes
+    this.stream.destroy();
+  }
 }
 
 /** Where the chain continues in an existing file: its last line's seq and hash. */
-async function tailState(path: string): Promise<{ state: ChainState; needsNewline: boolean } | undefined> {
+async function tailState(
+  path: string,
+  chain: Chainer,
+): Promise<{ state: ChainState; needsNewline: boolean } | undefined> {
   let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(path);
@@ -169,7 +196,7 @@ async function tailState(path: string): Promise<{ state: ChainState; needsNewlin
     } catch {
       // A torn or foreign last line: chain from its hash anyway; verify will name that line.
     }
-    return { state: { seq, prev: lineHash(last) }, needsNewline };
+    return { state: { seq, prev: chain.hash(last) }, needsNewline };
   } finally {
     await fh.close();
   }
@@ -211,6 +238,12 @@ class AuditLogImpl implements AuditLog {
   private pumping = false;
   private lingerTimer: NodeJS.Timeout | undefined;
   private failing: string | null = null;
+  /** when the batch being written was handed to the sink (0: no write in flight) */
+  private writeSince = 0;
+  private stalled = false;
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** observer.down was told, and health() has not been null since */
+  private toldDown = false;
   private fatal: Error | undefined;
   private closed = false;
   private closeDeadline = Number.POSITIVE_INFINITY;
@@ -219,6 +252,8 @@ class AuditLogImpl implements AuditLog {
   private readonly maxQueue: number;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
+  /** sha256, or hmac-sha256 with opts.key (chain.ts) */
+  private readonly chainer: Chainer;
 
   constructor(
     private readonly target: string,
@@ -230,12 +265,21 @@ class AuditLogImpl implements AuditLog {
     this.maxQueue = Math.max(1, opts.maxQueue ?? 4096);
     this.maxBatch = Math.max(1, opts.maxBatch ?? 512);
     this.lingerMs = opts.lingerMs ?? DEFAULT_LINGER_MS;
+    this.chainer = chainer(opts.key);
     if (needsNewline) this.pendingPrefix = '\n';
   }
 
   write(event: AuditEvent): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.closed) return Promise.reject(new AuditLogError('audit log is closed'));
+    const down = this.health();
+    if (down && this.waiters.length >= this.maxQueue) {
+      // The proxy refuses statements while the sink is down; what still comes (session start and end,
+      // the refusals themselves) must not pile up in memory without bound.
+      const e = new AuditLogError(`${down}; event not queued`);
+      this.opts.observer?.error?.(e);
+      return Promise.reject(e);
+    }
     if (this.waiters.length === 0 && this.queue.length < this.maxQueue) {
       try {
         this.accept(event);
@@ -270,7 +314,7 @@ class AuditLogImpl implements AuditLog {
     // the spread copy, which costs V8 about 10 µs per event on the hot path.
     let line: string;
     try {
-      line = `${eventBody(event)},"seq":${seq},"prev":"${this.chain.prev}"}`;
+      line = `${eventBody(event)},"seq":${seq},"prev":"${this.chain.prev}"${this.chainer.suffix}}`;
     } catch (err) {
       // Nothing is changed yet: the event is refused alone, counted as an audit write error.
       const e = new AuditLogError(
@@ -294,7 +338,7 @@ class AuditLogImpl implements AuditLog {
     }
     const n = buf.write(line, off, 'utf8');
     this.chain.seq = seq;
-    this.chain.prev = lineHash(buf.subarray(off, off + n));
+    this.chain.prev = this.chainer.hash(buf.subarray(off, off + n));
     off += n;
     buf[off++] = 0x0a;
     this.encOff = off;
@@ -322,10 +366,17 @@ class AuditLogImpl implements AuditLog {
     });
   }
 
-  async close(): Promise<void> {
+  async close(timeoutMs = this.opts.closeTimeoutMs ?? 10_000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.closeDeadline = Date.now() + (this.opts.closeTimeoutMs ?? 10_000);
+    this.closeDeadline = Date.now() + timeoutMs;
+    // A write that never returns (a stalled pipe) must not hold the process at shutdown.
+    const giveUp = setTimeout(() => {
+      this.fail(
+        new AuditLogError(`audit log ${this.target}: gave up at close: ${this.health() ?? 'timed out'}`),
+      );
+    }, timeoutMs);
+    giveUp.unref?.();
     try {
       if (!this.fatal) {
         await new Promise<void>((resolve, reject) => {
@@ -334,9 +385,22 @@ class AuditLogImpl implements AuditLog {
         });
       }
     } finally {
+      clearTimeout(giveUp);
+      clearTimeout(this.stallTimer);
+      if (this.fatal) this.sink.abandon?.();
       await this.sink.close().catch(() => {});
     }
     if (this.fatal) throw this.fatal;
+  }
+
+  health(): string | null {
+    if (this.fatal) return this.fatal.message;
+    if (this.failing !== null) return `audit log ${this.target}: ${this.failing} (retrying)`;
+    if (this.stalled) {
+      const s = Math.round((Date.now() - this.writeSince) / 1000);
+      return `audit log ${this.target}: stalled, a write has not finished for ${s}s`;
+    }
+    return null;
   }
 
   status(): AuditLogStatus {
@@ -346,6 +410,7 @@ class AuditLogImpl implements AuditLog {
       queued: this.queue.length,
       waiting: this.waiters.length,
       failing: this.failing,
+      stalled: this.stalled,
       failed: this.fatal !== undefined,
       closed: this.closed,
       chain: { ...this.chain },
@@ -469,9 +534,15 @@ class AuditLogImpl implements AuditLog {
     let delay = this.opts.retryInitialMs ?? 50;
     for (;;) {
       try {
-        if (this.sink instanceof FileSink) await this.sink.writeFrom(buf, progress);
-        else await this.sink.write(buf);
+        this.watchStall();
+        try {
+          if (this.sink instanceof FileSink) await this.sink.writeFrom(buf, progress);
+          else await this.sink.write(buf);
+        } finally {
+          this.writeDone();
+        }
         this.failing = null;
+        this.noteHealth();
         return;
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
@@ -479,6 +550,7 @@ class AuditLogImpl implements AuditLog {
         if (!(this.sink instanceof FileSink))
           throw new AuditLogError(`audit log ${this.target}: ${e.message}`);
         this.failing = e.message;
+        this.noteHealth();
         if (Date.now() > this.closeDeadline) {
           throw new AuditLogError(`audit log ${this.target}: gave up at close: ${e.message}`);
         }
@@ -486,6 +558,37 @@ class AuditLogImpl implements AuditLog {
         delay = Math.min(delay * 2, this.opts.retryMaxMs ?? 5000);
       }
     }
+  }
+
+  /** A write starts: if it is still running after stallTimeoutMs, the sink is stalled. */
+  private watchStall(): void {
+    this.writeSince = Date.now();
+    const ms = this.opts.stallTimeoutMs ?? 10_000;
+    this.stallTimer = setTimeout(() => {
+      this.stalled = true;
+      this.opts.observer?.error?.(
+        new AuditLogError(`audit log ${this.target}: stalled, a write has not finished for ${ms / 1000}s`),
+      );
+      this.noteHealth();
+    }, ms);
+    this.stallTimer.unref?.();
+  }
+
+  /** Tells observer.down once per episode of health() being non-null. */
+  private noteHealth(): void {
+    const why = this.health();
+    if (!why) this.toldDown = false;
+    else if (!this.toldDown) {
+      this.toldDown = true;
+      this.opts.observer?.down?.(why);
+    }
+  }
+
+  private writeDone(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.writeSince = 0;
+    this.stalled = false;
   }
 
   /** Rotation: everything before the reopen() call went to the old file, the rest goes to the new one. */
@@ -520,6 +623,7 @@ class AuditLogImpl implements AuditLog {
     for (const w of this.waiters.splice(0)) w.reject(this.fatal);
     for (const f of this.flushers.splice(0)) f.reject(this.fatal);
     for (const r of this.reopenWaiters.splice(0)) r.reject(this.fatal);
+    this.noteHealth();
   }
 }
 
@@ -544,7 +648,7 @@ export async function openAuditLog(
   }
   let tail: Awaited<ReturnType<typeof tailState>>;
   try {
-    tail = await tailState(target);
+    tail = await tailState(target, chainer(opts.key));
   } catch (err) {
     throw new AuditLogError(`audit log ${target}: cannot read its end: ${(err as Error).message}`);
   }

@@ -46,6 +46,8 @@ export class SocketReader {
     sock.on('end', this.onEnd);
     sock.on('close', this.onEnd);
     sock.on('error', this.onError);
+    // A socket handed over paused (an upstream after its SSL negotiation) would never emit 'data'.
+    sock.resume();
   }
 
   private notify(): void {

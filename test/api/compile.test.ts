@@ -32,7 +32,7 @@ describe('compilePolicy: the contract examples', () => {
     const c = compiled(policy, [maskingRule]);
     expect(c.version).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect({ ...c, version: undefined }).toEqual({
-      format: 'dbguard.io/compiled-policy/v1',
+      format: 'dbguard.io/compiled-policy/v2',
       policy: 'shop/orders',
       version: undefined,
       upstream: {
@@ -100,7 +100,8 @@ describe('compilePolicy: the contract examples', () => {
               table: 'customers',
               column: 'customer_ref',
               strategy: 'Hash',
-              hash: { salt: 's3cret-salt' },
+              // the key's id, never the key: the key is installed in the database (dbguard db install)
+              hash: { keyId: 'shop/pii-salt/salt' },
             },
             { schema: 'public', table: 'customers', column: 'email', strategy: 'Email' },
             { schema: 'public', table: 'customers', column: 'salary', strategy: 'Nullify' },
@@ -166,6 +167,16 @@ describe('compilePolicy: the contract examples', () => {
       mode: 'Reject',
       timeoutSeconds: 5400,
       validForSeconds: 90,
+    });
+  });
+
+  it('keeps approval.maxExecutions only when given (older policies keep their version)', () => {
+    const p = variant(policy, (x) => (x.spec.rules[1].approval = { mode: 'Wait', maxExecutions: 3 }));
+    expect(compiled(p, []).rules[1]!.approval).toEqual({
+      mode: 'Wait',
+      timeoutSeconds: 300,
+      validForSeconds: 3600,
+      maxExecutions: 3,
     });
   });
 });
@@ -305,7 +316,12 @@ describe('policy version', () => {
       ['a masking strategy', policy, [variant(maskingRule, (m) => (m.spec.columns[1].strategy = 'Nullify'))]],
       ['an exemption', policy, [variant(maskingRule, (m) => (m.spec.exemptSubjects = []))]],
       ['no masking rule', policy, []],
-      ['the salt', policy, [maskingRule], (n, k) => (n === 'pii-salt' ? 'rotated' : lookup(n, k))],
+      [
+        'the salt Secret',
+        policy,
+        [variant(maskingRule, (m) => (m.spec.columns[5].hash.saltSecretRef.name = 'other-salt'))],
+        (n, k) => lookup(n === 'other-salt' ? 'pii-salt' : n, k),
+      ],
     ];
     const versions = new Set([base]);
     for (const [what, p, m, s] of changes) {
@@ -313,6 +329,13 @@ describe('policy version', () => {
       expect(versions.has(v), what).toBe(false);
       versions.add(v);
     }
+  });
+
+  it('does not carry the Hash key: a rotated key changes neither the policy nor its version', () => {
+    const rotated = compiled(policy, [maskingRule], (n, k) => (n === 'pii-salt' ? 'rotated' : lookup(n, k)));
+    expect(rotated.version).toBe(base);
+    expect(JSON.stringify(rotated)).not.toContain('rotated');
+    expect(JSON.stringify(compiled(policy, [maskingRule]))).not.toContain('s3cret-salt');
   });
 });
 
@@ -337,8 +360,10 @@ spec: {upstream: {host: billing-db}}
     expect(r.credentials).toEqual({ username: 'app', password: 'app-password' });
     expect(JSON.stringify(r.compiled)).not.toContain('app-password');
     expect(r.compiled.masking[0]!.columns.find((c) => c.column === 'customer_ref')!.hash).toEqual({
-      salt: 's3cret-salt',
+      keyId: 'shop/pii-salt/salt',
     });
+    // the key itself is nowhere in the compiled policy
+    expect(JSON.stringify(r.compiled)).not.toContain('s3cret-salt');
     expect(r.maskingRules.map((m) => m.metadata.name)).toEqual(['customer-pii']);
     expect(selectPolicy(all, 'shop/orders')).toMatchObject({ ok: true });
   });

@@ -47,7 +47,7 @@ describe('parsePolicyDocuments', () => {
   });
 
   it('names file, document, resource, field and problem', () => {
-    const text = `${POLICY}---\n${POLICY.replace('orders', 'billing').replace('host: db', 'host: db, sslmode: allow')}`;
+    const text = `${POLICY}---\n${POLICY.replace('orders', 'billing').replace('host: db', 'host: db, sslmode: verify')}`;
     const errors = errorsOf(text);
     expect(errors).toEqual([
       {
@@ -55,11 +55,11 @@ describe('parsePolicyDocuments', () => {
         document: 2,
         resource: 'DatabasePolicy shop/billing',
         path: 'spec.upstream.sslmode',
-        message: 'must be one of disable, prefer, require, verify-ca, verify-full (got "allow")',
+        message: 'must be one of disable, allow, prefer, require, verify-ca, verify-full (got "verify")',
       },
     ]);
     expect(formatPolicyError(errors[0]!)).toBe(
-      'policy.yaml: document 2 (DatabasePolicy shop/billing): spec.upstream.sslmode: must be one of disable, prefer, require, verify-ca, verify-full (got "allow")',
+      'policy.yaml: document 2 (DatabasePolicy shop/billing): spec.upstream.sslmode: must be one of disable, allow, prefer, require, verify-ca, verify-full (got "verify")',
     );
   });
 

@@ -101,10 +101,10 @@ describe('validateResource: broken variants name the field and the problem', () 
     {
       name: 'a bad sslmode',
       obj: variant(policy, (p) => {
-        p.spec.upstream.sslmode = 'allow';
+        p.spec.upstream.sslmode = 'verify';
       }),
       path: 'spec.upstream.sslmode',
-      message: /must be one of disable, prefer, require, verify-ca, verify-full \(got "allow"\)/,
+      message: /must be one of disable, allow, prefer, require, verify-ca, verify-full \(got "verify"\)/,
     },
     {
       name: 'a namespace on a Group subject',
@@ -191,7 +191,7 @@ describe('validateResource: broken variants name the field and the problem', () 
 
   it('reports every problem, not only the first', () => {
     const bad = variant(policy, (p) => {
-      p.spec.upstream.sslmode = 'allow';
+      p.spec.upstream.sslmode = 'verify';
       p.spec.rules[0].approval = {};
       delete p.spec.upstream.host;
     });

@@ -53,6 +53,7 @@ const audit: AuditLog = {
   flush: async () => {},
   close: async () => {},
   status: () => ({}) as ReturnType<AuditLog['status']>,
+  health: () => null,
 };
 
 const direct = () => ({
@@ -114,7 +115,8 @@ beforeAll(async () => {
   await initParser();
   await loadAuditParser();
   c = await startApprovalCluster();
-  for (const s of ['appr_wait', 'appr_short', 'appr_rej']) await sql(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+  for (const s of ['appr_wait', 'appr_short', 'appr_rej', 'appr_twice'])
+    await sql(`CREATE SCHEMA IF NOT EXISTS ${s}`);
   metrics = new SidecarMetrics({ defaultMetrics: false });
   const client = new ApprovalClient({
     operatorUrl: c.url,
@@ -185,6 +187,42 @@ describe('approvals through the proxy', () => {
     expect(await count(t)).toBe(7);
   });
 
+  it('Wait: an approved named Parse runs once; 19 more Bind/Execute with other ids delete nothing (issue #18)', async () => {
+    const t = await table('appr_wait', 'w', 20);
+    const notices: string[] = [];
+    const cl = await viaProxy(notices);
+    const text = `DELETE FROM ${t} WHERE id = $1`;
+    const pending = settle(cl.query({ name: 'del_one', text, values: [1] }));
+    const name = requestIn(await until('notice', () => notices.find((n) => requestIn(n))))!;
+    expect((await c.kubectl(BOB, 'approve', name)).code).toBe(0);
+    const r = await pending;
+    expect('ok' in r && r.ok.rowCount).toBe(1);
+    // the attack: the same prepared statement, bound again with the ids nobody approved
+    for (let id = 2; id <= 20; id++) {
+      const again = await settle(cl.query({ name: 'del_one', text, values: [id] }));
+      expect((again as { err: any }).err?.code).toBe('42501');
+      expect((again as { err: any }).err?.message).toMatch(/approved for one execution/);
+    }
+    expect(await count(t)).toBe(19);
+    // the session goes on
+    expect((await cl.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+  });
+
+  it('Wait: approval.maxExecutions 2 lets an approved prepared statement run twice, not a third time', async () => {
+    const t = await table('appr_twice', 'w');
+    const notices: string[] = [];
+    const cl = await viaProxy(notices);
+    const text = `DELETE FROM ${t} WHERE id = $1`;
+    const pending = settle(cl.query({ name: 'del_twice', text, values: [1] }));
+    const name = requestIn(await until('notice', () => notices.find((n) => requestIn(n))))!;
+    expect((await c.kubectl(BOB, 'approve', name)).code).toBe(0);
+    expect('ok' in (await pending)).toBe(true);
+    expect((await cl.query({ name: 'del_twice', text, values: [2] })).rowCount).toBe(1);
+    const third = await settle(cl.query({ name: 'del_twice', text, values: [3] }));
+    expect((third as { err: any }).err?.code).toBe('42501');
+    expect(await count(t)).toBe(8);
+  });
+
   it('Wait: the requester cannot approve its own request; a denial gives 42501 and the rows survive', async () => {
     const t = await table('appr_wait', 'w');
     const notices: string[] = [];
@@ -233,17 +271,27 @@ describe('approvals through the proxy', () => {
     expect(err.hint).toContain(`kubectl dbguard approve ${name} -n ${NS}`);
     expect(await count(t)).toBe(10);
     expect((await c.kubectl(ALICE, 'approve', name)).code).toBe(0);
-    // same fingerprint (literals do not count), same subject: let through
-    const retry = await cl.query(`DELETE FROM ${t} WHERE id <= 4`);
-    expect(retry.rowCount).toBe(4);
+    // The attack of issue #18: the same shape (libpg_query fingerprint) with other values is another
+    // statement. It opens its own request and deletes nothing.
+    const wider = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 9`));
+    expect((wider as { err: any }).err?.code).toBe('42501');
+    expect(requestIn((wider as { err: any }).err.message)).not.toBe(name);
+    const inList = await settle(cl.query(`DELETE FROM ${t} WHERE id IN (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)`));
+    expect((inList as { err: any }).err?.code).toBe('42501');
+    expect(await count(t)).toBe(10);
+    // the exact statement approved, by the same subject: let through
+    const retry = await cl.query(`DELETE FROM ${t} WHERE id <= 3`);
+    expect(retry.rowCount).toBe(3);
     await new Promise((r) => setTimeout(r, 3500)); // validFor is 3s
-    const late = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 6`));
+    const late = await settle(cl.query(`DELETE FROM ${t} WHERE id <= 3`));
     expect((late as { err: any }).err?.code).toBe('42501');
     expect(requestIn((late as { err: any }).err.message)).not.toBe(name);
-    expect(await count(t)).toBe(6);
+    expect(await count(t)).toBe(7);
     expect(queryEvents(t).map((e) => [e.decision, e.sqlstate, e.rowCount])).toEqual([
       ['approval_pending', '42501', null],
-      ['approved', null, 4],
+      ['approval_pending', '42501', null],
+      ['approval_pending', '42501', null],
+      ['approved', null, 3],
       ['approval_pending', '42501', null],
     ]);
   });

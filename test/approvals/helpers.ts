@@ -62,6 +62,12 @@ export function approvalPolicy() {
           approval: { mode: 'Wait', timeout: '2s' },
         },
         {
+          name: 'twice-deletes',
+          action: 'RequireApproval',
+          match: { commands: ['DELETE'], objects: ['appr_twice.*'] },
+          approval: { mode: 'Wait', timeout: '30s', maxExecutions: 2 },
+        },
+        {
           name: 'rejected-deletes',
           action: 'RequireApproval',
           match: { commands: ['DELETE'], objects: ['appr_rej.*'] },

@@ -83,8 +83,10 @@ describe('SidecarMetrics', () => {
     expect(v.get('dbguard_queries_total{command=SELECT,decision=mask,policy=shop/orders}')).toBe(1);
     expect(v.get('dbguard_queries_total{command=DROP TABLE,decision=deny,policy=shop/orders}')).toBe(1);
     expect(v.get('dbguard_queries_total{command=OTHER,decision=allow,policy=shop/orders}')).toBe(1);
-    expect(v.get('dbguard_denied_queries_total{policy=shop/orders,rule=no-ddl}')).toBe(1);
-    expect(v.get('dbguard_denied_queries_total{policy=shop/orders,rule=(defaultAction)}')).toBe(1);
+    expect(v.get('dbguard_denied_queries_total{policy=shop/orders,reason=rule,rule=no-ddl}')).toBe(1);
+    expect(v.get('dbguard_denied_queries_total{policy=shop/orders,reason=rule,rule=(defaultAction)}')).toBe(
+      1,
+    );
     expect(v.get('dbguard_masked_queries_total{policy=shop/orders}')).toBe(1);
     expect(v.get('dbguard_query_duration_seconds_count{decision=allow,policy=shop/orders}')).toBe(4);
     expect(v.get('dbguard_query_duration_seconds_bucket{decision=allow,le=0.0005,policy=shop/orders}')).toBe(

@@ -153,7 +153,9 @@ describe('dbguard audit verify', () => {
     const c = captureIo();
     expect(await run(['verify', good], c.io)).toBe(0);
     expect(c.out).toHaveLength(1);
-    expect(c.out[0]).toMatch(/^ok: 1000 lines in 1 file, seq 1\.\.1000, 1 chain, last hash [0-9a-f]{64}$/);
+    expect(c.out[0]).toMatch(
+      /^ok: 1000 lines in 1 file, seq 1\.\.1000, 1 chain, last hash [0-9a-f]{64}; unkeyed chain \(SHA-256\): shows accidental edits only;/,
+    );
   });
 
   it('names the line after an edited line (hash mismatch)', async () => {
@@ -424,6 +426,36 @@ describe('backpressure', () => {
     expect(log.status().failing).toMatch(/ENOSPC/);
     expect(errors.length).toBeGreaterThan(1); // retried, not dropped
     await expect(log.close()).rejects.toThrow(/gave up at close: .*ENOSPC/);
+  });
+
+  it('a write that never finishes (a stalled pipe) marks the sink down once; close gives up in time', async () => {
+    const stuck = new Writable({ write: () => {} }); // never calls back, like a pipe nobody reads
+    const downs: string[] = [];
+    const errors: string[] = [];
+    const log = await openAuditLog('-', {
+      stdout: stuck,
+      stallTimeoutMs: 100,
+      lingerMs: 0,
+      maxQueue: 2,
+      observer: { down: (r) => downs.push(r), error: (e) => errors.push(e.message) },
+    });
+    await log.write(sampleQuery(1));
+    expect(log.health()).toBeNull(); // in flight, not yet stalled
+    await until('the stall', () => log.health());
+    expect(log.health()).toMatch(/^audit log -: stalled, a write has not finished for \d+s$/);
+    expect(log.status()).toMatchObject({ stalled: true, failed: false });
+    expect(downs).toEqual([expect.stringMatching(/stalled/)]);
+    expect(errors).toEqual([expect.stringMatching(/stalled/)]);
+    // Later writes still queue (the stall may end); beyond the queue and as many waiting, they are
+    // refused instead of piling up.
+    await log.write(sampleQuery(2));
+    await log.write(sampleQuery(3));
+    const waiting = [log.write(sampleQuery(4)), log.write(sampleQuery(5))];
+    for (const w of waiting) w.catch(() => {});
+    await expect(log.write(sampleQuery(6))).rejects.toThrow(/stalled.*; event not queued/);
+    const t0 = Date.now();
+    await expect(log.close(200)).rejects.toThrow(/gave up at close: .*stalled/);
+    expect(Date.now() - t0).toBeLessThan(1000);
   });
 
   it('a bad target is a clear error', async () => {

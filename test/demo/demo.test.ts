@@ -1,4 +1,7 @@
-/** `dbguard demo` does what the README promises: masked for analyst, real for auditor, DROP blocked. */
+/**
+ * `dbguard demo` does what the README promises: masked for analyst, real for auditor, DROP blocked, and
+ * the intern's allow-list refuses a join to a table it does not name.
+ */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DemoHandle, startDemo } from '../../cli/demo.js';
+import { ALLOW_LIST_TOUR, type DemoHandle, startDemo, TOUR } from '../../cli/demo.js';
 import { verifyAuditFiles } from '../../sidecar/audit/verify.js';
 import { until } from '../support/until.js';
 
@@ -47,6 +50,34 @@ describe('dbguard demo', () => {
     });
     const r = await query('auditor', 'SELECT count(*)::int AS n FROM orders');
     expect(r.rows[0].n).toBe(40);
+  });
+
+  it("the intern's allow-list runs what it names and refuses a join to customers, naming the pair", async () => {
+    const [allowed, refused] = ALLOW_LIST_TOUR;
+    const ok = await query('intern', allowed!.sql);
+    expect(ok.rows.length).toBeGreaterThan(0);
+    await expect(query('intern', refused!.sql)).rejects.toMatchObject({
+      code: '42501',
+      message:
+        'dbguard: statement denied by policy: no rule allows SELECT on public.customers (rule default)',
+    });
+    // every other way to reach customers from orders is refused too
+    for (const sql of [
+      'SELECT email FROM customers, orders LIMIT 1',
+      'SELECT (SELECT ssn FROM customers LIMIT 1) FROM orders',
+      'WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING 1) SELECT count(*) FROM orders',
+    ])
+      await expect(query('intern', sql), sql).rejects.toMatchObject({ code: '42501' });
+    expect((await query('auditor', 'SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(40);
+    // an identity the allow-list does not name gets nothing
+    await expect(query('stranger', 'SELECT 1 FROM orders')).rejects.toMatchObject({ code: '42501' });
+  });
+
+  it('the tour queries run for the staff under the allow-list', async () => {
+    for (const user of ['analyst', 'auditor'])
+      for (const q of TOUR)
+        if (!q.sql.startsWith('DROP'))
+          expect((await query(user, q.sql)).rows.length, q.sql).toBeGreaterThan(0);
   });
 
   it('works with psql as printed, and writes a verifiable audit trail', async () => {

@@ -35,6 +35,7 @@ const EXPECTED_DECISION: Record<string, string> = {
   'examples/policies/block-destructive-ddl.yaml': 'deny',
   'examples/policies/approve-bulk-deletes.yaml': 'approval',
   'examples/policies/analytics-readonly.yaml': 'deny',
+  'examples/policies/allow-list.yaml': 'deny',
 };
 
 const files = yamlFiles(EXAMPLES);

@@ -48,7 +48,7 @@ export const DBP_CRD: KubeObject = {
                       port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 },
                       sslmode: {
                         type: 'string',
-                        enum: ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'],
+                        enum: ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'],
                         default: 'prefer',
                       },
                     },

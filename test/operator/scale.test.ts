@@ -93,7 +93,7 @@ describe(`operator with ${SIDECARS} long-polling sidecars`, () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('delivers a change to every waiting sidecar within 5 seconds', async () => {
+  it('delivers a change to every waiting sidecar by the long-poll (latency printed)', async () => {
     const first = (await (
       await fetch(`http://127.0.0.1:${port}/v1/policies/shop/orders`, {
         headers: { Authorization: 'Bearer sa:shop:probe' },

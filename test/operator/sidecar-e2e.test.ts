@@ -132,4 +132,67 @@ describe('operator to sidecar', () => {
       card: '************1111',
     });
   });
+  it('a MaskingRule naming a missing column: the sidecar refuses, the operator marks it ColumnNotFound with an Event', async () => {
+    op = await runOperator({ kubeConfig: api.kubeConfig(), listen: '127.0.0.1:0', log: () => {} });
+    await api.store.put({
+      apiVersion: 'dbguard.io/v1alpha1',
+      kind: 'DatabasePolicy',
+      metadata: { name: 'typo', namespace: NS },
+      spec: { upstream: { host: server.host, port: server.port, sslmode: 'disable' } },
+    } as any);
+    await api.store.put({
+      apiVersion: 'dbguard.io/v1alpha1',
+      kind: 'MaskingRule',
+      metadata: { name: 'typo-pii', namespace: NS },
+      spec: {
+        policyRef: { name: 'typo' },
+        columns: [
+          { table: 'e2e_customers', column: 'card', strategy: 'Redact' },
+          { table: 'e2e_customers', column: 'ssnn', strategy: 'Redact' },
+        ],
+      },
+    } as any);
+    await until(
+      'typo compiled',
+      () => api.store.get<any>('dbguard.io/v1alpha1', 'DatabasePolicy', NS, 'typo')?.status?.policyVersion,
+    );
+    const s = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
+      policyName: `${NS}/typo`,
+      operator: {
+        url: `http://127.0.0.1:${op.port}`,
+        tokenFile: path.join(tmp, 'token'),
+        cacheFile: path.join(tmp, 'typo.json'),
+        waitSeconds: 20,
+      },
+      logger: silent,
+    });
+    sidecars.push(s);
+    await until('policy in sidecar', () => s.policy());
+    await expect(query(s, 'SELECT ssn FROM e2e_customers')).rejects.toMatchObject({
+      code: '42501',
+      message: expect.stringContaining(
+        'masks column ssnn of public.e2e_customers, which does not exist (did you mean ssn?)',
+      ),
+    });
+    const ready = await until('MaskingRule marked', () => {
+      const c = api.store
+        .get<any>('dbguard.io/v1alpha1', 'MaskingRule', NS, 'typo-pii')
+        ?.status?.conditions?.find((x: any) => x.type === 'Ready');
+      return c?.reason === 'ColumnNotFound' ? c : undefined;
+    });
+    expect(ready).toMatchObject({
+      status: 'False',
+      message: expect.stringMatching(
+        /^spec\.columns\[1\]\.column: column ssnn of public\.e2e_customers does not exist in database app \(did you mean ssn\?\)/,
+      ),
+    });
+    const events = api.store.list<any>('v1', 'Event', NS);
+    expect(
+      events.some(
+        (e) => e.reason === 'ColumnNotFound' && e.type === 'Warning' && e.involvedObject.name === 'typo-pii',
+      ),
+    ).toBe(true);
+  });
 });

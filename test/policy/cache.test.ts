@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { DecisionCache, numericTemplate } from '../../policy/cache.js';
+import { DecisionCache, numericTemplate, withText } from '../../policy/cache.js';
 import type { CatalogSnapshot } from '../../policy/catalog.js';
 import type { Decision } from '../../policy/decision.js';
 import { judge } from '../../policy/judge.js';
@@ -40,7 +40,8 @@ beforeAll(async () => {
     create table ${SCHEMA}.customers (id int primary key, name text, email text, ssn text, card_number text,
       salary numeric(10,2), birth_date date, customer_ref text, country text);
     create table ${SCHEMA}.orders (id int primary key, customer_id int, total numeric(10,2), note text)`);
-  catalog = await loadCatalog(client, policy);
+  // as after `dbguard db install` for a proxy's login role (this test only judges; nothing runs the SQL)
+  catalog = { ...(await loadCatalog(client, policy)), hashFunction: { usable: true } };
 });
 
 afterAll(async () => {
@@ -227,5 +228,37 @@ describe('DecisionCache with numeric templates', () => {
       }
     }
     expect(cache.templateHits).toBeGreaterThan(50);
+  });
+});
+
+describe('a shared decision for another text', () => {
+  test('copies every field of a Decision but the text (and the two never shared)', () => {
+    // Required<Decision>: a field added to Decision must be added here too, or this file does not
+    // type-check; then the loop below fails until withText copies it.
+    const all: Required<Decision> = {
+      kind: 'deny',
+      rule: 'r',
+      message: 'dbguard: m (rule r)',
+      sqlstate: '42501',
+      reason: 'rule',
+      statements: [],
+      sql: 'SELECT 1',
+      maskedColumns: ['a.b.c'],
+      approval: { mode: 'Wait', timeoutSeconds: 1, validForSeconds: 1 },
+      enforced: true,
+      effects: [],
+      tags: { k: 'v' },
+      refreshCatalog: true,
+      lexer: { ascii: true } as Required<Decision>['lexer'],
+      uncovered: [],
+    };
+    // decisions with these are never shared between texts (templateReusable)
+    const notShared = new Set(['sql', 'approval', 'refreshCatalog']);
+    const copy = withText(all, 'SELECT 2');
+    expect(copy.sql).toBe('SELECT 2');
+    for (const [k, v] of Object.entries(all)) {
+      if (notShared.has(k)) continue;
+      expect((copy as unknown as Record<string, unknown>)[k], k).toBe(v);
+    }
   });
 });

@@ -54,7 +54,7 @@ export function customerMasking(schema: string, table = 'customers'): CompiledMa
     c('card_number', 'Partial', { partial: { keepFirst: 0, keepLast: 4, maskChar: '*' } }),
     c('salary', 'Nullify'),
     c('birth_date', 'Generalize', { generalize: { unit: 'year' } }),
-    c('customer_ref', 'Hash', { hash: { salt: 's3cret-salt' } }),
+    c('customer_ref', 'Hash', { hash: { keyId: 'shop/pii-salt/salt' } }),
     c('country', 'Constant', { constant: { value: 'XX' } }),
   ];
 }

@@ -17,6 +17,7 @@ import type { Identity } from '../../policy/identity.js';
 import { judge } from '../../policy/judge.js';
 import { guardErrorFields } from '../../policy/masked-writes.js';
 import { initParser } from '../../policy/parser.js';
+import { installHashKeys } from '../support/hash-key.js';
 import { exempt, loadCatalog, masked, maskingPolicy } from './fixtures.js';
 
 const DB = 'masked_writes_' + process.pid;
@@ -111,6 +112,8 @@ beforeAll(async () => {
   await admin.query(`create database ${DB} owner app`);
   await admin.query(`alter database ${DB} set search_path = shop, public`);
   await admin.end();
+  // the fixture masks customer_ref with Hash, whose keyed function `dbguard db install` creates
+  await installHashKeys(inject('pg'), DB, { 'shop/pii-salt/salt': 'masked-writes-key' });
   const u = new URL(url);
   u.username = 'app';
   u.password = 'app';

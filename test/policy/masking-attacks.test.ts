@@ -5,6 +5,7 @@
  * on the server; no seeded value may appear in any row, error, detail or notice.
  */
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
@@ -13,13 +14,18 @@ import type { Identity } from '../../policy/identity.js';
 import { judge } from '../../policy/judge.js';
 import { maskExpression } from '../../policy/mask-expr.js';
 import { initParser } from '../../policy/parser.js';
+import { installHashKeys } from '../support/hash-key.js';
 import { leakDetector } from '../support/leaks.js';
 import { customerMasking, exempt, loadCatalog, masked, policyOf } from './fixtures.js';
 
 const DB = 'mask_attacks_' + process.pid;
 
+/** The Hash strategy's key (installed in the database, never in SQL text). */
+const HASH_KEY = 's3cret-salt';
+
 /** Values that must never reach a masked subject. */
 const SECRETS = [
+  HASH_KEY,
   'alice.smith',
   'bob.jones',
   '123-45-6789',
@@ -82,6 +88,8 @@ create table shop.vip () inherits (shop.archive);
 create table shop."Secret Table" (id int, "Email" text);
 create table evil.customers (id int, email text, ssn text);
 insert into evil.customers values (1, 'decoy@example.org', 'decoy');
+create table evil.pg_settings (name text, setting text);
+insert into evil.pg_settings values ('search_path', 'x');
 ${SEED}
 analyze shop.customers;
 `;
@@ -237,7 +245,13 @@ const ATTACKS: Attack[] = [
   A('begin; declare c cursor for select * from customers; fetch all from c; commit'),
   A('prepare p1 as select * from customers where id = $1; execute p1(1); deallocate p1'),
   A("explain analyze select * from customers where ssn = '123-45-6789'"),
-  A('explain (analyze, verbose, costs off) select ssn, email from customers'),
+  // VERBOSE prints the rewrite's output expressions: refused for a masked subject, in every spelling
+  A('explain (analyze, verbose, costs off) select ssn, email from customers', 'deny'),
+  A('EXPLAIN VERBOSE select customer_ref from customers', 'deny'),
+  A('explain (verbose false) select customer_ref from customers', 'deny'),
+  A('explain (costs off, VERBOSE on) select 1', 'deny'),
+  A('prepare pv as select customer_ref from customers; explain verbose execute pv', 'deny'),
+  A('explain (costs off) select customer_ref from customers', 'run'),
   // routes the proxy cannot prove masked
   A('select * from customer_view', 'deny'),
   A('select * from shop.v2', 'deny'),
@@ -269,6 +283,23 @@ const ATTACKS: Attack[] = [
   A('set search_path = evil, shop; drop table evil.customers; select * from customers', 'fails'),
   A("select set_config('search_path', 'shop', false); select * from customers"),
   A("select set_config('search_path', (select 'shop'), false); select * from customers", 'deny'),
+  // pg_dump's first query: the name is proven by pg_catalog.pg_settings and a literal WHERE
+  A(
+    "select set_config(name, 'view, foreign-table', false) from pg_settings where name = 'restrict_nonsystem_relation_kind'",
+  ),
+  A(
+    "select set_config(name, 'evil', false) from pg_catalog.pg_settings where name = 'search_path'; select * from customers",
+    'either',
+  ),
+  // ... and only by that one: a pg_settings of the attacker's, or any other filter, proves nothing
+  A(
+    "set search_path = evil, pg_catalog; select set_config(name, 'shop', false) from pg_settings where name = 'search_path'; select * from customers",
+    'deny',
+  ),
+  A("select set_config(name, 'shop', false) from evil.pg_settings where name = 'search_path'", 'deny'),
+  A("select set_config(name, 'shop', false) from pg_settings where name like 'search%'", 'deny'),
+  A("select set_config(name, 'shop', false) from pg_settings where name = 'search_path' or true", 'deny'),
+  A("select set_config('role', 'postgres', false)", 'either'),
   A('reset search_path; select * from customers', 'either'),
   A('create temp table customers as select 1 as x; select * from customers'),
   A('select * from pg_temp.customers', 'either'),
@@ -368,6 +399,7 @@ beforeAll(async () => {
   await admin.query(`create database ${DB} owner app`);
   await admin.query(`alter database ${DB} set search_path = shop, public`);
   await admin.end();
+  await installHashKeys(inject('pg'), DB, { 'shop/pii-salt/salt': HASH_KEY });
   const u = new URL(url);
   u.username = 'app';
   u.password = 'app';
@@ -623,5 +655,66 @@ describe('masked formats and the exempt subject', () => {
     );
     expect(d.kind).toBe('deny');
     expect(d.message).toMatch(/no catalog snapshot/);
+  });
+});
+
+describe('the Hash keyed function (dbguard db install)', () => {
+  test('the masked pseudonym is the HMAC-SHA256 of the value under the installed key', async () => {
+    const o = await attempt('select customer_ref from customers where id = 1', masked);
+    expect(o.decision.sql).toContain(
+      'dbguard.hash(CAST("customers"."customer_ref" AS pg_catalog.text), CAST(\'shop/pii-salt/salt\' AS pg_catalog.text))',
+    );
+    expect(o.decision.sql).not.toContain(HASH_KEY);
+    expect(lastRows(o.result)[0][0]).toBe(
+      crypto.createHmac('sha256', HASH_KEY).update('CUST-REF-0001').digest('hex'),
+    );
+  });
+
+  test('a masked subject may not call it, even where functions.allow lists it (a pseudonym oracle on guesses)', async () => {
+    const c = await connect();
+    try {
+      const cat = await loadCatalog(c, theP);
+      expect(cat.hashFunction).toEqual({ usable: true });
+      const allowing = { ...theP, functionsAllow: ['dbguard.hash', 'dbguard.key_ids'] };
+      for (const sql of [
+        "select dbguard.hash('CUST-REF-0001', 'shop/pii-salt/salt')",
+        "select count(*) from customers where customer_ref = dbguard.hash('CUST-REF-0001', 'shop/pii-salt/salt')",
+        'select * from dbguard.key_ids()',
+        'select * from dbguard.hash_keys',
+      ]) {
+        const d = judge(
+          sql,
+          { identity: masked, database: DB, searchPath: cat.searchPath, catalog: cat },
+          allowing,
+        );
+        expect(d.kind, sql).toBe('deny');
+        expect(d.message, sql).toMatch(/dbguard's own/);
+        // the exempt subject is not judged by the masking analysis
+        const e = judge(
+          sql,
+          { identity: exempt, database: DB, searchPath: cat.searchPath, catalog: cat },
+          allowing,
+        );
+        expect(e.kind, sql).toBe('allow');
+      }
+    } finally {
+      await c.end();
+    }
+  });
+
+  test('with search_path including dbguard, an unqualified hash(...) call is refused too', async () => {
+    const c = await connect();
+    try {
+      const cat = await loadCatalog(c, theP);
+      const d = judge(
+        "set search_path = dbguard, shop; select hash('x', 'shop/pii-salt/salt')",
+        { identity: masked, database: DB, searchPath: cat.searchPath, catalog: cat },
+        { ...theP, functionsAllow: ['dbguard.hash'] },
+      );
+      expect(d.kind).toBe('deny');
+      expect(d.message).toMatch(/hash\(\) is dbguard's own/);
+    } finally {
+      await c.end();
+    }
   });
 });

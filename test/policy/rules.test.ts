@@ -129,9 +129,18 @@ describe('withoutWhere, approval, objects', () => {
       expect(d.approval).toEqual({ mode: 'Wait', timeoutSeconds: 300, validForSeconds: 3600 });
     }
   });
-  test('with a WHERE clause (even WHERE true) the checkout service account is allowed', () => {
+  test('with a WHERE clause that bounds the rows the checkout service account is allowed', () => {
     expect(judge('delete from orders where id = 1', ctxOf(dev), policy).kind).toBe('allow');
-    expect(judge('delete from orders where true', ctxOf(dev), policy).kind).toBe('allow');
+  });
+  test('a constant-true condition and MERGE without a bound need approval too (issue 23)', () => {
+    for (const sql of [
+      'delete from orders where true',
+      'update orders set x = 1 where 1 = 1',
+      'delete from orders where id = 5 or true',
+      'merge into orders o using (select 1) s on true when matched then delete',
+      'merge into orders o using (select 1) s on true when matched then update set x = 1',
+    ])
+      expect(judge(sql, ctxOf(dev), policy), sql).toMatchObject({ kind: 'approval', rule: 'bulk-deletes' });
   });
   test('objects pattern *.audit_log catches any schema and resolved names', () => {
     expect(judge('insert into audit_log values (1)', ctxOf(dev), policy).rule).toBe('audit-read-only');

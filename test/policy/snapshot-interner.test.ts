@@ -3,7 +3,14 @@ import { describe, expect, test } from 'vitest';
 import { parseCatalog, SnapshotInterner } from '../../policy/catalog.js';
 
 const rows = (
-  opts: { path?: string[]; user?: string; temp?: string; version?: string; server?: string } = {},
+  opts: {
+    path?: string[];
+    user?: string;
+    temp?: string;
+    version?: string;
+    server?: string;
+    hashfn?: string;
+  } = {},
 ) => [
   ...(opts.path ?? ['pg_catalog', 'public']).map((s, i) => [
     'path',
@@ -21,6 +28,7 @@ const rows = (
   ['rel', 'public', 'orders', 'r', null, null, null, null],
   ['server', opts.server ?? '150004', null, null, null, null, null, null],
   ['version', opts.version ?? '10.1:2.3:0', null, null, null, null, null, null],
+  ...(opts.hashfn ? [['hashfn', opts.hashfn, null, null, null, null, null, null]] : []),
 ];
 
 describe('SnapshotInterner', () => {
@@ -49,6 +57,21 @@ describe('SnapshotInterner', () => {
     expect(base.serverVersionNum).toBe(150004);
     expect(others[5]!.serverVersionNum).toBe(130012);
     expect(parseCatalog(rows({ server: 'garbage' })).serverVersionNum).toBe(0);
+  });
+
+  test('the Hash function verdict (judged for the login role, not current_user) keeps its own snapshot', () => {
+    const interner = new SnapshotInterner();
+    const none = interner.intern('sha256:p1', parseCatalog(rows()));
+    const ok = interner.intern('sha256:p1', parseCatalog(rows({ hashfn: 'ok' })));
+    const owner = interner.intern(
+      'sha256:p1',
+      parseCatalog(rows({ hashfn: 'the login role owns dbguard.hash' })),
+    );
+    expect(new Set([none, ok, owner]).size).toBe(3);
+    expect(none.hashFunction).toEqual({ usable: false, why: 'dbguard.hash is not installed' });
+    expect(ok.hashFunction).toEqual({ usable: true });
+    expect(owner.hashFunction).toEqual({ usable: false, why: 'the login role owns dbguard.hash' });
+    expect(interner.intern('sha256:p1', parseCatalog(rows({ hashfn: 'ok' })))).toBe(ok);
   });
 
   test('holds a bounded number of snapshots', () => {

@@ -20,7 +20,7 @@ const message = (type: number, body: Uint8Array) => {
 const STREAMED = 0x64; // 'd'
 const arbMessage = fc.record({
   type: fc.constantFrom(0x51, 0x50, STREAMED, 0x53),
-  body: fc.uint8Array({ maxLength: 200 }),
+  body: fc.uint8Array({ maxLength: 300 }),
 });
 
 describe('Framer', () => {
@@ -54,6 +54,8 @@ describe('Framer', () => {
             if (f.kind === 'msg') {
               expect(f.raw.subarray(5)).toEqual(f.body);
               rebuilt.push(Buffer.from(f.raw));
+            } else if (f.kind === 'skipped') {
+              throw new Error('no skipOver given, nothing may be skipped');
             } else {
               expect(f.type).toBe(STREAMED);
               if (f.first) parts = [];
@@ -67,6 +69,67 @@ describe('Framer', () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('skips messages over their type skipOver limit, split at any points, keeping only a prefix', () => {
+    const SKIPPED = 0x51; // 'Q'
+    const LIMIT = 100;
+    fc.assert(
+      fc.property(
+        fc.array(arbMessage, { maxLength: 20 }),
+        fc.array(fc.nat(), { maxLength: 30 }),
+        (msgs, cuts) => {
+          const stream = Buffer.concat(msgs.map((m) => message(m.type, m.body)));
+          const points = [...new Set(cuts.map((c) => (stream.length ? c % stream.length : 0)))].sort(
+            (a, b) => a - b,
+          );
+          const framer = new Framer({
+            side: 'test',
+            streamed: (t) => t === STREAMED,
+            maxBodyLength: 1 << 20,
+            skipOver: (t) => (t === SKIPPED ? LIMIT : undefined),
+          });
+          const frames: Frame[] = [];
+          let prev = 0;
+          for (const p of [...points, stream.length]) {
+            if (p > prev) framer.push(stream.subarray(prev, p), frames);
+            prev = Math.max(prev, p);
+          }
+          // one frame per message, in order (streamed ones, tested above, left out): skipped ones as
+          // `skipped` with the whole body as prefix (bodies here are below SKIPPED_PREFIX)
+          const seen: string[] = [];
+          for (const f of frames) {
+            if (f.type === STREAMED) continue;
+            if (f.kind === 'msg') seen.push(`m${f.type}:${f.body.toString('hex')}`);
+            else if (f.kind === 'skipped') seen.push(`s${f.type}:${f.length}:${f.prefix.toString('hex')}`);
+            else throw new Error('a fragment of a type that is not streamed');
+          }
+          const want = msgs
+            .filter((m) => m.type !== STREAMED)
+            .map((m) =>
+              m.type === SKIPPED && m.body.length > LIMIT
+                ? `s${m.type}:${m.body.length + 4}:${Buffer.from(m.body).toString('hex')}`
+                : `m${m.type}:${Buffer.from(m.body).toString('hex')}`,
+            );
+          expect(seen).toEqual(want);
+          expect(framer.atBoundary).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // a large one keeps only SKIPPED_PREFIX bytes
+    const framer = new Framer({
+      side: 'test',
+      streamed: () => false,
+      maxBodyLength: 1 << 30,
+      skipOver: () => 10,
+    });
+    const frames: Frame[] = [];
+    const big = message(SKIPPED, Buffer.alloc(5_000_000, 0x61));
+    for (let i = 0; i < big.length; i += 65536) framer.push(big.subarray(i, i + 65536), frames);
+    expect(frames).toHaveLength(1);
+    expect(frames[0]).toMatchObject({ kind: 'skipped', type: SKIPPED, length: 5_000_004 });
+    expect((frames[0] as { prefix: Buffer }).prefix.length).toBe(1024);
   });
 
   it('refuses bad lengths, oversized messages and unknown types from the header', () => {

@@ -31,9 +31,16 @@ function pgbench(args: string[]) {
   });
 }
 
+/** `pgbench -i` through the proxy, once per file, by whichever test needs it first (each runs alone too). */
+let initialised: Promise<unknown> | undefined;
+const init = () => {
+  initialised ??= pgbench(['-i', '-s', '1', '-q']);
+  return initialised;
+};
+
 describe('pgbench', () => {
   it('initialises scale 1 through the proxy', async () => {
-    await pgbench(['-i', '-s', '1', '-q']);
+    await init();
     const c = await pgClient(direct(), 'app', 'app', db);
     const r = await c.query('select count(*)::int as n from pgbench_accounts');
     expect(r.rows[0].n).toBe(100000);
@@ -41,6 +48,7 @@ describe('pgbench', () => {
   });
 
   it.each(['simple', 'extended', 'prepared'])('-S -M %s runs with zero failed transactions', async (mode) => {
+    await init();
     const { stdout } = await pgbench(['-S', '-M', mode, '-c', '4', '-j', '2', '-t', '250', '-n']);
     expect(stdout).toMatch(/number of transactions actually processed: 1000\/1000/);
     expect(stdout).toMatch(/number of failed transactions: 0 /);

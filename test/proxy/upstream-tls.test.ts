@@ -1,18 +1,25 @@
 /**
  * TLS from the proxy to the upstream, per sslmode, against a TLS-enabled PostgreSQL started for
- * this file with a certificate made by openssl. Also shows SCRAM relayed over an upstream TLS
- * connection: the server offers SCRAM-SHA-256-PLUS, which the proxy must not pass on.
+ * this file with a certificate made by openssl, and against the shared test server, which has no
+ * TLS: every mode against both, as libpq means it, including the fall-backs of allow and prefer
+ * (pg_hba.conf here refuses role `tlsonly` without TLS and role `plainonly` with it). Also shows
+ * SCRAM relayed over an upstream TLS connection: the server offers SCRAM-SHA-256-PLUS, which the
+ * proxy must not pass on.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SslMode } from '../../api/types.js';
+import { encodeError } from '../../sidecar/protocol/codec.js';
+import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { queryOnce } from '../support/admin.js';
 import { type RunningCluster, startCluster } from '../support/pg-cluster.js';
 import { issueCert, makeCa, serverKeyFor } from '../support/tls.js';
-import { startTestProxy, via } from './helpers.js';
+import { server, startTestProxy, via } from './helpers.js';
 
 let cluster: RunningCluster;
 let dir: string;
@@ -37,6 +44,11 @@ beforeAll(async () => {
       max_connections: 20,
       shared_buffers: "'16MB'",
     },
+    hbaFirst: ['hostnossl all tlsonly 127.0.0.1/32 reject', 'hostssl all plainonly 127.0.0.1/32 reject'],
+    setupSql: `
+      CREATE ROLE tlsonly LOGIN PASSWORD 'tlsonly';
+      CREATE ROLE plainonly LOGIN PASSWORD 'plainonly';
+      GRANT ALL ON DATABASE app TO tlsonly, plainonly;`,
   });
 }, 120_000);
 
@@ -45,12 +57,37 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function sslInUse(sslmode: SslMode, host: string, ca?: string): Promise<boolean> {
+interface Via {
+  /** default: this file's TLS server */
+  port?: number;
+  /** default app */
+  user?: string;
+}
+
+/** Whether the proxy's session with the server runs over TLS; within 5 s (the old `prefer` hung). */
+async function sslInUse(
+  sslmode: SslMode | undefined,
+  host: string,
+  ca?: string,
+  to: Via = {},
+): Promise<boolean> {
   const p = await startTestProxy({
-    upstream: { host, port: cluster.port, sslmode, ...(ca ? { caPem: ca } : {}) },
+    upstream: {
+      host,
+      port: to.port ?? cluster.port,
+      ...(sslmode ? { sslmode } : {}),
+      ...(ca ? { caPem: ca } : {}),
+    },
   });
   try {
-    const c = new pg.Client({ ...via(p), user: 'app', password: 'app', database: 'app' });
+    const user = to.user ?? 'app';
+    const c = new pg.Client({
+      ...via(p),
+      user,
+      password: user,
+      database: 'app',
+      connectionTimeoutMillis: 5000,
+    });
     await c.connect();
     const r = await c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()');
     await c.end();
@@ -60,19 +97,34 @@ async function sslInUse(sslmode: SslMode, host: string, ca?: string): Promise<bo
   }
 }
 
-async function refusal(sslmode: SslMode, host: string, ca?: string): Promise<string> {
+/** The proxy's reason for refusing the client (08006, or the server's own refusal, 28000). */
+async function refusal(
+  sslmode: SslMode,
+  host: string,
+  ca?: string,
+  to: Via = {},
+  code = '08006',
+): Promise<string> {
   const p = await startTestProxy({
-    upstream: { host, port: cluster.port, sslmode, ...(ca ? { caPem: ca } : {}) },
+    upstream: { host, port: to.port ?? cluster.port, sslmode, ...(ca ? { caPem: ca } : {}) },
   });
   try {
-    const c = new pg.Client({ ...via(p), user: 'app', password: 'app', database: 'app' });
+    const user = to.user ?? 'app';
+    const c = new pg.Client({
+      ...via(p),
+      user,
+      password: user,
+      database: 'app',
+      connectionTimeoutMillis: 5000,
+    });
     c.on('error', () => {});
     const err = await c.connect().then(
       () => null,
       (e: Error & { code?: string }) => e,
     );
     expect(err).not.toBeNull();
-    expect(err!.code).toBe('08006');
+    expect(err!.code).toBe(code);
+    if (code !== '08006') return err!.message;
     return String(p.logs.find((l) => l.msg === 'upstream connection failed')?.fields?.error);
   } finally {
     await p.close();
@@ -124,5 +176,94 @@ describe('upstream sslmode', () => {
     expect(r.rows[0]).toEqual({ u: 'app', ssl: true });
     await c.end();
     await p.close();
+  });
+});
+
+describe('sslmode as libpq: every mode against a server with TLS and one without', () => {
+  const plain = (): Via => ({ port: server().port });
+
+  it('disable and allow: plain text on both', async () => {
+    expect(await sslInUse('disable', '127.0.0.1')).toBe(false);
+    expect(await sslInUse('allow', '127.0.0.1')).toBe(false);
+    expect(await sslInUse('disable', '127.0.0.1', undefined, plain())).toBe(false);
+    expect(await sslInUse('allow', '127.0.0.1', undefined, plain())).toBe(false);
+  });
+
+  it("prefer, the default: TLS where offered, plain text on 'N' at once", async () => {
+    expect(await sslInUse('prefer', '127.0.0.1', undefined, plain())).toBe(false);
+    expect(await sslInUse(undefined, '127.0.0.1', undefined, plain())).toBe(false);
+    expect(await sslInUse(undefined, '127.0.0.1')).toBe(true);
+  });
+
+  it('require, verify-ca, verify-full: TLS or a clear refusal, never plain text', async () => {
+    expect(await sslInUse('require', '127.0.0.1')).toBe(true);
+    expect(await sslInUse('verify-ca', '127.0.0.1', caPem)).toBe(true);
+    expect(await sslInUse('verify-full', 'localhost', caPem)).toBe(true);
+    for (const [mode, host] of [
+      ['require', '127.0.0.1'],
+      ['verify-ca', '127.0.0.1'],
+      ['verify-full', 'localhost'],
+    ] as const) {
+      expect(await refusal(mode, host, caPem, plain())).toBe(
+        `upstream does not support TLS (sslmode=${mode})`,
+      );
+    }
+  });
+
+  it('allow: a plain start-up the server refuses is tried once more over TLS', async () => {
+    expect(await sslInUse('allow', '127.0.0.1', undefined, { user: 'tlsonly' })).toBe(true);
+    // disable has no second try: the server's own refusal reaches the client
+    expect(await refusal('disable', '127.0.0.1', undefined, { user: 'tlsonly' }, '28000')).toMatch(
+      /pg_hba\.conf rejects connection .*no encryption/,
+    );
+  });
+
+  it('prefer: a start-up refused over TLS, or a failed handshake, is tried once more in plain text', async () => {
+    expect(await sslInUse('prefer', '127.0.0.1', undefined, { user: 'plainonly' })).toBe(false);
+    expect(await refusal('require', '127.0.0.1', undefined, { user: 'plainonly' }, '28000')).toMatch(
+      /pg_hba\.conf rejects connection .*SSL encryption/,
+    );
+    // As libpq with a root certificate: the chain is verified in every mode; prefer falls back.
+    expect(await sslInUse('prefer', '127.0.0.1', otherCaPem)).toBe(false);
+    expect(await refusal('require', '127.0.0.1', otherCaPem)).toMatch(/TLS to upstream failed/);
+  });
+
+  it("an 'E' answer to the SSL request is reported, not retried", async () => {
+    const fake = net.createServer((s) => {
+      s.once('data', () =>
+        s.end(encodeError({ severity: 'FATAL', sqlstate: '53300', message: 'could not fork' })),
+      );
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    try {
+      const port = (fake.address() as net.AddressInfo).port;
+      expect(await refusal('prefer', '127.0.0.1', undefined, { port })).toBe(
+        'upstream refused the connection: could not fork',
+      );
+    } finally {
+      fake.close();
+    }
+  });
+
+  it('a sidecar with no policy and the default sslmode refuses at once (42501), it does not hang', async () => {
+    const s: Sidecar = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: server().host, port: server().port },
+      operator: { url: 'http://127.0.0.1:9' },
+      policyName: 'shop/orders',
+      logger: { log: () => {} },
+    });
+    try {
+      const t0 = Date.now();
+      await expect(
+        queryOnce(
+          { host: s.proxy.host, port: s.proxy.port, user: 'app', password: 'app', database: 'app' },
+          'SELECT 1',
+        ),
+      ).rejects.toMatchObject({ code: '42501', message: expect.stringContaining('no policy is loaded') });
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      await s.close();
+    }
   });
 });

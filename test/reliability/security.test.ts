@@ -59,7 +59,7 @@ beforeAll(async () => {
   });
   await adminQuery(
     cluster,
-    `${reliabilitySchemaSql(schema, 5)} GRANT USAGE ON SCHEMA ${schema} TO relsec; GRANT ALL ON ALL TABLES IN SCHEMA ${schema} TO relsec;`,
+    `${reliabilitySchemaSql(schema, 5, SECRETS.salt)} GRANT USAGE ON SCHEMA ${schema} TO relsec; GRANT ALL ON ALL TABLES IN SCHEMA ${schema} TO relsec;`,
   );
 }, 120_000);
 

@@ -148,7 +148,9 @@ describe('dbguard proxy (CLI process)', () => {
     const denials = async () => {
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       return Number(
-        /dbguard_denied_queries_total\{policy="shop\/orders",rule="no-drops"\} (\d+)/.exec(text)?.[1] ?? 0,
+        /dbguard_denied_queries_total\{policy="shop\/orders",rule="no-drops",reason="rule"\} (\d+)/.exec(
+          text,
+        )?.[1] ?? 0,
       );
     };
     const deniedBefore = await denials();

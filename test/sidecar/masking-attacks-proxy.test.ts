@@ -6,6 +6,7 @@
  * client anywhere, and that the exempt client still sees them.
  */
 import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -13,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
 import { loadPolicyFiles } from '../../policy/load.js';
 import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import { installHashKeys } from '../support/hash-key.js';
 import { leakDetector } from '../support/leaks.js';
 
 const SCHEMA = 'atk';
@@ -91,6 +93,7 @@ describe('masking through the proxy', () => {
       GRANT SELECT ON ${SCHEMA}.customer_view TO app;
       ANALYZE ${SCHEMA}.customers;`);
     await admin.end();
+    await installHashKeys(server, 'app', { 'shop/salt/salt': SALT });
     sidecar = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: server.host, port: server.port, sslmode: 'disable' },
@@ -291,6 +294,22 @@ describe('masking through the proxy', () => {
       expect.arrayContaining(['123-45-6789', 'ada.lovelace@example.org']),
     );
     expect(seen).toContain('Failing row contains');
+  });
+
+  it('the masked identity gets masked rows: the attacks above met the rewrite, not a refusal', async () => {
+    const exempt = await client('postgres', 'postgres');
+    const real = (await exempt.c.query(`SELECT name FROM ${SCHEMA}.customers WHERE id = 1`)).rows[0].name;
+    await exempt.c.end();
+    const { c } = await client();
+    const r = await c.query(`SELECT name, email, ssn, card FROM ${SCHEMA}.customers WHERE id = 1`);
+    expect(r.rows[0]).toEqual({
+      // the keyed function's HMAC under the installed key, never the name itself
+      name: crypto.createHmac('sha256', SALT).update(real).digest('hex'),
+      email: 'a***@example.org',
+      ssn: '****',
+      card: '************1111',
+    });
+    await c.end();
   });
 
   it('the exempt identity sees real values through the same proxy', async () => {

@@ -291,7 +291,9 @@ describe('metrics and readiness', () => {
     expect(value(/dbguard_queries_total\{policy="data\/gw",decision="mask",command="SELECT"\} (\d+)/)).toBe(
       3,
     );
-    expect(value(/dbguard_denied_queries_total\{policy="data\/gw",rule="no-drop"\} (\d+)/)).toBe(2);
+    expect(
+      value(/dbguard_denied_queries_total\{policy="data\/gw",rule="no-drop",reason="rule"\} (\d+)/),
+    ).toBe(2);
     expect(
       value(/dbguard_queries_total\{policy="data\/gw",decision="allow",command="CREATE TABLE"\} (\d+)/),
     ).toBe(1);

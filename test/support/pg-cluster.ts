@@ -130,6 +130,8 @@ export interface StartOptions {
   settings?: Record<string, string | number>;
   /** extra SQL run as superuser after start */
   setupSql?: string;
+  /** pg_hba.conf lines placed before the default ones (the first line that matches decides) */
+  hbaFirst?: string[];
 }
 
 export async function startCluster(opts: StartOptions = {}): Promise<RunningCluster> {
@@ -159,6 +161,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<RunningClus
     '--no-sync',
   ]);
   const hba = [
+    ...(opts.hbaFirst ?? []),
     'local all all trust',
     'host all md5user 127.0.0.1/32 md5',
     'host all plainuser 127.0.0.1/32 password',
