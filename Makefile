@@ -39,12 +39,14 @@ bench: build
 generate: deps
 	npm run generate
 
-# The chart's static checks (no helm needed), plus `helm lint` and `helm template` wherever helm exists.
+# The chart's static checks (no helm needed), plus `helm lint` and `helm template` with the helm that
+# hack/kube-testenv/build.sh built, else any helm on PATH. (`make test` runs them in test/kube/helm.test.ts.)
 chart-lint: build
-	@if command -v helm >/dev/null 2>&1; then \
-	  helm lint charts/dbguard && helm template dbguard charts/dbguard --namespace dbguard-system >/dev/null && \
-	  for v in examples/helm/*.yaml; do helm lint charts/dbguard -f "$$v" && \
-	    helm template dbguard charts/dbguard --namespace dbguard-system -f "$$v" >/dev/null || exit 1; done; \
+	@helm="$$(bash hack/kube-testenv/build.sh --bin-dir 2>/dev/null)/helm"; [ -x "$$helm" ] || helm="$$(command -v helm)"; \
+	if [ -n "$$helm" ]; then \
+	  "$$helm" lint charts/dbguard && "$$helm" template dbguard charts/dbguard --namespace dbguard-system >/dev/null && \
+	  for v in examples/helm/*.yaml; do "$$helm" lint charts/dbguard -f "$$v" && \
+	    "$$helm" template dbguard charts/dbguard --namespace dbguard-system -f "$$v" >/dev/null || exit 1; done; \
 	else echo "chart-lint: helm not found, static checks only"; fi
 	npx vitest run test/chart test/examples
 

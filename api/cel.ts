@@ -57,7 +57,8 @@ export const CEL = {
   uniqueRuleNames: {
     rule: 'self.all(r, self.exists_one(s, s.name == r.name))',
     message: 'rule names must be unique within a policy',
-    reason: 'FieldValueDuplicate',
+    // no reason FieldValueDuplicate: with it kube-apiserver drops the message and says only
+    // "spec.rules: Duplicate value" (test/kube/crd-cel.test.ts)
     check(self) {
       if (!Array.isArray(self)) return true;
       const first = new Map<string, number>();

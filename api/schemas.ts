@@ -476,7 +476,9 @@ function resource(description: string, spec: JSONSchemaProps, status: JSONSchema
     {
       apiVersion: str('Versioned schema of this representation of an object: dbguard.io/v1alpha1.'),
       kind: str('REST resource this object represents.'),
-      metadata: { type: 'object', description: 'Standard object metadata.' },
+      // `type: object` and nothing else: kube-apiserver refuses a CRD whose root metadata schema says more
+      // ("must not specify anything other than name and generateName"), a description included
+      metadata: { type: 'object' },
       spec,
       status,
     },

@@ -98,6 +98,10 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   const namespace = flags.get('namespace')!;
+  // one JSON line per event on stderr, for every part: certificates, caBundles, injection and approval
+  // watches included (without it their failures were invisible in `kubectl logs`)
+  const log = (f: Record<string, unknown>) =>
+    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...f })}\n`);
   let nativeSidecar: ReturnType<typeof parseNativeSidecarSetting>;
   let certificates: ReturnType<typeof operatorTls>;
   try {
@@ -112,6 +116,7 @@ export async function run(argv: string[]): Promise<number> {
       caValidity: flags.get('webhook-ca-validity'),
       manageWebhookConfig: flags.has('manage-webhook-config'),
       failurePolicy: flags.get('webhook-failure-policy'),
+      log,
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -124,13 +129,16 @@ export async function run(argv: string[]): Promise<number> {
     namespace,
     identity: process.env.POD_NAME ?? process.env.DBGUARD_POD_NAME,
     certificates,
+    log,
     routes: [
       injectionRoutes({
+        log,
         operatorNamespace: namespace,
         image: flags.get('sidecar-image'),
         nativeSidecar,
       }),
       approvalRoutes({
+        log,
         ...(flags.all('oidc-username-prefix').length
           ? { oidcUsernamePrefixes: flags.all('oidc-username-prefix').filter((p) => p !== '-') }
           : {}),

@@ -37,6 +37,40 @@ type MaskingProblem = import('../policy/mask-coverage.js').MaskingProblem;
 
 const PLURALS = { DatabasePolicy: 'databasepolicies', MaskingRule: 'maskingrules' } as const;
 
+/**
+ * client-node's Watch, but a watch we abandoned can no longer report. Stopping a ListWatch aborts its
+ * request, and the AbortError reaches the ListWatch's done handler later, after a restart has already
+ * opened the next watch: that handler then aborts the new watch too and emits 'error', whose restart
+ * does the same again, one new watch and one error line every 2 s, forever. Callbacks of a watch opened
+ * before the latest `invalidate()` or the latest `watch()` are dropped.
+ */
+class RestartableWatch extends k8s.Watch {
+  private generation = 0;
+
+  invalidate(): void {
+    this.generation++;
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: any, watchObj?: any) => void,
+    done: (err: any) => void,
+  ): Promise<AbortController> {
+    const mine = ++this.generation;
+    return super.watch(
+      path,
+      queryParams,
+      (phase, obj, w) => {
+        if (mine === this.generation) callback(phase, obj, w);
+      },
+      (err) => {
+        if (mine === this.generation) done(err);
+      },
+    );
+  }
+}
+
 /** Watches one custom resource kind across all namespaces, with restart and watchdog. */
 class ResourceWatch<T extends Obj> {
   readonly informer: k8s.Informer<T> & k8s.ObjectCache<T>;
@@ -46,7 +80,9 @@ class ResourceWatch<T extends Obj> {
   private stopped = false;
   /** number of times the watch was restarted (errors and watchdog) */
   restarts = 0;
+  /** the first list succeeded: the cache holds what the API server has (/readyz) */
   synced = false;
+  private readonly watch: RestartableWatch;
 
   constructor(
     kc: k8s.KubeConfig,
@@ -64,15 +100,28 @@ class ResourceWatch<T extends Obj> {
         plural,
       })) as k8s.KubernetesListObject<T>;
       this.touch();
+      // Only a list that succeeded makes the cache true. A failed one (403 from RBAC, 5xx) reaches the
+      // informer's 'error' handler while start() still resolves: /readyz must stay 503 until a retry lists.
+      this.synced = true;
       return res;
     };
-    this.informer = k8s.makeInformer<T>(kc, path, list as any);
+    this.watch = new RestartableWatch(kc);
+    this.informer = new k8s.ListWatch<T>(path, this.watch, list as any, false);
     this.informer.on('add', (o) => this.event('add', o));
     this.informer.on('update', (o) => this.event('update', o));
     this.informer.on('delete', (o) => this.event('delete', o));
     this.informer.on('connect', () => this.touch());
     this.informer.on('error', (err: unknown) => {
-      this.log?.({ msg: 'watch error; restarting', plural, error: String((err as Error)?.message ?? err) });
+      const e = err as { message?: string; statusCode?: number; code?: number; body?: unknown };
+      this.log?.({
+        msg: 'watch error; restarting',
+        plural,
+        error: String(e?.message ?? err),
+        // the HTTP status (403 when RBAC refuses the list or watch): what an operator's reader acts on
+        ...(typeof (e?.statusCode ?? e?.code) === 'number' && (e.statusCode ?? e.code)! >= 100
+          ? { status: e.statusCode ?? e.code }
+          : {}),
+      });
       this.scheduleRestart(2000);
     });
   }
@@ -98,7 +147,6 @@ class ResourceWatch<T extends Obj> {
   async start(): Promise<void> {
     this.stopped = false;
     await this.informer.start();
-    this.synced = true;
     this.touch();
     this.watchdog = setInterval(
       () => {
@@ -107,6 +155,7 @@ class ResourceWatch<T extends Obj> {
         this.log?.({ msg: 'watch silent; restarting', plural: this.plural });
         this.touch();
         this.restarts++;
+        this.watch.invalidate();
         void this.informer
           .stop()
           .then(() => this.informer.start())
@@ -121,6 +170,7 @@ class ResourceWatch<T extends Obj> {
     this.stopped = true;
     if (this.watchdog) clearInterval(this.watchdog);
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.watch.invalidate();
     await this.informer.stop();
   }
 }

@@ -115,6 +115,8 @@ export async function runOperator(opts: OperatorOptions): Promise<RunningOperato
         leader = true;
         metrics.leader.set(1);
         controller.enqueueAll();
+        // leader-only certificate work (caBundles) must not wait for the next periodic check
+        ctx.tls?.leading?.();
       },
       onStoppedLeading: () => {
         leader = false;

@@ -116,6 +116,19 @@ export class SelfManagedCertificates implements TlsSource {
     await this.running;
   }
 
+  /**
+   * Leadership gained. The first round ran in start(), before any replica led, so it wrote no caBundle;
+   * waiting for the next interval (up to 1 h) left the webhooks' caBundle empty and, with failurePolicy
+   * Fail, every labelled pod rejected. A round in flight may have started as a follower: run one more.
+   */
+  leading(): void {
+    if (this.stopped) return;
+    void (async () => {
+      await this.running;
+      if (!this.stopped) await this.check();
+    })();
+  }
+
   /** One round: read, create or renew the Secret, adopt it, and (leader) write caBundles. Never throws. */
   check(): Promise<void> {
     if (!this.running)

@@ -13,5 +13,10 @@ export interface TlsSource {
   current(): TlsMaterial | undefined;
   /** called after every change (rotation, a new file from cert-manager) */
   onChange(cb: (m: TlsMaterial) => void): void;
+  /**
+   * This replica just became the leader: do the leader-only work (renewal, caBundles) now instead of at
+   * the next periodic check, which can be an hour away.
+   */
+  leading?(): void;
   stop(): Promise<void>;
 }

@@ -33,7 +33,8 @@ describe('schemas', () => {
   });
 
   it('describe every field (kubectl explain)', () => {
-    const fields = all.filter(([p]) => !p.endsWith('[]'));
+    // the root metadata schema must be a bare `type: object`: kube-apiserver refuses a description there
+    const fields = all.filter(([p]) => !p.endsWith('[]') && !/^\w+ metadata$/.test(p));
     expect(fields.filter(([, s]) => !s.description?.trim()).map(([p]) => p)).toEqual([]);
   });
 

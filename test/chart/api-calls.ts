@@ -1,7 +1,7 @@
 /**
  * Which Kubernetes API permissions a set of source files needs, read from the sources themselves: a call is a
  * method of a @kubernetes/client-node API class (`readNamespacedSecret(`, `patchNamespacedCustomObjectStatus(`)
- * or an informer (`makeInformer(kc, '/apis/...')`). Deliberately simple and over-approximating:
+ * or an informer (`makeInformer(kc, '/apis/...')` or `new k8s.ListWatch('/apis/...', ...)`). Deliberately simple and over-approximating:
  * - the verb comes from the method's prefix (read/get → get, replace → update, ...);
  * - the resource from the rest of the name (`NamespacedSecret` → secrets), the API group from the API class;
  * - custom objects: every dbguard plural the file names (a literal, `PLURAL` of approvals, `PLURALS`).
@@ -121,8 +121,8 @@ export function extractCalls(file: string, text: string, methods = apiMethods())
       calls.push({ file, method, group, resource: `${plural(rest)}${sub}`, verb });
     }
   }
-  // informers list and then watch
-  for (const _ of text.matchAll(/makeInformer\s*(?:<[^>]*>)?\s*\(/g)) {
+  // informers (makeInformer, or a ListWatch built directly) list and then watch
+  for (const _ of text.matchAll(/(?:makeInformer|new\s+k8s\.ListWatch)\s*(?:<[^>]*>)?\s*\(/g)) {
     const plurals = crdPluralsIn(text);
     if (!plurals.length) unmapped.push({ file, method: 'makeInformer (which resource?)' });
     for (const p of plurals)

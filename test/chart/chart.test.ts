@@ -118,8 +118,10 @@ describe('values.yaml and values.schema.json', () => {
 
   it("passes the cluster's OIDC username prefixes to the operator (separation of duties)", () => {
     expect(values.webhook.approvals.oidcUsernamePrefixes).toEqual(['oidc:']);
+    // quoted: unquoted, `- --oidc-username-prefix=oidc:` is a YAML mapping and the API server refuses the
+    // Deployment (test/kube/helm.test.ts renders it with a real helm and sends it to a real API server)
     expect(read('templates/deployment.yaml')).toContain(
-      '{{- range .Values.webhook.approvals.oidcUsernamePrefixes }}\n            - --oidc-username-prefix={{ default "-" . }}',
+      '- {{ printf "--oidc-username-prefix=%s" (default "-" .) | quote }}',
     );
   });
 
