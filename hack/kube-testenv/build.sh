@@ -4,10 +4,10 @@
 # Binaries land in a cache directory keyed by the pinned versions and the Go toolchain, so a second run
 # costs nothing. Prints the cache's bin directory on its last line of stdout (progress goes to stderr).
 #   --bin-dir           build nothing: print the bin directory if all three binaries are there, else fail
-#   KUBE_TESTENV_CACHE  cache root (default: <repo>/.cache/kube-testenv)
+#   KUBE_TESTENV_CACHE  cache root (default: ${XDG_CACHE_HOME:-~/.cache}/dbguard/kube-testenv, shared by every
+#                       checkout on the machine, so a fresh clone does not build again)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "kube-testenv: no Go toolchain (go) on PATH: install Go >= 1.21 to build kube-apiserver, etcd and helm (hack/kube-testenv/build.sh)" >&2
@@ -29,7 +29,7 @@ GOV="$(go env GOVERSION)"
 RECIPE=1
 SUM="$( (cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/helm/go.mod" "$HERE/helm/go.sum"; echo "$RECIPE") | sha256sum | cut -c1-10)"
 KEY="k8s-${K8S}_etcd-${ETCD}_helm-${HELM}_${GOV}_${SUM}"
-BIN="${KUBE_TESTENV_CACHE:-$ROOT/.cache/kube-testenv}/$KEY/bin"
+BIN="${KUBE_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbguard/kube-testenv}/$KEY/bin"
 if [ "${1:-}" = --bin-dir ]; then
   for b in etcd kube-apiserver helm; do
     if [ ! -x "$BIN/$b" ]; then
