@@ -299,8 +299,10 @@ describe('batching', () => {
     }
     await log.close();
     expect(batches.reduce((a, b) => a + b, 0)).toBe(n);
-    // Writing at once after each 2 ms write would give a batch per write, well over 100 of them.
-    expect(batches.length).toBeLessThanOrEqual(Math.ceil(300 / 25) + 3);
+    // Writing at once after each 2 ms write would give a batch per write, well over 100 of them; lingering
+    // gives about one per 25 ms (12). The bound leaves room for a loaded host's late timers (17 seen with
+    // six builds running) and still tells the two apart.
+    expect(batches.length).toBeLessThanOrEqual(Math.ceil(300 / 25) * 3);
   });
 
   it('tryWrite queues without a promise while there is room, and says no when the caller must wait', async () => {
