@@ -22,3 +22,13 @@ SRC="$ROOT/test/compat/java/Compat.java"
 if [ ! -f "$OUT/java/Compat.class" ] || [ "$SRC" -nt "$OUT/java/Compat.class" ]; then
   javac -d "$OUT/java" -cp "$JAR" "$SRC"
 fi
+
+# pgx (test/compat/go, pinned by go.mod/go.sum), built once per source change
+if ! command -v go >/dev/null 2>&1; then
+  echo "the pgx row of the compatibility matrix needs go: install Go 1.22+ (https://go.dev/doc/install)" >&2
+  exit 1
+fi
+GOSRC="$ROOT/test/compat/go"
+if [ ! -x "$OUT/compat-go" ] || [ -n "$(find "$GOSRC" -newer "$OUT/compat-go" -type f)" ]; then
+  (cd "$GOSRC" && go build -o "$OUT/compat-go" .)
+fi
