@@ -9,6 +9,9 @@ have_pg() {
     command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1
 }
 
+# The compatibility matrix's Java client (pgjdbc, compiled test program).
+bash "$(dirname "$0")/build-test-clients.sh"
+
 # Python packages of the ORM tests (SQLAlchemy over psycopg), exactly as pinned in test/requirements.txt.
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REQUIREMENTS="$ROOT/test/requirements.txt"
