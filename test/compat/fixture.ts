@@ -6,11 +6,11 @@
  */
 import { expect } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
 import { leakDetector } from '../support/leaks.js';
 import type { PgServer } from '../support/pg-cluster.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 /** Real values; unusual on purpose, so that no client's ordinary output contains them by chance. */
 export const REAL = [
@@ -60,9 +60,7 @@ spec:
     - {table: ${schema}.customers, column: ssn, strategy: Redact}
   exemptSubjects: [{kind: DatabaseUser, name: postgres}]
 `;
-  const r = loadPolicyFiles([{ name: 'compat.yaml', text }]);
-  if (!r.ok) throw new Error(r.errors.join('\n'));
-  return r.compiled;
+  return compileYaml(text);
 }
 
 export interface CompatProxy {
@@ -92,13 +90,7 @@ export async function startCompatProxy(server: PgServer, schema: string): Promis
      GRANT USAGE ON SCHEMA ${schema} TO app; GRANT ALL ON ALL TABLES IN SCHEMA ${schema} TO app;
      GRANT ALL ON ALL SEQUENCES IN SCHEMA ${schema} TO app;`,
   );
-  const sidecar = await startSidecar({
-    listen: { host: '127.0.0.1', port: 0 },
-    upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-    policyFiles: [],
-    initialPolicy: policy(schema, server.port),
-    logger: { log: () => {} },
-  });
+  const sidecar = await startPolicySidecar(server, policy(schema, server.port));
   const { host, port } = sidecar.proxy;
   return {
     sidecar,

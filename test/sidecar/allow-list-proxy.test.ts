@@ -13,9 +13,9 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TOUR } from '../../cli/demo.js';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { ROOT } from '../chart/paths.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const DB = `allow_proxy_${process.pid}`;
 const REAL_SSN = '123-45-6789';
@@ -32,16 +32,7 @@ ${extra}`;
 }
 
 async function sidecarFor(text: string): Promise<Sidecar> {
-  const r = loadPolicyFiles([{ name: 'policy.yaml', text }]);
-  if (!r.ok) throw new Error(r.errors.join('\n'));
-  const server = inject('pg');
-  return startSidecar({
-    listen: { host: '127.0.0.1', port: 0 },
-    upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-    policyFiles: [],
-    initialPolicy: r.compiled,
-    logger: { log: () => {} },
-  });
+  return startPolicySidecar(inject('pg'), compileYaml(text));
 }
 
 const config = (s: Sidecar): pg.ClientConfig => ({

@@ -8,9 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const SSN = '123-45-6789';
 
@@ -33,10 +33,7 @@ describe('denial reasons in the audit trail and the metrics', () => {
       `DROP TABLE IF EXISTS reason_people; CREATE TABLE reason_people (id int PRIMARY KEY, ssn text);
        INSERT INTO reason_people VALUES (1, '${SSN}'); GRANT ALL ON reason_people TO app;`,
     );
-    const r = loadPolicyFiles([
-      {
-        name: 'p.yaml',
-        text: `
+    const policy = compileYaml(`
 apiVersion: dbguard.io/v1alpha1
 kind: DatabasePolicy
 metadata: {name: reasons, namespace: shop}
@@ -51,18 +48,10 @@ metadata: {name: pii, namespace: shop}
 spec:
   policyRef: {name: reasons}
   columns: [{table: reason_people, column: ssn, strategy: Redact}]
-`,
-      },
-    ]);
-    if (!r.ok) throw new Error(r.errors.join('\n'));
-    sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-      policyFiles: [],
-      initialPolicy: r.compiled,
+`);
+    sidecar = await startPolicySidecar(server, policy, {
       auditLog: path.join(dir, 'audit.jsonl'),
       metricsListen: '127.0.0.1:0',
-      logger: { log: () => {} },
     });
   });
 

@@ -11,10 +11,10 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { loadPolicyFiles } from '../../policy/load.js';
 import { UNSAFE_CLIENT_ENCODINGS } from '../../sidecar/lexer-guard.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 import { cstring, errorFields, int16, int32, msg, RawConn, type RawMessage } from '../support/wire.js';
 
 const S = 'lexatk';
@@ -46,9 +46,7 @@ spec:
     - {table: ${S}.customers, column: ssn, strategy: Redact}
   exemptSubjects: [{kind: DatabaseUser, name: postgres}]
 `;
-  const r = loadPolicyFiles([{ name: 'shop.yaml', text }]);
-  if (!r.ok) throw new Error(r.errors.join('\n'));
-  return r.compiled;
+  return compileYaml(text);
 }
 
 const server = inject('pg');
@@ -84,14 +82,7 @@ beforeAll(async () => {
     GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${S} TO lexuser, lexrole, trustuser;`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbguard-lexer-'));
   auditFile = path.join(dir, 'audit.jsonl');
-  sidecar = await startSidecar({
-    listen: { host: '127.0.0.1', port: 0 },
-    upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-    policyFiles: [],
-    initialPolicy: policy(server.port),
-    auditLog: auditFile,
-    logger: { log: () => {} },
-  });
+  sidecar = await startPolicySidecar(server, policy(server.port), { auditLog: auditFile });
 });
 
 afterAll(async () => {

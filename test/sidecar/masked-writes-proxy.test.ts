@@ -13,9 +13,9 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const run = promisify(execFile);
 const SCHEMA = 'mw';
@@ -51,9 +51,7 @@ spec:
     - {table: ${SCHEMA}.customers, column: ssn, strategy: Redact}
   exemptSubjects: [{kind: DatabaseUser, name: postgres}]
 `;
-  const r = loadPolicyFiles([{ name: 'shop.yaml', text }]);
-  if (!r.ok) throw new Error(r.errors.join('\n'));
-  return r.compiled;
+  return compileYaml(text);
 }
 
 const refused = (column: string) =>
@@ -76,13 +74,7 @@ describe('a masked subject writing through the proxy never stores masks', () => 
        CREATE TABLE ${SCHEMA}.staging (id int PRIMARY KEY, name text, email text, ssn text);
        GRANT USAGE ON SCHEMA ${SCHEMA} TO app; GRANT ALL ON ALL TABLES IN SCHEMA ${SCHEMA} TO app;`,
     );
-    sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-      policyFiles: [],
-      initialPolicy: policy(server.port),
-      logger: { log: () => {} },
-    });
+    sidecar = await startPolicySidecar(server, policy(server.port));
   });
 
   beforeEach(async () => {

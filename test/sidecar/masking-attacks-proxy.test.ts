@@ -12,10 +12,10 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CompiledPolicy } from '../../api/compiled.js';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { installHashKeys } from '../support/hash-key.js';
 import { leakDetector } from '../support/leaks.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const SCHEMA = 'atk';
 // Seeded real values: none of these may ever reach the masked client.
@@ -56,9 +56,7 @@ kind: Secret
 metadata: {name: salt, namespace: shop}
 stringData: {salt: ${SALT}}
 `;
-  const r = loadPolicyFiles([{ name: 'atk.yaml', text }]);
-  if (!r.ok) throw new Error(r.errors.join('\n'));
-  return r.compiled;
+  return compileYaml(text);
 }
 
 /** Everything a client received, as one string: rows, errors with every field, notices. */
@@ -94,13 +92,7 @@ describe('masking through the proxy', () => {
       ANALYZE ${SCHEMA}.customers;`);
     await admin.end();
     await installHashKeys(server, 'app', { 'shop/salt/salt': SALT });
-    sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-      policyFiles: [],
-      initialPolicy: policy(server.port),
-      logger: { log: () => {} },
-    });
+    sidecar = await startPolicySidecar(server, policy(server.port));
   });
 
   afterAll(async () => {

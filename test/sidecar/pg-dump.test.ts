@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
 import { leakDetector } from '../support/leaks.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const run = promisify(execFile);
 const DB = `dumpsrc_${process.pid}`;
@@ -41,10 +41,7 @@ describe('a masked pg_dump through the proxy', () => {
        INSERT INTO orders VALUES (10, 1, 5), (11, 2, 7);`,
       DB,
     );
-    const r = loadPolicyFiles([
-      {
-        name: 'p.yaml',
-        text: `
+    const policy = compileYaml(`
 apiVersion: dbguard.io/v1alpha1
 kind: DatabasePolicy
 metadata: {name: dump, namespace: shop}
@@ -60,17 +57,8 @@ spec:
   columns:
     - {table: customers, column: email, strategy: Email}
     - {table: customers, column: ssn, strategy: Redact}
-`,
-      },
-    ]);
-    if (!r.ok) throw new Error(r.errors.join('\n'));
-    sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-      policyFiles: [],
-      initialPolicy: r.compiled,
-      logger: { log: () => {} },
-    });
+`);
+    sidecar = await startPolicySidecar(server, policy);
   }, 60_000);
 
   afterAll(async () => {

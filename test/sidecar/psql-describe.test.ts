@@ -5,10 +5,10 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadPolicyFiles } from '../../policy/load.js';
-import { type Sidecar, startSidecar } from '../../sidecar/runtime.js';
+import type { Sidecar } from '../../sidecar/runtime.js';
 import { adminQuery } from '../support/admin.js';
 import { leakDetector } from '../support/leaks.js';
+import { compileYaml, startPolicySidecar } from '../support/policy-sidecar.js';
 
 const SCHEMA = 'psqld';
 const SECRETS = ['ada.qzwx@example.org', '123-45-6789'];
@@ -33,10 +33,7 @@ describe('psql describe commands for a masked subject', () => {
        ANALYZE ${SCHEMA}.customers;
        RESET ROLE;`,
     );
-    const r = loadPolicyFiles([
-      {
-        name: 'p.yaml',
-        text: `
+    const policy = compileYaml(`
 apiVersion: dbguard.io/v1alpha1
 kind: DatabasePolicy
 metadata: {name: psqld, namespace: shop}
@@ -52,17 +49,8 @@ spec:
   columns:
     - {table: ${SCHEMA}.customers, column: email, strategy: Email}
     - {table: ${SCHEMA}.customers, column: ssn, strategy: Redact}
-`,
-      },
-    ]);
-    if (!r.ok) throw new Error(r.errors.join('\n'));
-    sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: server.host, port: server.port, sslmode: 'disable' },
-      policyFiles: [],
-      initialPolicy: r.compiled,
-      logger: { log: () => {} },
-    });
+`);
+    sidecar = await startPolicySidecar(server, policy);
   });
 
   afterAll(async () => {
